@@ -1,0 +1,42 @@
+"""saekit: sparse-autoencoder interpretability for language models, Jupyter-first.
+
+harvest -> train -> evaluate -> inspect -> intervene. Importing saekit has no side effects: it
+imports torch, but models, corpora, transformers and nnsight load only when a function asks.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import ConfigError, HarvestConfig, SaeConfig, TrainConfig
+from .data import TokenContexts, contexts, corpus
+from .harvest import harvest
+from .metrics import EvalResult, evaluate
+from .model import DEFAULT_MODEL, Model, load_model
+from .saes import Sae, SaeOutput, TopKSae
+from .store import ActivationCache, ShuffleBuffer
+from .train import Trainer, train
+
+__all__ = [
+    "ActivationCache",
+    "ConfigError",
+    "DEFAULT_MODEL",
+    "EvalResult",
+    "HarvestConfig",
+    "Model",
+    "Sae",
+    "SaeConfig",
+    "SaeOutput",
+    "ShuffleBuffer",
+    "TokenContexts",
+    "TopKSae",
+    "TrainConfig",
+    "Trainer",
+    "contexts",
+    "corpus",
+    "evaluate",
+    "harvest",
+    "load_model",
+    "train",
+    "__version__",
+]

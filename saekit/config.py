@@ -1,0 +1,186 @@
+"""Dataclass configs. Every field has a docstring; `__post_init__` validates and never rewrites."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value is invalid. The message names the field and the fix."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _known_kwargs(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass
+class SaeConfig:
+    """What an SAE is: its shape, its architecture and where it reads from."""
+
+    d_in: int
+    """Width of the activations the SAE reads (d_model for residual-stream hook points)."""
+
+    n_latents: int = 4096
+    """Number of dictionary features (latents), often written F or d_sae."""
+
+    k: int = 32
+    """Active latents per token for TopK-style architectures (ignored by others)."""
+
+    architecture: str = "topk"
+    """Which SAE family member: 'topk' (more arrive with the architecture registry)."""
+
+    hookpoint: str | None = None
+    """Stable hook-point name the SAE was trained on, e.g. 'resid_post.6'."""
+
+    model_name: str | None = None
+    """Model the activations came from, e.g. 'gemma-3-270m'."""
+
+    dtype: str = "float32"
+    """Storage dtype of the parameters: 'float32' or 'bfloat16'."""
+
+    auxk_alpha: float = 1 / 32
+    """Weight of the AuxK loss that revives dead latents (Gao et al. 2024); TopK-style architectures."""
+
+    k_aux: int | None = None
+    """Dead latents used by AuxK per token; None means d_in // 2 (Gao et al. 2024)."""
+
+    def __post_init__(self) -> None:
+        _check(self.auxk_alpha >= 0, f"SaeConfig.auxk_alpha must be >= 0, got {self.auxk_alpha!r}.")
+        _check(self.k_aux is None or self.k_aux > 0, f"SaeConfig.k_aux must be positive or None, got {self.k_aux!r}.")
+        _check(isinstance(self.d_in, int) and self.d_in > 0, f"SaeConfig.d_in must be a positive int, got {self.d_in!r}.")
+        _check(
+            isinstance(self.n_latents, int) and self.n_latents > 0,
+            f"SaeConfig.n_latents must be a positive int, got {self.n_latents!r}.",
+        )
+        _check(isinstance(self.k, int) and self.k > 0, f"SaeConfig.k must be a positive int, got {self.k!r}.")
+        _check(
+            self.k <= self.n_latents,
+            f"SaeConfig.k={self.k} is larger than n_latents={self.n_latents}: "
+            f"choose k <= n_latents (k is the number of active latents per token).",
+        )
+        _check(self.dtype in ("float32", "bfloat16"), f"SaeConfig.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SaeConfig":
+        return cls(**_known_kwargs(cls, data))
+
+
+@dataclass
+class TrainConfig:
+    """How to train: optimiser, schedule, budget, auxiliary loss, checkpoints."""
+
+    tokens: int = 300_000
+    """Training budget in tokens (activation vectors); steps = ceil(tokens / batch_size)."""
+
+    batch_size: int = 4096
+    """Activation vectors per optimiser step."""
+
+    lr: float | None = None
+    """Adam learning rate; None picks 2e-3 / sqrt(n_latents / 4096): Gao et al.'s 1/sqrt(F) scaling, with
+    a base tuned here for budgets of 1e5-1e7 tokens (BENCHMARKS.md has the sweep)."""
+
+    warmup_steps: int = 5
+    """Linear learning-rate warmup from 0, in steps."""
+
+    decay_start: float = 0.8
+    """Fraction of training after which the learning rate decays linearly to zero."""
+
+    dead_tokens: int | None = None
+    """A latent silent for this many training tokens counts as dead for AuxK; None: min(10M, tokens // 6)."""
+
+    seed: int = 0
+    """Seed for initialisation and data order."""
+
+    normalize: bool = True
+    """Scale activations to mean squared norm d_in while training; the scale is folded into the saved weights."""
+
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint every N steps (0: only at the end)."""
+
+    log_every: int = 10
+    """Record training metrics every N steps."""
+
+    device: str | None = None
+    """'cpu', 'cuda', 'cuda:1'...; None picks CUDA when present, else the CPU."""
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.tokens, int) and self.tokens > 0, f"TrainConfig.tokens must be a positive int, got {self.tokens!r}.")
+        _check(
+            isinstance(self.batch_size, int) and self.batch_size > 0,
+            f"TrainConfig.batch_size must be a positive int, got {self.batch_size!r}.",
+        )
+        _check(
+            self.tokens >= self.batch_size,
+            f"TrainConfig.tokens={self.tokens} is smaller than one batch (batch_size={self.batch_size}): "
+            f"raise tokens or lower batch_size.",
+        )
+        _check(self.lr is None or self.lr > 0, f"TrainConfig.lr must be positive or None, got {self.lr!r}.")
+        _check(self.warmup_steps >= 0, f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps!r}.")
+        _check(0.0 <= self.decay_start <= 1.0, f"TrainConfig.decay_start must be in [0, 1], got {self.decay_start!r}.")
+        _check(self.dead_tokens is None or self.dead_tokens > 0, f"TrainConfig.dead_tokens must be positive, got {self.dead_tokens!r}.")
+        _check(self.checkpoint_every >= 0, f"TrainConfig.checkpoint_every must be >= 0, got {self.checkpoint_every!r}.")
+        _check(self.log_every > 0, f"TrainConfig.log_every must be positive, got {self.log_every!r}.")
+
+    @property
+    def steps(self) -> int:
+        return -(-self.tokens // self.batch_size)
+
+    def lr_for(self, n_latents: int) -> float:
+        return self.lr if self.lr is not None else 2e-3 / (n_latents / 4096) ** 0.5
+
+    @property
+    def dead_after(self) -> int:
+        """Tokens of silence after which a latent counts as dead."""
+        return self.dead_tokens if self.dead_tokens is not None else max(self.batch_size, min(10_000_000, self.tokens // 6))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class HarvestConfig:
+    """How to turn text into activations."""
+
+    hookpoints: tuple[str, ...] = ("resid_post.6",)
+    """Stable hook-point names to capture in one forward pass, e.g. ('resid_post.6', 'mlp_out.6')."""
+
+    context_len: int = 128
+    """Tokens per context (BOS first)."""
+
+    batch_size: int = 16
+    """Contexts per forward pass."""
+
+    drop_bos: bool = True
+    """Leave BOS positions out of the harvested activations (they are huge outliers)."""
+
+    drop_pad: bool = True
+    """Leave padding positions out of the harvested activations."""
+
+    dtype: str = "float32"
+    """Storage dtype of the activations: 'float32' or 'bfloat16'."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.hookpoints) > 0, "HarvestConfig.hookpoints is empty: name at least one, e.g. ('resid_post.6',).")
+        _check(self.context_len >= 2, f"HarvestConfig.context_len must be >= 2, got {self.context_len!r}.")
+        _check(self.batch_size > 0, f"HarvestConfig.batch_size must be positive, got {self.batch_size!r}.")
+        _check(self.dtype in ("float32", "bfloat16"), f"HarvestConfig.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
+
+
+def dump_json(obj: Any, path: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+__all__ = ["ConfigError", "SaeConfig", "TrainConfig", "HarvestConfig", "dump_json"]

@@ -1,0 +1,168 @@
+"""Batched activation capture: one forward per batch, stopped after the deepest hook point, BOS and
+padding positions left out, finite values checked, written shard by shard so a kill loses no
+finished work (and a rerun with the same settings resumes where it stopped)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .config import HarvestConfig
+from .data import Document, TokenContexts, contexts, corpus
+from .store import ActivationCache
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class HarvestError(ValueError):
+    """Activations that cannot be used (NaN/inf) or a harvest that cannot start; names the fix."""
+
+
+def keep_mask(ctx: TokenContexts, bos_token_id: int | None, drop_bos: bool, drop_pad: bool) -> Tensor:
+    """Bool [N, T]: positions whose activations are kept."""
+    keep = torch.ones_like(ctx.input_ids, dtype=torch.bool)
+    if drop_pad:
+        keep &= ctx.attention_mask.bool()
+    if drop_bos:
+        keep[:, 0] = False
+        if bos_token_id is not None:
+            keep &= ctx.input_ids != bos_token_id
+    return keep
+
+
+def iter_activations(
+    model,
+    ctx: TokenContexts,
+    cfg: HarvestConfig,
+    *,
+    start: int = 0,
+    progress: bool = True,
+) -> Iterator[tuple[int, dict[str, Tensor], dict[str, Tensor]]]:
+    """Yield (contexts done, {hookpoint: [n, D]}, {token_ids, context_index, position: [n]}) per batch."""
+    for h in cfg.hookpoints:
+        model.resolve(h)  # raise on an unknown hook point before any forward runs
+    dtype = _DTYPES[cfg.dtype]
+    keep_NT = keep_mask(ctx, model.bos_token_id, cfg.drop_bos, cfg.drop_pad)
+    N, T = ctx.input_ids.shape
+    device = model.device
+    bar = tqdm(total=int(keep_NT.sum()), desc="harvest", unit="tok", disable=not progress)
+    bar.update(int(keep_NT[:start].sum()))
+    for s in range(start, N, cfg.batch_size):
+        ids_BT = ctx.input_ids[s : s + cfg.batch_size]
+        mask_BT = ctx.attention_mask[s : s + cfg.batch_size]
+        keep_BT = keep_NT[s : s + cfg.batch_size]
+        acts = model.capture(ids_BT.to(device), cfg.hookpoints, attention_mask=mask_BT.to(device))
+        out = {}
+        for h in cfg.hookpoints:
+            a_BTD = acts[h]
+            rows_nD = a_BTD[keep_BT.to(a_BTD.device)].to("cpu", dtype)  # [n, D]
+            if not torch.isfinite(rows_nD).all():
+                bad = int((~torch.isfinite(rows_nD)).any(-1).sum())
+                raise HarvestError(
+                    f"{bad} activation vectors at {h!r} are NaN or inf (contexts {s}..{s + len(ids_BT) - 1}); "
+                    f"the model overflowed: load it in float32 (load_model(..., dtype=torch.float32)) or harvest in float32."
+                )
+            out[h] = rows_nD
+        pos_BT = torch.arange(T).expand_as(ids_BT)
+        ctx_BT = torch.arange(s, s + len(ids_BT))[:, None].expand_as(ids_BT)
+        meta = {
+            "token_ids": ids_BT[keep_BT].to(torch.int32),
+            "context_index": ctx_BT[keep_BT].to(torch.int32),
+            "position": pos_BT[keep_BT].to(torch.int16),
+        }
+        bar.update(int(keep_BT.sum()))
+        yield s + len(ids_BT), out, meta
+    bar.close()
+
+
+def harvest(
+    model,
+    texts: Iterable[Document] | Sequence[str] | str | TokenContexts | None = None,
+    *,
+    hookpoints: Sequence[str] | str | None = None,
+    n_tokens: int = 100_000,
+    out: str | Path | None = None,
+    cfg: HarvestConfig | None = None,
+    split: str = "train",
+    shard_tokens: int = 65_536,
+    progress: bool = True,
+) -> ActivationCache:
+    """Capture activations at `hookpoints` for about `n_tokens` kept tokens of `texts`.
+
+    `texts` None is the built-in corpus (`split` 'train' or 'test'). With `out`, shards go to that
+    folder as they finish and the returned cache reads from disk; rerunning with the same settings
+    resumes an interrupted harvest. Without `out` everything stays in RAM.
+    """
+    if isinstance(hookpoints, str):
+        hookpoints = [hookpoints]
+    if cfg is None:
+        cfg = HarvestConfig(hookpoints=tuple(hookpoints or (model.default_hookpoint(),)))
+    elif hookpoints is not None:
+        raise HarvestError("pass hook points either in hookpoints= or in cfg=, not both")
+    for h in cfg.hookpoints:
+        model.resolve(h)
+    if n_tokens <= 0:
+        raise HarvestError(f"n_tokens must be positive, got {n_tokens}")
+    if isinstance(texts, TokenContexts):
+        ctx = texts
+    else:
+        docs = corpus(split=split) if texts is None else texts
+        # harvest keeps all but BOS/pad: ask the tokenizer for a little more to land on n_tokens kept
+        want = int(n_tokens * cfg.context_len / (cfg.context_len - 1)) + cfg.context_len
+        ctx = contexts(model, docs, context_len=cfg.context_len, n_tokens=want)
+    d = {h: model.d_model for h in cfg.hookpoints}
+    info = {
+        "model": model.name,
+        "context_len": ctx.input_ids.shape[1],
+        "n_contexts": len(ctx),
+        "drop_bos": cfg.drop_bos,
+        "drop_pad": cfg.drop_pad,
+        "dtype": cfg.dtype,
+        "split": split if texts is None else "user",
+        "requested_tokens": n_tokens,
+    }
+    cache, start = _open_or_create(out, list(cfg.hookpoints), d, info)
+    if start >= len(ctx):
+        return cache
+    pending: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = []
+    rows = 0
+    kept = cache.n_tokens
+    for done, acts, meta in iter_activations(model, ctx, cfg, start=start, progress=progress):
+        take = min(acts[cfg.hookpoints[0]].shape[0], n_tokens - kept)
+        acts = {k: v[:take] for k, v in acts.items()}
+        meta = {k: v[:take] for k, v in meta.items()}
+        pending.append((acts, meta))
+        rows += take
+        kept += take
+        if rows >= shard_tokens or kept >= n_tokens:
+            cache.append(*_concat(pending), contexts_done=done)
+            pending, rows = [], 0
+        if kept >= n_tokens:
+            break
+    if pending:
+        cache.append(*_concat(pending), contexts_done=len(ctx))
+    return cache
+
+
+def _concat(pending):
+    acts = {k: torch.cat([p[0][k] for p in pending]) for k in pending[0][0]}
+    meta = {k: torch.cat([p[1][k] for p in pending]) for k in pending[0][1]}
+    return acts, meta
+
+
+def _open_or_create(out, hookpoints, d, info) -> tuple[ActivationCache, int]:
+    if out is not None and (Path(out) / "manifest.json").exists():
+        old = ActivationCache.open(out)
+        same = old.hookpoints == hookpoints and all(
+            old.info.get(k) == info[k] for k in ("model", "context_len", "n_contexts", "drop_bos", "drop_pad", "dtype", "split")
+        )
+        if same and old.info.get("requested_tokens") == info["requested_tokens"]:
+            return old, int(old.info.get("contexts_done", 0))
+        raise HarvestError(
+            f"{out} already holds a harvest with other settings ({old.info}); choose another out= folder or delete it"
+        )
+    return ActivationCache.create(out, hookpoints, d, info), 0

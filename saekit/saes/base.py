@@ -1,0 +1,280 @@
+"""The interface every SAE shares: parameters, encode/decode/forward, data-dependent init, save/load.
+
+Parameters use the papers' names and one orientation: each latent owns a row of `W_enc` [F, D] and a row
+of `W_dec` [F, D] (its decoder direction). On disk the layout is SAELens's: `W_enc` is stored [D, F].
+
+    latents_BF = act(W_enc @ (x - b_dec) + b_enc)        x_hat_BD = latents_BF @ W_dec + b_dec
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ..config import ConfigError, SaeConfig, dump_json
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae.safetensors"
+SAELENS_VERSION_TAG = "6.0.0"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class SaeOutput(NamedTuple):
+    """What `Sae.forward` returns; every field is a tensor so the output moves across devices as one."""
+
+    x_hat: Tensor
+    """Reconstruction [B, D]."""
+    acts: Tensor
+    """Active latent values: [B, K] with `indices` for sparse codes, or dense [B, F] when indices is empty."""
+    indices: Tensor
+    """Latent indices [B, K] of `acts`, or an empty tensor for dense codes."""
+    fvu: Tensor
+    """Fraction of variance unexplained of this batch (scalar)."""
+    aux_loss: Tensor
+    """The architecture's auxiliary loss (AuxK for TopK), already weighted (scalar)."""
+    loss: Tensor
+    """The full training objective of this architecture (scalar)."""
+    fired: Tensor
+    """Bool [F]: latents that were active on at least one row of the batch."""
+    l0: Tensor
+    """Mean number of active latents per row (scalar)."""
+
+
+def fvu(x_BD: Tensor, x_hat_BD: Tensor) -> Tensor:
+    """Fraction of variance unexplained: ||x - x_hat||^2 / ||x - mean(x)||^2 over the batch."""
+    total_variance = (x_BD - x_BD.mean(0)).pow(2).sum()
+    return (x_BD - x_hat_BD).pow(2).sum() / total_variance.clamp_min(1e-12)
+
+
+def geometric_median(x_ND: Tensor, iters: int = 50, eps: float = 1e-6) -> Tensor:
+    """Weiszfeld's algorithm; robust to the outlier tokens that drag the mean."""
+    x_ND = x_ND.float()
+    median_D = x_ND.median(0).values
+    for _ in range(iters):
+        w_N = 1.0 / (x_ND - median_D).norm(dim=-1).clamp_min(eps)
+        new_D = (w_N[:, None] * x_ND).sum(0) / w_N.sum()
+        if (new_D - median_D).norm() < eps * (1 + median_D.norm()):
+            median_D = new_D
+            break
+        median_D = new_D
+    return median_D
+
+
+class Sae(nn.Module):
+    """Base class and factory: `Sae(SaeConfig(...))` builds the architecture the config names.
+
+    Subclasses register with `class TopKSae(Sae, architecture="topk")` and implement `encode_raw`
+    (sparse or dense code) and `forward`; everything else (init from data, decoder norms, folding the
+    input scale, save/load) is shared.
+    """
+
+    registry: ClassVar[dict[str, type["Sae"]]] = {}
+    architecture: ClassVar[str] = ""
+
+    def __init_subclass__(cls, architecture: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if architecture is not None:
+            cls.architecture = architecture
+            Sae.registry[architecture] = cls
+
+    def __new__(cls, cfg: SaeConfig | None = None, *args: Any, **kwargs: Any):
+        if cls is Sae:
+            if cfg is None:
+                raise ConfigError("Sae(cfg) needs an SaeConfig, e.g. Sae(SaeConfig(d_in=640, n_latents=4096, k=32)).")
+            cls = Sae.class_for(cfg.architecture)
+        return super().__new__(cls)
+
+    @staticmethod
+    def class_for(architecture: str) -> type["Sae"]:
+        if architecture not in Sae.registry:
+            known = ", ".join(sorted(Sae.registry))
+            raise ConfigError(f"Unknown SAE architecture {architecture!r}; known architectures: {known}.")
+        return Sae.registry[architecture]
+
+    def __init__(self, cfg: SaeConfig, *, device: str | torch.device | None = None, seed: int | None = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        D, F_ = cfg.d_in, cfg.n_latents
+        dtype = _DTYPES[cfg.dtype]
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        W_dec_FD = torch.randn(F_, D, generator=gen, dtype=torch.float32)
+        W_dec_FD /= W_dec_FD.norm(dim=-1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec_FD.to(device=device, dtype=dtype))
+        # encoder initialised as the decoder's transpose (each latent reads along its own direction)
+        self.W_enc = nn.Parameter(W_dec_FD.clone().to(device=device, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.zeros(F_, device=device, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(D, device=device, dtype=dtype))
+
+    # -- the interface ----------------------------------------------------------------------------
+
+    @property
+    def d_in(self) -> int:
+        return self.cfg.d_in
+
+    @property
+    def n_latents(self) -> int:
+        return self.cfg.n_latents
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_dec.device
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Dense latent activations [..., F] for activations [..., D]."""
+        x_BD, lead = self._flatten(x)
+        acts, idx = self.encode_raw(x_BD)
+        if idx.numel() == 0:
+            return acts.reshape(*lead, self.n_latents)
+        latents_BF = acts.new_zeros(acts.shape[0], self.n_latents).scatter_(-1, idx, acts)
+        return latents_BF.reshape(*lead, self.n_latents)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Reconstruction [..., D] from dense latents [..., F]."""
+        lead = latents.shape[:-1]
+        latents_BF = latents.reshape(-1, self.n_latents).to(self.W_dec.dtype)
+        return (latents_BF @ self.W_dec + self.b_dec).reshape(*lead, self.d_in)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """x_hat [..., D] for x [..., D] (no training losses computed)."""
+        x_BD, lead = self._flatten(x)
+        acts, idx = self.encode_raw(x_BD)
+        return self.decode_raw(acts, idx).reshape(*lead, self.d_in).to(x.dtype)
+
+    def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
+        """(acts, indices) for rows x [B, D]: sparse [B, K] pairs, or dense [B, F] and an empty index."""
+        raise NotImplementedError
+
+    def decode_raw(self, acts: Tensor, indices: Tensor) -> Tensor:
+        if indices.numel() == 0:
+            return acts @ self.W_dec + self.b_dec
+        from .kernels import sparse_decode
+
+        return sparse_decode(acts, indices, self.W_dec) + self.b_dec
+
+    def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
+        """Reconstruct a batch and compute this architecture's training objective.
+
+        `dead_mask` [F] marks latents that have not fired for a while (for auxiliary losses);
+        `progress` in [0, 1] is the fraction of training done (for coefficient warmups).
+        """
+        raise NotImplementedError
+
+    # -- training support -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_from_data(self, x_ND: Tensor) -> None:
+        """Data-dependent initialisation: `b_dec` at the geometric median of a sample.
+
+        Residual streams carry a large common offset (on Gemma 3 270M the mean vector's norm is
+        close to a token's norm); starting `b_dec` at zero leaves most latents dead.
+        """
+        self.b_dec.copy_(geometric_median(x_ND.to(self.device)).to(self.b_dec.dtype))
+
+    @torch.no_grad()
+    def set_decoder_norm_to_unit_norm(self) -> None:
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(self.W_dec.dtype).eps))
+
+    @torch.no_grad()
+    def remove_gradient_parallel_to_decoder_directions(self) -> None:
+        if self.W_dec.grad is None:
+            return
+        parallel_F = (self.W_dec.grad * self.W_dec).sum(-1, keepdim=True)
+        self.W_dec.grad.sub_(parallel_F * self.W_dec)
+
+    @torch.no_grad()
+    def fold_input_scale_(self, scale: float) -> None:
+        """The SAE was trained on `x * scale`; rewrite it to read and write raw activations.
+
+        Encoding commutes with a positive scale when thresholds and biases scale with it, so
+        latents come out in raw units and the decoder keeps unit-norm rows.
+        """
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"input scale must be a positive finite number, got {scale!r}")
+        self.b_enc.div_(scale)
+        self.b_dec.div_(scale)
+        for name in self.scale_with_input:
+            getattr(self, name).div_(scale)
+
+    scale_with_input: ClassVar[tuple[str, ...]] = ()
+    """Extra parameters/buffers (thresholds) that are in input units and divide by the scale on fold."""
+
+    # -- save / load ------------------------------------------------------------------------------
+
+    def saelens_cfg(self) -> dict[str, Any]:
+        """cfg.json in SAELens 6's schema (extra keys are ignored by SAELens), plus our own config."""
+        return {
+            "architecture": self.architecture,
+            "d_in": self.d_in,
+            "d_sae": self.n_latents,
+            "dtype": self.cfg.dtype,
+            "device": "cpu",
+            "apply_b_dec_to_input": True,
+            "normalize_activations": "none",
+            "reshape_activations": "none",
+            "metadata": {
+                "sae_lens_version": SAELENS_VERSION_TAG,
+                "model_name": self.cfg.model_name,
+                "hook_name": self.cfg.hookpoint,
+            },
+            "saekit": self.cfg.to_dict(),
+        }
+
+    def saelens_state_dict(self) -> dict[str, Tensor]:
+        sd = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        sd["W_enc"] = self.W_enc.detach().t().contiguous()  # [D, F] on disk, as SAELens stores it
+        return sd
+
+    def save(self, path: str | Path) -> Path:
+        """Write `cfg.json` + `sae.safetensors` into the folder `path` (created if needed)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(self.saelens_state_dict(), str(path / WEIGHTS_FILE))
+        dump_json(self.saelens_cfg(), path / CFG_FILE)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> "Sae":
+        """Load a folder written by `save` (safetensors only; nothing is unpickled)."""
+        path = Path(path)
+        if not (path / CFG_FILE).exists() or not (path / WEIGHTS_FILE).exists():
+            raise FileNotFoundError(
+                f"{path} is not a saekit SAE folder: expected {CFG_FILE} and {WEIGHTS_FILE} in it "
+                f"(Sae.save writes both; other libraries' formats load through saekit.interop)."
+            )
+        raw = json.loads((path / CFG_FILE).read_text())
+        if "saekit" not in raw:
+            raise ConfigError(f"{path / CFG_FILE} has no 'saekit' block: load other formats through saekit.interop.")
+        cfg = SaeConfig.from_dict(raw["saekit"])
+        sae = Sae(cfg, device="meta", seed=None)
+        sd = load_file(str(path / WEIGHTS_FILE), device=str(device))
+        sd["W_enc"] = sd["W_enc"].t().contiguous()
+        expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in sd.items()}
+        if expected != got:
+            raise ConfigError(
+                f"{path}: weights do not match cfg.json (expected shapes {expected}, found {got}); "
+                f"the folder mixes files from different SAEs."
+            )
+        sae.load_state_dict(sd, assign=True)
+        return sae
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _flatten(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        if x.shape[-1] != self.d_in:
+            raise ValueError(
+                f"activations have width {x.shape[-1]} but this SAE reads width {self.d_in} "
+                f"(hook point {self.cfg.hookpoint!r}): pass activations from the hook point it was trained on."
+            )
+        lead = tuple(x.shape[:-1])
+        return x.reshape(-1, self.d_in).to(device=self.device, dtype=self.W_enc.dtype), lead
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return f"architecture={self.architecture!r}, d_in={c.d_in}, n_latents={c.n_latents}, k={c.k}, hookpoint={c.hookpoint!r}"

@@ -1,0 +1,57 @@
+"""TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
+
+Recipe: keep the k largest pre-activations per token (ReLU after), unit-norm decoder rows with the
+gradient component parallel to each row removed before every step, encoder initialised as the
+decoder's transpose, `b_dec` at the data's geometric median, and the AuxK loss: the k_aux largest
+pre-activations among latents dead for a while reconstruct the residual x - x_hat, which keeps
+latents from dying. Loss = FVU + auxk_alpha * AuxK.
+
+Encode and decode are sparse (`kernels.py`): the backward pass touches only the active latents.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Sae, SaeOutput, fvu
+from .kernels import sparse_decode, topk_encode
+
+
+class TopKSae(Sae, architecture="topk"):
+    def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
+        return topk_encode(x_BD - self.b_dec, self.W_enc, self.b_enc, self.cfg.k)
+
+    def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
+        x_BD = x_BD.to(self.W_enc.dtype)
+        x_in_BD = x_BD - self.b_dec
+        acts_BK, idx_BK = topk_encode(x_in_BD, self.W_enc, self.b_enc, self.cfg.k)
+        x_hat_BD = sparse_decode(acts_BK, idx_BK, self.W_dec) + self.b_dec
+        total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
+        fvu_ = (x_BD - x_hat_BD).pow(2).sum() / total_variance
+        aux = x_BD.new_zeros(())
+        if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
+            aux = self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
+        fired_F = torch.zeros(self.n_latents, dtype=torch.bool, device=x_BD.device)
+        fired_F[idx_BK[acts_BK > 0]] = True
+        l0 = (acts_BK > 0).sum(-1).float().mean()
+        return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, fired_F, l0)
+
+    def auxk_loss(self, x_in_BD: Tensor, err_BD: Tensor, dead_F: Tensor, total_variance: Tensor) -> Tensor:
+        """AuxK: the top k_aux dead latents reconstruct the residual error (no b_dec: the error has no offset).
+
+        Dense over the dead subset G: two [B, G] x [G, D] products, cheaper than gathering k_aux = D/2 rows
+        per token while G stays a modest share of the dictionary.
+        """
+        dead_G = dead_F.nonzero().squeeze(-1)
+        k_aux = min(self.cfg.k_aux or self.d_in // 2, dead_G.numel())
+        pre_BG = torch.addmm(self.b_enc[dead_G], x_in_BD, self.W_enc[dead_G].t())
+        vals_BA, j_BA = pre_BG.topk(k_aux, dim=-1, sorted=False)
+        aux_BG = torch.zeros_like(pre_BG).scatter(-1, j_BA, vals_BA.relu())
+        err_hat_BD = aux_BG @ self.W_dec[dead_G]
+        scale = min(dead_G.numel() / (self.cfg.k_aux or self.d_in // 2), 1.0)
+        aux = self.cfg.auxk_alpha * scale * (err_hat_BD - err_BD).pow(2).sum() / total_variance
+        return torch.nan_to_num(aux, 0.0)
+
+
+__all__ = ["TopKSae"]

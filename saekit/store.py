@@ -1,0 +1,214 @@
+"""Activation storage: an on-disk cache (safetensors shards + manifest with checksums) and an in-RAM
+shuffle buffer for streaming. Harvest once, train many SAEs from the cache.
+
+Layout of a cache folder:
+    manifest.json            settings, hook points, widths, shards (rows, sha256), contexts done
+    shard_00000.safetensors  one tensor per hook point [n, D], plus token_ids / context_index / position [n]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+MANIFEST = "manifest.json"
+META_KEYS = ("token_ids", "context_index", "position")
+FORMAT_VERSION = 1
+
+
+class CacheError(ValueError):
+    """A cache folder that is missing, corrupt or does not hold what was asked for."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class ActivationCache:
+    """Harvested activations: in RAM (`tensors`) or in a folder of shards (`path`)."""
+
+    hookpoints: list[str]
+    d: dict[str, int]
+    path: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+
+    # -- building -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path | None, hookpoints: list[str], d: dict[str, int], info: dict[str, Any]) -> "ActivationCache":
+        cache = cls(list(hookpoints), dict(d), Path(path) if path is not None else None, dict(info))
+        if cache.path is not None:
+            cache.path.mkdir(parents=True, exist_ok=True)
+            cache._write_manifest(contexts_done=0)
+        return cache
+
+    @classmethod
+    def open(cls, path: str | Path) -> "ActivationCache":
+        path = Path(path)
+        if not (path / MANIFEST).exists():
+            raise CacheError(f"{path} is not an activation cache (no {MANIFEST}); create one with saekit.harvest(..., out=path)")
+        m = json.loads((path / MANIFEST).read_text())
+        if m.get("format") != FORMAT_VERSION:
+            raise CacheError(f"{path}: cache format {m.get('format')!r} is not {FORMAT_VERSION}; harvest again")
+        return cls(m["hookpoints"], m["d"], path, m["info"], m["shards"])
+
+    def append(self, acts: dict[str, Tensor], meta: dict[str, Tensor], contexts_done: int) -> None:
+        """Add rows; on disk each call writes one finished shard and then the manifest."""
+        n = next(iter(acts.values())).shape[0]
+        if n == 0:
+            return
+        if self.path is None:
+            for k, v in {**acts, **meta}.items():
+                self.tensors[k] = torch.cat([self.tensors[k], v]) if k in self.tensors else v
+            self.shards.append({"rows": n})
+            self.info["contexts_done"] = contexts_done
+            return
+        name = f"shard_{len(self.shards):05d}.safetensors"
+        tensors = {k: v.contiguous() for k, v in {**acts, **meta}.items()}
+        save_file(tensors, str(self.path / name))
+        self.shards.append({"file": name, "rows": n, "sha256": _sha256(self.path / name)})
+        self._write_manifest(contexts_done)
+
+    def _write_manifest(self, contexts_done: int) -> None:
+        assert self.path is not None
+        self.info["contexts_done"] = contexts_done
+        _write_json_atomic(
+            {"format": FORMAT_VERSION, "hookpoints": self.hookpoints, "d": self.d, "info": self.info, "shards": self.shards},
+            self.path / MANIFEST,
+        )
+
+    # -- reading --------------------------------------------------------------------------------
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(s["rows"] for s in self.shards)
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+    def __repr__(self) -> str:
+        where = str(self.path) if self.path else "in memory"
+        return f"ActivationCache({self.hookpoints}, n_tokens={self.n_tokens}, {where})"
+
+    def _check_hookpoint(self, hookpoint: str | None) -> str:
+        if hookpoint is None:
+            if len(self.hookpoints) != 1:
+                raise CacheError(f"this cache holds {self.hookpoints}: name the hook point to read")
+            return self.hookpoints[0]
+        if hookpoint not in self.hookpoints and hookpoint not in META_KEYS:
+            raise CacheError(f"hook point {hookpoint!r} is not in this cache; it holds {self.hookpoints}")
+        return hookpoint
+
+    def shard(self, i: int, key: str) -> Tensor:
+        if self.path is None:
+            start = sum(s["rows"] for s in self.shards[:i])
+            return self.tensors[key][start : start + self.shards[i]["rows"]]
+        with safe_open(str(self.path / self.shards[i]["file"]), framework="pt") as f:
+            return f.get_tensor(key)
+
+    def load(self, hookpoint: str | None = None, dtype: torch.dtype | None = None) -> Tensor:
+        """All rows of one hook point (or of 'token_ids' / 'context_index' / 'position') as one tensor."""
+        key = self._check_hookpoint(hookpoint)
+        if self.path is None:
+            t = self.tensors[key]
+        else:
+            t = torch.cat([self.shard(i, key) for i in range(len(self.shards))]) if self.shards else torch.empty(0)
+        return t.to(dtype) if dtype is not None else t
+
+    def verify(self) -> None:
+        """Recompute every shard's checksum; raise CacheError on a mismatch."""
+        if self.path is None:
+            return
+        for s in self.shards:
+            if _sha256(self.path / s["file"]) != s["sha256"]:
+                raise CacheError(f"{self.path / s['file']} is corrupt (checksum mismatch); delete it and harvest again")
+
+    def batches(
+        self,
+        hookpoint: str | None = None,
+        batch_size: int = 4096,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epochs: int | None = 1,
+        drop_last: bool = True,
+        start_batch: int = 0,
+    ) -> Iterator[Tensor]:
+        """Float batches [batch_size, D]; shuffled each epoch with a seeded permutation (None epochs: forever).
+
+        `start_batch` skips that many batches first, which is how a resumed run continues where it stopped.
+        """
+        key = self._check_hookpoint(hookpoint)
+        data = self.load(key)
+        n = data.shape[0]
+        if n < batch_size and drop_last:
+            raise CacheError(
+                f"the cache holds {n} tokens, fewer than one batch of {batch_size}: harvest more tokens or lower batch_size"
+            )
+        per_epoch = n // batch_size if drop_last else -(-n // batch_size)
+        epoch = 0
+        skip = start_batch
+        while epochs is None or epoch < epochs:
+            if skip >= per_epoch:
+                skip -= per_epoch
+                epoch += 1
+                continue
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)) if shuffle else torch.arange(n)
+            for b in range(skip, per_epoch):
+                yield data[order[b * batch_size : (b + 1) * batch_size]].float()
+            skip = 0
+            epoch += 1
+
+
+class ShuffleBuffer:
+    """Mix streamed activation chunks in RAM and hand out shuffled batches.
+
+    Fill to `capacity` rows, then each batch takes random rows and the next chunk refills them.
+    """
+
+    def __init__(self, chunks: Iterable[Tensor], capacity: int = 262_144, batch_size: int = 4096, seed: int = 0) -> None:
+        if capacity < batch_size:
+            raise ValueError(f"ShuffleBuffer capacity {capacity} is smaller than batch_size {batch_size}: raise capacity")
+        self.chunks = iter(chunks)
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        buf: Tensor | None = None
+        exhausted = False
+        while True:
+            while not exhausted and (buf is None or buf.shape[0] < self.capacity):
+                chunk = next(self.chunks, None)
+                if chunk is None:
+                    exhausted = True
+                    break
+                buf = chunk if buf is None else torch.cat([buf, chunk])
+            if buf is None or buf.shape[0] < self.batch_size:
+                return
+            perm = torch.randperm(buf.shape[0], generator=self.gen)
+            take = perm[: self.batch_size]
+            yield buf[take].float()
+            buf = buf[perm[self.batch_size :]]
