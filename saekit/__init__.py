@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from .config import ConfigError, HarvestConfig, SaeConfig, TrainConfig
 from .data import TokenContexts, contexts, corpus
 from .harvest import harvest
+from .interventions import Ablate, Clamp, Effects, Generation, LossChange, Splice, Steer, feature_means, generate, loss_change, measure
 from .metrics import EvalResult, evaluate
 from .model import DEFAULT_MODEL, Model, load_model
 from .saes import Sae, SaeOutput, TopKSae
@@ -18,7 +19,18 @@ from .store import ActivationCache, ShuffleBuffer
 from .train import Trainer, train
 
 __all__ = [
+    "Ablate",
     "ActivationCache",
+    "Clamp",
+    "Effects",
+    "Generation",
+    "LossChange",
+    "Splice",
+    "Steer",
+    "feature_means",
+    "generate",
+    "loss_change",
+    "measure",
     "ConfigError",
     "DEFAULT_MODEL",
     "EvalResult",

@@ -35,7 +35,8 @@ class SaeConfig:
     """Active latents per token for TopK-style architectures (ignored by others)."""
 
     architecture: str = "topk"
-    """Which SAE family member: 'topk' (more arrive with the architecture registry)."""
+    """Which SAE family member: 'topk', 'batchtopk', 'matryoshka', 'relu', 'jumprelu', 'gated',
+    'transcoder' or 'skip_transcoder' (the names `Sae.registry` holds)."""
 
     hookpoint: str | None = None
     """Stable hook-point name the SAE was trained on, e.g. 'resid_post.6'."""
@@ -52,6 +53,38 @@ class SaeConfig:
     k_aux: int | None = None
     """Dead latents used by AuxK per token; None means d_in // 2 (Gao et al. 2024)."""
 
+    l1_coefficient: float | None = None
+    """'relu' and 'gated': weight of the L1 sparsity penalty relative to the squared error; None takes the
+    architecture's default (5.0 for 'relu', Anthropic's April 2024 update; 'gated' documents its own)."""
+
+    sparsity_warmup: float = 0.05
+    """Fraction of training over which the sparsity coefficient (L1 or L0) rises linearly from 0 to its value."""
+
+    resample_every: int = 0
+    """'relu': resample dead latents every this many steps (Anthropic 2023's resampling); 0 turns it off."""
+
+    target_l0: float | None = None
+    """'jumprelu': the mean number of active latents per token that the L0 penalty steers toward (required)."""
+
+    l0_coefficient: float = 1.0
+    """'jumprelu': weight of the penalty (L0 / target_l0 - 1)^2 that steers the mean L0 to target_l0."""
+
+    bandwidth: float = 0.001
+    """'jumprelu': width of the rectangle kernel of the threshold's straight-through gradient, in normalised
+    input units (Gemma Scope used 0.001)."""
+
+    threshold_beta: float = 0.99
+    """'batchtopk' and 'matryoshka': decay of the moving average that estimates the inference threshold
+    from the smallest activation BatchTopK keeps in each training batch."""
+
+    matryoshka_prefixes: tuple[int, ...] | None = None
+    """'matryoshka': increasing dictionary sizes, each a prefix of the latents that must reconstruct on its own,
+    e.g. (128, 512, 2048); the full dictionary (n_latents) is always the last level (required)."""
+
+    target_hookpoint: str | None = None
+    """'transcoder' and 'skip_transcoder': the hook point they predict, e.g. 'mlp_out.6' while `hookpoint`
+    is 'mlp_in.6' (required for them); None for SAEs, which reconstruct their own input."""
+
     def __post_init__(self) -> None:
         _check(self.auxk_alpha >= 0, f"SaeConfig.auxk_alpha must be >= 0, got {self.auxk_alpha!r}.")
         _check(self.k_aux is None or self.k_aux > 0, f"SaeConfig.k_aux must be positive or None, got {self.k_aux!r}.")
@@ -67,13 +100,87 @@ class SaeConfig:
             f"choose k <= n_latents (k is the number of active latents per token).",
         )
         _check(self.dtype in ("float32", "bfloat16"), f"SaeConfig.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
+        self._check_architecture_fields()
+
+    def _check_architecture_fields(self) -> None:
+        arch = self.architecture
+        for name, example in _REQUIRED_FIELDS.get(arch, ()):
+            _check(
+                getattr(self, name) is not None,
+                f"SaeConfig(architecture={arch!r}) needs {name}: set e.g. {name}={example}.",
+            )
+        _check(
+            self.l1_coefficient is None or self.l1_coefficient >= 0,
+            f"SaeConfig.l1_coefficient must be >= 0 or None, got {self.l1_coefficient!r}.",
+        )
+        _check(
+            0.0 <= self.sparsity_warmup <= 1.0,
+            f"SaeConfig.sparsity_warmup is a fraction of training: choose it in [0, 1], got {self.sparsity_warmup!r}.",
+        )
+        _check(
+            isinstance(self.resample_every, int) and self.resample_every >= 0,
+            f"SaeConfig.resample_every must be an int >= 0 (0 turns resampling off), got {self.resample_every!r}.",
+        )
+        _check(
+            self.target_l0 is None or 0 < self.target_l0 < self.n_latents,
+            f"SaeConfig.target_l0={self.target_l0!r} must lie in (0, n_latents={self.n_latents}): "
+            f"choose the mean number of active latents per token, e.g. target_l0=32.",
+        )
+        _check(self.l0_coefficient > 0, f"SaeConfig.l0_coefficient must be positive, got {self.l0_coefficient!r}.")
+        _check(self.bandwidth > 0, f"SaeConfig.bandwidth must be positive (Gemma Scope: 0.001), got {self.bandwidth!r}.")
+        _check(
+            0.0 <= self.threshold_beta < 1.0,
+            f"SaeConfig.threshold_beta is a moving-average decay: choose it in [0, 1), got {self.threshold_beta!r}.",
+        )
+        p = self.matryoshka_prefixes
+        if p is not None:
+            _check(
+                isinstance(p, (tuple, list)) and len(p) > 0 and all(isinstance(m, int) and m > 0 for m in p),
+                f"SaeConfig.matryoshka_prefixes must be a tuple of positive ints, got {p!r}: e.g. (128, 512, {self.n_latents}).",
+            )
+            _check(
+                all(a < b for a, b in zip(p, p[1:])),
+                f"SaeConfig.matryoshka_prefixes={tuple(p)} must be strictly increasing (each prefix contains the "
+                f"previous one): sort them and drop repeats, e.g. {tuple(sorted(set(p)))}.",
+            )
+            _check(
+                p[-1] <= self.n_latents,
+                f"SaeConfig.matryoshka_prefixes={tuple(p)} exceeds n_latents={self.n_latents}: every prefix is a number "
+                f"of latents, so keep them <= n_latents (or raise n_latents to {p[-1]}).",
+            )
+        needs_target = arch in _TRANSCODERS
+        _check(
+            needs_target or self.target_hookpoint is None,
+            f"SaeConfig.target_hookpoint={self.target_hookpoint!r} is for transcoders, but architecture={arch!r} "
+            f"reconstructs its input: drop target_hookpoint or use architecture='transcoder'.",
+        )
+
+    @property
+    def matryoshka_levels(self) -> tuple[int, ...]:
+        """The nested dictionary sizes: `matryoshka_prefixes` ending with n_latents."""
+        p = tuple(self.matryoshka_prefixes or ())
+        return p if p and p[-1] == self.n_latents else (*p, self.n_latents)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SaeConfig":
-        return cls(**_known_kwargs(cls, data))
+        kw = _known_kwargs(cls, data)
+        if kw.get("matryoshka_prefixes") is not None:
+            kw["matryoshka_prefixes"] = tuple(kw["matryoshka_prefixes"])  # JSON stores tuples as lists
+        return cls(**kw)
+
+
+_REQUIRED_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "jumprelu": (("target_l0", "32"),),
+    "matryoshka": (("matryoshka_prefixes", "(128, 512, 2048)"),),
+    "transcoder": (("target_hookpoint", "'mlp_out.6' with hookpoint='mlp_in.6'"),),
+    "skip_transcoder": (("target_hookpoint", "'mlp_out.6' with hookpoint='mlp_in.6'"),),
+}
+"""Architecture-specific fields without a safe default."""
+
+_TRANSCODERS = ("transcoder", "skip_transcoder")
 
 
 @dataclass
@@ -112,7 +219,13 @@ class TrainConfig:
     """Record training metrics every N steps."""
 
     device: str | None = None
-    """'cpu', 'cuda', 'cuda:1'...; None picks CUDA when present, else the CPU."""
+    """'cpu', 'cuda', 'cuda:1'...; None picks CUDA when present (under torchrun: cuda:LOCAL_RANK), else the CPU."""
+
+    max_grad_norm: float | None = None
+    """Clip each SAE's gradient to this global norm before the step (Anthropic's April update used 1.0); None: no clipping."""
+
+    histogram_bins: int = 40
+    """Bins of the log10 latent-density histogram recorded in the training history every log_every steps."""
 
     def __post_init__(self) -> None:
         _check(isinstance(self.tokens, int) and self.tokens > 0, f"TrainConfig.tokens must be a positive int, got {self.tokens!r}.")
@@ -131,6 +244,11 @@ class TrainConfig:
         _check(self.dead_tokens is None or self.dead_tokens > 0, f"TrainConfig.dead_tokens must be positive, got {self.dead_tokens!r}.")
         _check(self.checkpoint_every >= 0, f"TrainConfig.checkpoint_every must be >= 0, got {self.checkpoint_every!r}.")
         _check(self.log_every > 0, f"TrainConfig.log_every must be positive, got {self.log_every!r}.")
+        _check(
+            self.max_grad_norm is None or self.max_grad_norm > 0,
+            f"TrainConfig.max_grad_norm must be positive or None (no clipping), got {self.max_grad_norm!r}.",
+        )
+        _check(self.histogram_bins > 0, f"TrainConfig.histogram_bins must be positive, got {self.histogram_bins!r}.")
 
     @property
     def steps(self) -> int:

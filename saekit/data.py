@@ -214,7 +214,8 @@ def contexts(
     """Tokenise documents into [N, context_len] contexts: BOS, then up to context_len - 1 tokens.
 
     A long document is cut into several contexts; the last piece is padded (or dropped when shorter
-    than `min_tokens`). Stops once `n_tokens` real tokens or `n_contexts` contexts are collected.
+    than `min_tokens`). Stops once `n_tokens` text tokens (BOS not counted) or `n_contexts` contexts
+    are collected.
     `tokenizer` may be a saekit `Model` (its tokenizer is used). `documents` None means `corpus()`.
     """
     tok = getattr(tokenizer, "tokenizer", tokenizer)
@@ -249,7 +250,7 @@ def contexts(
                     docs_used.append(d)
                 rows.append([bos] + piece)
                 doc_of_row.append(len(docs_used) - 1)
-                got_tokens += len(piece) + 1
+                got_tokens += len(piece)
 
     batch: list[Document] = []
     for i, d in enumerate(documents):

@@ -111,9 +111,8 @@ def harvest(
         ctx = texts
     else:
         docs = corpus(split=split) if texts is None else texts
-        # harvest keeps all but BOS/pad: ask the tokenizer for a little more to land on n_tokens kept
-        want = int(n_tokens * cfg.context_len / (cfg.context_len - 1)) + cfg.context_len
-        ctx = contexts(model, docs, context_len=cfg.context_len, n_tokens=want)
+        # contexts counts text tokens (BOS excluded): exactly the positions harvest keeps
+        ctx = contexts(model, docs, context_len=cfg.context_len, n_tokens=n_tokens)
     d = {h: model.d_model for h in cfg.hookpoints}
     info = {
         "model": model.name,

@@ -14,6 +14,7 @@ GPT-NeoX (parallel residual) without a table of architectures. No nnsight here: 
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -194,6 +195,50 @@ def probe_block_roles(block: nn.Module, run: Callable[[], None]) -> BlockRoles:
             break
         mlp = feeder[-1]
     return BlockRoles(attn_out=attn_out, mlp_out=mlp_out, mlp=mlp)
+
+
+CLONE_VOCAB = 64
+"""Vocabulary of the probe clone: enough for the probe's ids, small enough to cost nothing."""
+
+
+def small_clone(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A randomly initialised copy of `model`'s architecture with 1 layer and a 64-token vocabulary.
+
+    Built from `model.config` alone, so `model` may be weightless (meta device, as for NDIF). Per-layer
+    lists in the config (Gemma 3's `layer_types`) are cut to the first layer. Widths stay as they are:
+    the probe needs the real block, whose cost is one layer's weights on the CPU.
+    """
+    config = copy.deepcopy(model.config)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer", None)
+    for key, value in list(vars(text).items()):
+        if isinstance(value, list) and n is not None and len(value) == n and n > 1:
+            setattr(text, key, value[:1])
+    for key in ("num_hidden_layers", "n_layer"):
+        if hasattr(text, key):
+            setattr(text, key, 1)
+    if hasattr(text, "vocab_size"):
+        text.vocab_size = CLONE_VOCAB
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        tid = getattr(text, key, None)
+        if isinstance(tid, int) and tid >= CLONE_VOCAB:
+            setattr(text, key, 0)
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.manual_seed(seed)
+        clone = type(model)(config)
+    return clone.float().eval()
+
+
+def probe_clone_roles(model: nn.Module, layers_path: str) -> BlockRoles:
+    """Block roles of a weightless model, probed on `small_clone(model)` (same architecture, real numbers)."""
+    clone = small_clone(model)
+    block = clone.get_submodule(layers_path)[0]
+
+    def run() -> None:
+        with torch.inference_mode():
+            clone(input_ids=torch.tensor([[1, 2, 3]]))
+
+    return probe_block_roles(block, run)
 
 
 def _has_matrix(module: nn.Module) -> bool:

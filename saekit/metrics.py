@@ -33,13 +33,13 @@ def l0(latents_NF: Tensor) -> float:
 
 def fvu(x_ND: Tensor, x_hat_ND: Tensor) -> float:
     """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
-    x_ND, x_hat_ND = x_ND.double(), x_hat_ND.double()
+    x_ND, x_hat_ND = x_ND.detach().double(), x_hat_ND.detach().double()
     return float((x_ND - x_hat_ND).pow(2).sum() / (x_ND - x_ND.mean(0)).pow(2).sum().clamp_min(1e-30))
 
 
 def cosine_similarity(x_ND: Tensor, x_hat_ND: Tensor) -> float:
     """Mean cosine similarity between each activation and its reconstruction."""
-    return float(torch.nn.functional.cosine_similarity(x_ND.double(), x_hat_ND.double(), dim=-1).mean())
+    return float(torch.nn.functional.cosine_similarity(x_ND.detach().double(), x_hat_ND.detach().double(), dim=-1).mean())
 
 
 def ce_loss_recovered(ce_clean: float, ce_spliced: float, ce_zero: float) -> float:

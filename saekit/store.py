@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from safetensors import safe_open
@@ -147,7 +147,7 @@ class ActivationCache:
 
     def batches(
         self,
-        hookpoint: str | None = None,
+        hookpoint: str | Sequence[str] | None = None,
         batch_size: int = 4096,
         *,
         shuffle: bool = True,
@@ -155,14 +155,28 @@ class ActivationCache:
         epochs: int | None = 1,
         drop_last: bool = True,
         start_batch: int = 0,
-    ) -> Iterator[Tensor]:
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> Iterator[Tensor] | Iterator[tuple[Tensor, ...]]:
         """Float batches [batch_size, D]; shuffled each epoch with a seeded permutation (None epochs: forever).
 
-        `start_batch` skips that many batches first, which is how a resumed run continues where it stopped.
+        A list of hook points, e.g. ['mlp_in.6', 'mlp_out.6'], yields tuples of batches whose rows are the
+        same tokens (one permutation for all), which is what transcoders train on. `start_batch` skips that
+        many batches first, which is how a resumed run continues where it stopped. With `world_size` > 1
+        each batch is split into equal contiguous shards and only shard `rank` comes out
+        ([batch_size // world_size, D]): data-parallel ranks read disjoint parts of the same global batch.
         """
-        key = self._check_hookpoint(hookpoint)
-        data = self.load(key)
-        n = data.shape[0]
+        many = isinstance(hookpoint, (list, tuple))
+        keys = [self._check_hookpoint(h) for h in hookpoint] if many else [self._check_hookpoint(hookpoint)]
+        if not 0 <= rank < world_size or batch_size % world_size:
+            raise CacheError(
+                f"rank {rank} of world_size {world_size} with batch_size {batch_size}: the batch must split evenly "
+                f"across ranks; choose a batch_size divisible by {world_size}"
+            )
+        arrays = [self.load(k) for k in keys]
+        n = arrays[0].shape[0]
+        local = batch_size // world_size
+        lo = rank * local
         if n < batch_size and drop_last:
             raise CacheError(
                 f"the cache holds {n} tokens, fewer than one batch of {batch_size}: harvest more tokens or lower batch_size"
@@ -177,7 +191,9 @@ class ActivationCache:
                 continue
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)) if shuffle else torch.arange(n)
             for b in range(skip, per_epoch):
-                yield data[order[b * batch_size : (b + 1) * batch_size]].float()
+                rows = order[b * batch_size : (b + 1) * batch_size][lo : lo + local]
+                out = tuple(a[rows].float() for a in arrays)
+                yield out if many else out[0]
             skip = 0
             epoch += 1
 
@@ -186,6 +202,9 @@ class ShuffleBuffer:
     """Mix streamed activation chunks in RAM and hand out shuffled batches.
 
     Fill to `capacity` rows, then each batch takes random rows and the next chunk refills them.
+    Chunks may be tuples of tensors with the same rows (several hook points of the same tokens, e.g.
+    a transcoder's input and target): every member gets the same shuffle and batches come out as tuples.
+    The order depends only on the chunks and `seed`, so a rebuilt buffer replays the same batches.
     """
 
     def __init__(self, chunks: Iterable[Tensor], capacity: int = 262_144, batch_size: int = 4096, seed: int = 0) -> None:
@@ -196,19 +215,25 @@ class ShuffleBuffer:
         self.batch_size = batch_size
         self.gen = torch.Generator().manual_seed(seed)
 
-    def __iter__(self) -> Iterator[Tensor]:
-        buf: Tensor | None = None
+    def __iter__(self) -> Iterator[Tensor] | Iterator[tuple[Tensor, ...]]:
+        buf: tuple[Tensor, ...] | None = None
+        many = False
         exhausted = False
         while True:
-            while not exhausted and (buf is None or buf.shape[0] < self.capacity):
+            while not exhausted and (buf is None or buf[0].shape[0] < self.capacity):
                 chunk = next(self.chunks, None)
                 if chunk is None:
                     exhausted = True
                     break
-                buf = chunk if buf is None else torch.cat([buf, chunk])
-            if buf is None or buf.shape[0] < self.batch_size:
+                many = isinstance(chunk, (tuple, list))
+                parts = tuple(chunk) if many else (chunk,)
+                if len({p.shape[0] for p in parts}) != 1:
+                    raise ValueError(f"a chunk's tensors must have the same rows, got shapes {[tuple(p.shape) for p in parts]}")
+                buf = parts if buf is None else tuple(torch.cat([b, p]) for b, p in zip(buf, parts))
+            if buf is None or buf[0].shape[0] < self.batch_size:
                 return
-            perm = torch.randperm(buf.shape[0], generator=self.gen)
+            perm = torch.randperm(buf[0].shape[0], generator=self.gen)
             take = perm[: self.batch_size]
-            yield buf[take].float()
-            buf = buf[perm[self.batch_size :]]
+            out = tuple(b[take].float() for b in buf)
+            yield out if many else out[0]
+            buf = tuple(b[perm[self.batch_size :]] for b in buf)

@@ -1,42 +1,84 @@
-"""The training loop: Adam with warmup and linear decay, a token budget, AuxK dead-latent tracking,
-input normalisation folded into the saved weights, resumable checkpoints, several SAEs per pass.
+"""The training loop: Adam with warmup and linear decay, a token budget, dead-latent tracking,
+input normalisation folded into the saved weights, exact resume, several SAEs per data pass, and
+data-parallel training with torch.distributed.
 
     trainer = Trainer(Sae(SaeConfig(d_in=640, n_latents=4096, k=32)), TrainConfig(tokens=300_000))
-    trainer.fit(cache)            # an ActivationCache (read many times) or any iterable of [B, D] batches
+    trainer.fit(cache)            # an ActivationCache (read many times), a ShuffleBuffer or any iterable of [B, D] batches
     trainer.save("runs/l6")       # cfg.json + sae.safetensors, in raw activation units
+
+Every architecture trains through the same loop; what differs lives on the SAE (`Sae.forward` returns
+the full objective; `before_optimizer_step` / `after_optimizer_step` impose constraints such as
+unit-norm decoder rows; `on_step` may resample latents). Transcoders (SaeConfig.target_hookpoint)
+get their target hook point from the same cache rows as their input.
+
+Exact resume: `checkpoint(path)` stores weights, Adam moments, the step (which is the schedule and
+the data position: the cache's batch order is a pure function of seed and batch index), dead
+counters, the density window, history and RNG states (torch's global one and the trainer's own
+generator for hooks). `Trainer.resume(path).fit(same data)` continues the run as if never stopped.
+Streams (iterables) are resumed by skipping the batches already used, which replays them exactly when
+the stream is deterministic (a ShuffleBuffer rebuilt with the same chunks and seed is).
+
+Data parallel: under `torchrun --nproc_per_node N` (or any initialised default process group) every
+rank reads its own contiguous 1/N of each global batch, gradients are averaged with all_reduce
+before each step (the sparse kernels' gradients are ordinary dense tensors by then), the dead-latent
+masks are OR-ed and floating buffers (BatchTopK's threshold) averaged, so all ranks hold identical
+SAEs. Per-rank losses normalise by the rank's own variance (as sparsify does), so N ranks match one
+process up to that batch-statistics difference. Only rank 0 writes checkpoints and saves.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .config import ConfigError, SaeConfig, TrainConfig, dump_json
+from .metrics import density_histogram
 from .saes import Sae
 from .store import ActivationCache
 
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
 SAMPLE_ROWS = 32_768
+INPUT = "x"
+"""Key of the input hook point in a trainer batch when the data does not name it (tensors, streams)."""
 
 
 class TrainingError(ValueError):
     """Training cannot start or continue (bad data, mismatched checkpoint); the message names the fix."""
 
 
+def world() -> tuple[int, int]:
+    """(rank, world_size) of the default process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun describes in the environment (no-op outside torchrun)."""
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return world()
+
+
 def pick_device(name: str | None) -> torch.device:
     if name is not None:
         return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def lr_factor(step: int, steps: int, warmup: int, decay_start: float) -> float:
@@ -57,20 +99,49 @@ def input_scale(sample_ND: Tensor) -> float:
     return math.sqrt(sample_ND.shape[-1] / mean_sq)
 
 
+def fire_counts(acts: Tensor, indices: Tensor, n_latents: int) -> Tensor:
+    """Tokens of the batch on which each latent was active [F], from sparse or dense codes."""
+    if indices.numel() == 0:
+        return (acts > 0).sum(0)
+    return torch.bincount(indices[acts > 0], minlength=n_latents)
+
+
 class _Slot:
-    """One SAE with its optimiser and dead-latent counters."""
+    """One SAE with its optimiser, dead-latent counters and density window."""
 
     def __init__(self, sae: Sae, lr: float) -> None:
         self.sae = sae
         self.lr = lr
         self.opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=6.25e-10)
         self.tokens_since_fired = torch.zeros(sae.n_latents, dtype=torch.long, device=sae.device)
+        self.window_fires = torch.zeros(sae.n_latents, dtype=torch.long, device=sae.device)
+        self.window_tokens = 0
+
+    @property
+    def target(self) -> str | None:
+        return self.sae.cfg.target_hookpoint
+
+    def reset_optimizer_rows(self, rows: Tensor) -> None:
+        """Clear Adam's moments of the given latents (every parameter whose first dim is n_latents)."""
+        F_ = self.sae.n_latents
+        for p in self.sae.parameters():
+            st = self.opt.state.get(p)
+            if st and p.ndim >= 1 and p.shape[0] == F_:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in st:
+                        st[key][rows] = 0
 
 
 class Trainer:
     """Train one or several SAEs on the same stream of activations (one data pass for all)."""
 
-    def __init__(self, saes: Sae | Sequence[Sae], cfg: TrainConfig | None = None) -> None:
+    def __init__(
+        self,
+        saes: Sae | Sequence[Sae],
+        cfg: TrainConfig | None = None,
+        *,
+        callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+    ) -> None:
         self.cfg = cfg or TrainConfig()
         saes = [saes] if isinstance(saes, Sae) else list(saes)
         if not saes:
@@ -78,16 +149,26 @@ class Trainer:
         d_ins = {s.d_in for s in saes}
         if len(d_ins) != 1:
             raise TrainingError(f"SAEs trained together must read the same width; got d_in {sorted(d_ins)}")
+        self.rank, self.world_size = init_distributed()
+        if self.cfg.batch_size % self.world_size:
+            raise TrainingError(
+                f"batch_size={self.cfg.batch_size} does not split across {self.world_size} ranks: "
+                f"choose a batch_size divisible by {self.world_size}"
+            )
         self.device = pick_device(self.cfg.device)
         for s in saes:
             s.to(self.device)
+            s.train()
         self.slots = [_Slot(s, self.cfg.lr_for(s.n_latents)) for s in saes]
         self.step = 0
-        self.scale: float | None = None
+        self.scales: dict[str, float] = {}
+        self.input_key: str | None = None
         self.initialised = False
         self.history: list[dict[str, Any]] = []
-        self.callbacks: list[Callable[[dict[str, Any]], None]] = []
+        self.callbacks: list[Callable[[dict[str, Any]], None]] = list(callbacks)
         self.folded = False
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        """Randomness for SAE hooks (resampling); saved in checkpoints."""
 
     @property
     def saes(self) -> list[Sae]:
@@ -97,35 +178,68 @@ class Trainer:
     def sae(self) -> Sae:
         return self.slots[0].sae
 
+    @property
+    def scale(self) -> float | None:
+        """The input's normalisation scale (None before training starts)."""
+        return self.scales.get(self.input_key) if self.input_key is not None else None
+
     # -- data -----------------------------------------------------------------------------------
 
-    def _batches(self, data: ActivationCache | Iterable[Tensor], hookpoint: str | None) -> Iterator[Tensor]:
+    def _keys(self, data, hookpoint: str | None) -> list[str]:
+        """[input key, target keys...]: the hook points one trainer batch holds."""
+        targets = sorted({t for t in (s.target for s in self.slots) if t is not None})
+        if isinstance(data, ActivationCache):
+            key = data._check_hookpoint(hookpoint)
+            missing = [t for t in targets if t not in data.hookpoints]
+            if missing:
+                raise TrainingError(
+                    f"transcoders here predict {missing}, which this cache does not hold ({data.hookpoints}): "
+                    f"harvest the input and target together, e.g. hookpoints=('{key}', '{missing[0]}')"
+                )
+        else:
+            key = hookpoint or INPUT
+        return [key] + [t for t in targets if t != key]
+
+    def _batches(self, data, keys: list[str]) -> Iterator[dict[str, Tensor]]:
         bs = self.cfg.batch_size
+        if isinstance(data, Tensor):
+            data = ActivationCache([keys[0]], {keys[0]: data.shape[-1]}, tensors={keys[0]: data}, shards=[{"rows": data.shape[0]}])
         if isinstance(data, ActivationCache):
             if data.n_tokens < bs:
                 raise TrainingError(
                     f"the cache holds {data.n_tokens} tokens, fewer than one batch ({bs}): harvest more or lower batch_size"
                 )
-            return data.batches(hookpoint, bs, seed=self.cfg.seed, epochs=None, start_batch=self.step)
-        if isinstance(data, Tensor):
-            cache = ActivationCache(["x"], {"x": data.shape[-1]}, tensors={"x": data}, shards=[{"rows": data.shape[0]}])
-            return self._batches(cache, "x")
-        return iter(data)
+            it = data.batches(
+                keys, bs, seed=self.cfg.seed, epochs=None, start_batch=self.step, rank=self.rank, world_size=self.world_size
+            )
+            return (dict(zip(keys, b)) for b in it)
+        return self._stream(iter(data), keys)
 
-    def _sample(self, data, hookpoint, first: Tensor | None) -> Tensor:
+    def _stream(self, it: Iterator, keys: list[str]) -> Iterator[dict[str, Tensor]]:
+        local = self.cfg.batch_size // self.world_size
+        lo = self.rank * local
+        for b in it:
+            parts = tuple(b) if isinstance(b, (tuple, list)) else (b,)
+            if len(parts) < len(keys):
+                raise TrainingError(
+                    f"the stream yields {len(parts)} tensor(s) per batch but this trainer needs {len(keys)} "
+                    f"({keys}): yield (input, target) tuples for transcoders"
+                )
+            yield {k: p[: self.cfg.batch_size][lo : lo + local] for k, p in zip(keys, parts)}
+
+    def _sample(self, data, keys: list[str], first: dict[str, Tensor] | None) -> dict[str, Tensor]:
         if isinstance(data, ActivationCache):
-            key = hookpoint or data._check_hookpoint(None)
-            return data.load(key)[:SAMPLE_ROWS].float()
+            return {k: data.load(k)[:SAMPLE_ROWS].float() for k in keys}
         if isinstance(data, Tensor):
-            return data[:SAMPLE_ROWS].float()
+            return {keys[0]: data[:SAMPLE_ROWS].float()}
         assert first is not None
-        return first.float()
+        return {k: v.float() for k, v in first.items()}
 
     # -- the loop -------------------------------------------------------------------------------
 
     def fit(
         self,
-        data: ActivationCache | Tensor | Iterable[Tensor],
+        data: ActivationCache | Tensor | Iterable[Tensor] | Iterable[tuple[Tensor, ...]],
         hookpoint: str | None = None,
         *,
         checkpoint_dir: str | Path | None = None,
@@ -133,7 +247,13 @@ class Trainer:
     ) -> "Trainer":
         """Train until the token budget is spent (continuing from `self.step` after `resume`)."""
         cfg = self.cfg
-        batches = self._batches(data, hookpoint)
+        keys = self._keys(data, hookpoint)
+        if self.input_key is not None and self.input_key != keys[0] and self.initialised:
+            raise TrainingError(f"this run trained on {self.input_key!r}; resume it on the same hook point, not {keys[0]!r}")
+        self.input_key = keys[0]
+        batches = self._batches(data, keys)
+        if not isinstance(data, (ActivationCache, Tensor)) and self.initialised and self.step:
+            batches = itertools.islice(batches, self.step, None)  # a resumed stream: skip what was used
         first = None
         if not self.initialised:
             torch.manual_seed(cfg.seed)
@@ -141,73 +261,100 @@ class Trainer:
                 first = next(batches, None)
                 if first is None:
                     raise TrainingError("the activation stream is empty: harvest some activations first")
-            sample = self._sample(data, hookpoint, first)
-            self._check_finite(sample, "the activation sample")
-            if sample.shape[-1] != self.sae.d_in:
-                raise TrainingError(
-                    f"activations have width {sample.shape[-1]} but the SAE reads d_in={self.sae.d_in}: "
-                    f"set SaeConfig.d_in={sample.shape[-1]} or pass the matching hook point"
-                )
-            self.scale = input_scale(sample) if cfg.normalize else 1.0
-            for slot in self.slots:
-                slot.sae.init_from_data(sample * self.scale)
-            self.initialised = True
+            self._initialise(self._sample(data, keys, first))
         steps = cfg.steps
-        bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=not progress)
+        bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=not progress or self.rank != 0)
         t0, tok0 = time.perf_counter(), self.step * cfg.batch_size
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         while self.step < steps:
             if first is not None:
-                x, first = first, None
+                batch, first = first, None
             else:
-                x = next(batches, None)
-                if x is None:
+                batch = next(batches, None)
+                if batch is None:
                     break
-            if x.shape[0] != cfg.batch_size:
-                x = x[: cfg.batch_size]
-            self._check_finite(x, f"batch {self.step}")
-            x = x.to(self.device, non_blocking=True).float() * self.scale
-            progress_frac = self.step / steps
-            factor = lr_factor(self.step, steps, cfg.warmup_steps, cfg.decay_start)
-            record = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == steps
-            logs = []
-            for slot in self.slots:
-                sae = slot.sae
-                dead_F = slot.tokens_since_fired >= cfg.dead_after
-                with autocast:
-                    out = sae(x, dead_mask=dead_F, progress=progress_frac)
-                slot.opt.zero_grad(set_to_none=True)
-                out.loss.backward()
-                sae.remove_gradient_parallel_to_decoder_directions()
-                for g in slot.opt.param_groups:
-                    g["lr"] = slot.lr * factor
-                slot.opt.step()
-                sae.set_decoder_norm_to_unit_norm()
-                slot.tokens_since_fired += x.shape[0]
-                slot.tokens_since_fired[out.fired] = 0
-                if record:
-                    logs.append(self._metrics(slot, out, dead_F))
-            self.step += 1
-            bar.update()
-            if record:
-                elapsed = time.perf_counter() - t0
-                entry = {
-                    "step": self.step,
-                    "tokens": self.step * cfg.batch_size,
-                    "lr": self.slots[0].lr * factor,
-                    "tokens_per_s": (self.step * cfg.batch_size - tok0) / max(elapsed, 1e-9),
-                    "saes": logs,
-                }
-                self.history.append(entry)
-                bar.set_postfix(fvu=f"{logs[0]['fvu']:.3f}", l0=f"{logs[0]['l0']:.1f}", dead=f"{logs[0]['dead_fraction']:.2f}")
-                for cb in self.callbacks:
-                    cb(entry)
+            self._train_step(batch, t0, tok0, bar)
             if checkpoint_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.checkpoint(checkpoint_dir)
         bar.close()
         if checkpoint_dir is not None:
             self.checkpoint(checkpoint_dir)
         return self
+
+    def _initialise(self, sample: dict[str, Tensor]) -> None:
+        for k, v in sample.items():
+            self._check_finite(v, f"the activation sample of {k!r}")
+        x = sample[self.input_key]
+        if x.shape[-1] != self.sae.d_in:
+            raise TrainingError(
+                f"activations have width {x.shape[-1]} but the SAE reads d_in={self.sae.d_in}: "
+                f"set SaeConfig.d_in={x.shape[-1]} or pass the matching hook point"
+            )
+        self.scales = {k: (input_scale(v) if self.cfg.normalize else 1.0) for k, v in sample.items()}
+        self._broadcast_scales()
+        for slot in self.slots:
+            x_ND = x * self.scales[self.input_key]
+            y_ND = sample[slot.target] * self.scales[slot.target] if slot.target is not None else None
+            slot.sae.init_from_data(x_ND, y_ND)
+            self._broadcast_params(slot.sae)
+        self.initialised = True
+
+    def _train_step(self, batch: dict[str, Tensor], t0: float, tok0: int, bar) -> None:
+        cfg = self.cfg
+        for k, v in batch.items():
+            self._check_finite(v, f"batch {self.step} of {k!r}")
+        batch = {k: v.to(self.device, non_blocking=True).float() * self.scales[k] for k, v in batch.items()}
+        x = batch[self.input_key]
+        steps = cfg.steps
+        progress_frac = self.step / steps
+        factor = lr_factor(self.step, steps, cfg.warmup_steps, cfg.decay_start)
+        record = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == steps
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        logs = []
+        for slot in self.slots:
+            sae = slot.sae
+            dead_F = slot.tokens_since_fired >= cfg.dead_after
+            kwargs = {"target_BD": batch[slot.target]} if slot.target is not None else {}
+            with autocast:
+                out = sae(x, dead_mask=dead_F, progress=progress_frac, **kwargs)
+            slot.opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            self._all_reduce_grads(sae)
+            sae.before_optimizer_step()
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.max_grad_norm)
+            for g in slot.opt.param_groups:
+                g["lr"] = slot.lr * factor
+            slot.opt.step()
+            sae.after_optimizer_step()
+            fired_F = self._any_rank(out.fired)
+            self._average_buffers(sae)
+            slot.tokens_since_fired += cfg.batch_size
+            slot.tokens_since_fired[fired_F] = 0
+            slot.window_fires += fire_counts(out.acts.detach(), out.indices, sae.n_latents)
+            slot.window_tokens += x.shape[0]
+            rows = sae.on_step(self.step + 1, x, slot.tokens_since_fired >= cfg.dead_after, self.generator)
+            if rows is not None and rows.numel():
+                self._broadcast_params(sae)
+                slot.reset_optimizer_rows(rows)
+                slot.tokens_since_fired[rows] = 0
+            if record:
+                logs.append(self._metrics(slot, out))
+        self.step += 1
+        bar.update()
+        if record:
+            elapsed = time.perf_counter() - t0
+            entry = {
+                "step": self.step,
+                "tokens": self.step * cfg.batch_size,
+                "lr": self.slots[0].lr * factor,
+                "tokens_per_s": (self.step * cfg.batch_size - tok0) / max(elapsed, 1e-9),
+                "saes": logs,
+            }
+            self.history.append(entry)
+            bar.set_postfix(fvu=f"{logs[0]['fvu']:.3f}", l0=f"{logs[0]['l0']:.1f}", dead=f"{logs[0]['dead_fraction']:.2f}")
+            if self.rank == 0:
+                for cb in self.callbacks:
+                    cb(entry)
 
     @staticmethod
     def _check_finite(x: Tensor, what: str) -> None:
@@ -217,75 +364,174 @@ class Trainer:
                 f"harvest again in float32 (HarvestConfig(dtype='float32'))"
             )
 
-    def _metrics(self, slot: _Slot, out, dead_F: Tensor) -> dict[str, Any]:
-        never = slot.tokens_since_fired >= self.cfg.dead_after
+    def _metrics(self, slot: _Slot, out) -> dict[str, Any]:
+        """Plain numbers for one SAE: averaged over ranks; the density window is summed and then reset."""
+        scalars = torch.stack([out.loss.detach(), out.fvu.detach(), out.aux_loss.detach(), out.l0.detach()]).float()
+        fires, tokens = slot.window_fires.clone(), torch.tensor([slot.window_tokens], device=self.device)
+        if self.world_size > 1:
+            dist.all_reduce(scalars)
+            scalars /= self.world_size
+            dist.all_reduce(fires)
+            dist.all_reduce(tokens)
+        loss, fvu_, aux, l0 = scalars.tolist()
+        density_F = fires.double().cpu() / max(int(tokens.item()), 1)
+        slot.window_fires.zero_()
+        slot.window_tokens = 0
         return {
-            "loss": out.loss.item(),
-            "fvu": out.fvu.item(),
-            "aux_loss": out.aux_loss.item(),
-            "l0": out.l0.item(),
-            "dead_fraction": float(never.float().mean()),
+            "loss": loss,
+            "fvu": fvu_,
+            "aux_loss": aux,
+            "l0": l0,
+            "dead_fraction": float((slot.tokens_since_fired >= self.cfg.dead_after).float().mean()),
+            "window_dead_fraction": float((density_F == 0).double().mean()),
+            "density_histogram": density_histogram(density_F, bins=self.cfg.histogram_bins),
             "n_latents": slot.sae.n_latents,
+            "architecture": slot.sae.architecture,
         }
+
+    # -- data parallel --------------------------------------------------------------------------
+
+    def _all_reduce_grads(self, sae: Sae) -> None:
+        if self.world_size == 1:
+            return
+        grads = [p.grad for p in sae.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def _any_rank(self, mask: Tensor) -> Tensor:
+        if self.world_size == 1:
+            return mask
+        m = mask.to(torch.uint8)
+        dist.all_reduce(m, op=dist.ReduceOp.MAX)
+        return m.bool()
+
+    def _average_buffers(self, sae: Sae) -> None:
+        if self.world_size == 1:
+            return
+        for b in sae.buffers():
+            if b.is_floating_point():
+                dist.all_reduce(b)
+                b /= self.world_size
+
+    def _broadcast_params(self, sae: Sae) -> None:
+        if self.world_size == 1:
+            return
+        with torch.no_grad():
+            for t in itertools.chain(sae.parameters(), sae.buffers()):
+                dist.broadcast(t.data, src=0)
+
+    def _broadcast_scales(self) -> None:
+        if self.world_size == 1:
+            return
+        keys = sorted(self.scales)
+        t = torch.tensor([self.scales[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        self.scales = dict(zip(keys, t.tolist()))
 
     # -- results --------------------------------------------------------------------------------
 
     def fold(self) -> list[Sae]:
-        """Fold the input scale into the weights (once): the SAEs then read raw activations."""
-        if not self.folded and self.scale is not None and self.scale != 1.0:
-            for s in self.saes:
-                s.fold_input_scale_(self.scale)
+        """Fold the input (and transcoder target) scales into the weights, once: the SAEs then read raw activations."""
+        if not self.folded and self.scales:
+            for slot in self.slots:
+                s_in = self.scales[self.input_key]
+                s_out = self.scales[slot.target] if slot.target is not None else None
+                if s_in != 1.0 or (s_out is not None and s_out != 1.0):
+                    slot.sae.fold_input_scale_(s_in, target_scale=s_out)
+        for s in self.saes:
+            s.eval()
         self.folded = True
         return self.saes
 
     def save(self, out: str | Path, names: Sequence[str] | None = None) -> list[Path]:
-        """Save each SAE (folded to raw units) as cfg.json + sae.safetensors; several go in subfolders."""
+        """Save each SAE (folded to raw units) as cfg.json + sae.safetensors; several go in subfolders.
+
+        Under data parallelism only rank 0 writes (the SAEs are identical on every rank).
+        """
         self.fold()
         out = Path(out)
         if len(self.saes) == 1 and names is None:
-            return [self.sae.save(out)]
-        names = list(names) if names is not None else [f"sae_{i}" for i in range(len(self.saes))]
-        return [s.save(out / n) for s, n in zip(self.saes, names)]
+            paths = [out]
+        else:
+            names = list(names) if names is not None else [f"sae_{i}" for i in range(len(self.saes))]
+            paths = [out / n for n in names]
+        if self.rank == 0:
+            for s, p in zip(self.saes, paths):
+                s.save(p)
+        return paths
 
     # -- checkpoints ----------------------------------------------------------------------------
 
     def checkpoint(self, path: str | Path) -> Path:
-        """Everything needed to continue exactly: weights (unfolded), Adam state, step, scale, RNG, counters."""
+        """Everything needed to continue exactly: weights (unfolded), Adam state, step, scales, RNG, counters.
+
+        Crash-safe: written into `path.tmp`, then swapped in by renames (the old checkpoint is kept as
+        `path.old` until the new one is in place; `resume` falls back to it).
+        """
         if self.folded:
             raise TrainingError("this trainer's SAEs are already folded for saving; checkpoint before fold()/save()")
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        tensors: dict[str, Tensor] = {"rng_cpu": torch.get_rng_state()}
+        if self.rank == 0:
+            self._write_checkpoint(path)
+        if self.world_size > 1:
+            dist.barrier()
+        return path
+
+    def _write_checkpoint(self, path: Path) -> None:
+        tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        tensors: dict[str, Tensor] = {"rng_cpu": torch.get_rng_state(), "rng_trainer": self.generator.get_state()}
         if torch.cuda.is_available():
             tensors["rng_cuda"] = torch.cuda.get_rng_state()
         for i, slot in enumerate(self.slots):
             slot.sae.save(tmp / f"sae_{i}")
             tensors[f"{i}.tokens_since_fired"] = slot.tokens_since_fired.cpu()
+            tensors[f"{i}.window_fires"] = slot.window_fires.cpu()
             for j, p in enumerate(slot.sae.parameters()):
                 st = slot.opt.state.get(p, {})
                 for key in ("exp_avg", "exp_avg_sq", "step"):
                     if key in st:
                         tensors[f"{i}.opt.{j}.{key}"] = torch.as_tensor(st[key]).detach().cpu().contiguous()
         save_file(tensors, str(tmp / STATE_TENSORS))
-        dump_json(
-            {"step": self.step, "scale": self.scale, "initialised": self.initialised, "cfg": self.cfg.to_dict(),
-             "history": self.history, "n_saes": len(self.slots)},
-            tmp / STATE_JSON,
-        )
+        state = {
+            "step": self.step,
+            "data_position": {"batches": self.step, "tokens": self.step * self.cfg.batch_size},
+            "scales": self.scales,
+            "input_key": self.input_key,
+            "initialised": self.initialised,
+            "cfg": self.cfg.to_dict(),
+            "history": self.history,
+            "n_saes": len(self.slots),
+            "window_tokens": [s.window_tokens for s in self.slots],
+        }
+        dump_json(state, tmp / STATE_JSON)  # written last: its presence marks a complete checkpoint
         if path.exists():
-            import shutil
-
-            shutil.rmtree(path)
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
         os.replace(tmp, path)
-        return path
+        if old.exists():
+            shutil.rmtree(old)
 
     @classmethod
     def resume(cls, path: str | Path, cfg: TrainConfig | None = None) -> "Trainer":
         """Rebuild a trainer from `checkpoint(path)`; `fit` on the same data then continues the same run."""
         path = Path(path)
         if not (path / STATE_JSON).exists():
-            raise TrainingError(f"{path} is not a training checkpoint (no {STATE_JSON}); checkpoints come from Trainer.checkpoint")
+            old = path.with_name(path.name + ".old")
+            if (old / STATE_JSON).exists():  # killed between the two renames of `checkpoint`
+                path = old
+            else:
+                raise TrainingError(
+                    f"{path} is not a training checkpoint (no {STATE_JSON}); checkpoints come from Trainer.checkpoint"
+                )
         state = json.loads((path / STATE_JSON).read_text())
         saved_cfg = TrainConfig(**state["cfg"])
         if cfg is not None and cfg != saved_cfg:
@@ -295,6 +541,8 @@ class Trainer:
         tensors = load_file(str(path / STATE_TENSORS))
         for i, slot in enumerate(trainer.slots):
             slot.tokens_since_fired = tensors[f"{i}.tokens_since_fired"].to(trainer.device)
+            slot.window_fires = tensors[f"{i}.window_fires"].to(trainer.device)
+            slot.window_tokens = state["window_tokens"][i]
             for j, p in enumerate(slot.sae.parameters()):
                 if f"{i}.opt.{j}.exp_avg" in tensors:
                     slot.opt.state[p] = {
@@ -303,10 +551,12 @@ class Trainer:
                         "step": tensors[f"{i}.opt.{j}.step"].float(),
                     }
         torch.set_rng_state(tensors["rng_cpu"])
+        trainer.generator.set_state(tensors["rng_trainer"])
         if "rng_cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng_cuda"])
         trainer.step = state["step"]
-        trainer.scale = state["scale"]
+        trainer.scales = state["scales"]
+        trainer.input_key = state["input_key"]
         trainer.initialised = state["initialised"]
         trainer.history = state["history"]
         return trainer
@@ -324,8 +574,9 @@ def train(
 ) -> Sae | list[Sae]:
     """Train SAE(s) on harvested activations and return them in raw activation units.
 
-    `sae_cfg` None builds a TopK SAE from `sae_kwargs` (n_latents=..., k=...) with d_in from the data.
-    Several configs train together from one pass over the data.
+    `sae_cfg` None builds an SAE from `sae_kwargs` (architecture=..., n_latents=..., k=...) with d_in
+    from the data. Several configs train together from one pass over the data (four widths or four
+    k values at once); with `out` they are saved in subfolders sae_0, sae_1...
     """
     cfg = cfg or TrainConfig()
     if isinstance(data, ActivationCache):

@@ -162,19 +162,43 @@ class Sae(nn.Module):
 
         `dead_mask` [F] marks latents that have not fired for a while (for auxiliary losses);
         `progress` in [0, 1] is the fraction of training done (for coefficient warmups).
+        Transcoders (`cfg.target_hookpoint` set) also take `target_BD`, the activations they predict.
         """
         raise NotImplementedError
 
     # -- training support -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def init_from_data(self, x_ND: Tensor) -> None:
+    def init_from_data(self, x_ND: Tensor, target_ND: Tensor | None = None) -> None:
         """Data-dependent initialisation: `b_dec` at the geometric median of a sample.
+
+        `target_ND` is the matching sample of the predicted hook point (transcoders only).
 
         Residual streams carry a large common offset (on Gemma 3 270M the mean vector's norm is
         close to a token's norm); starting `b_dec` at zero leaves most latents dead.
         """
         self.b_dec.copy_(geometric_median(x_ND.to(self.device)).to(self.b_dec.dtype))
+
+    unit_norm_decoder: ClassVar[bool] = True
+    """Keep decoder rows at unit norm: the trainer projects their gradient and renormalises after each step."""
+
+    def before_optimizer_step(self) -> None:
+        """Called by the trainer between backward and the optimiser step (gradients are final)."""
+        if self.unit_norm_decoder:
+            self.remove_gradient_parallel_to_decoder_directions()
+
+    def after_optimizer_step(self) -> None:
+        """Called by the trainer after each optimiser step: re-impose constraints on the parameters."""
+        if self.unit_norm_decoder:
+            self.set_decoder_norm_to_unit_norm()
+
+    def on_step(self, step: int, x_BD: Tensor, dead_F: Tensor, generator: torch.Generator) -> Tensor | None:
+        """Optional per-step hook after the update (e.g. resampling dead latents), given the batch just used.
+
+        Returns the indices of latents whose parameters were rewritten (the trainer then clears their
+        optimiser state and dead counters), or None. Random draws must use `generator` so resume is exact.
+        """
+        return None
 
     @torch.no_grad()
     def set_decoder_norm_to_unit_norm(self) -> None:
@@ -188,14 +212,20 @@ class Sae(nn.Module):
         self.W_dec.grad.sub_(parallel_F * self.W_dec)
 
     @torch.no_grad()
-    def fold_input_scale_(self, scale: float) -> None:
+    def fold_input_scale_(self, scale: float, target_scale: float | None = None) -> None:
         """The SAE was trained on `x * scale`; rewrite it to read and write raw activations.
 
         Encoding commutes with a positive scale when thresholds and biases scale with it, so
-        latents come out in raw units and the decoder keeps unit-norm rows.
+        latents come out in raw units and the decoder keeps unit-norm rows. `target_scale` is for
+        transcoders, whose output was normalised apart; an SAE accepts only its input's scale there.
         """
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"input scale must be a positive finite number, got {scale!r}")
+        if target_scale is not None and target_scale != scale:
+            raise ValueError(
+                f"this {self.architecture!r} SAE reconstructs its own input, so its output scale is its input scale "
+                f"({scale!r}), not {target_scale!r}: pass target_scale=None"
+            )
         self.b_enc.div_(scale)
         self.b_dec.div_(scale)
         for name in self.scale_with_input:
@@ -230,6 +260,12 @@ class Sae(nn.Module):
         sd["W_enc"] = self.W_enc.detach().t().contiguous()  # [D, F] on disk, as SAELens stores it
         return sd
 
+    def state_dict_from_saelens(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The inverse of `saelens_state_dict`: on-disk names and layout -> this module's state dict."""
+        sd = dict(sd)
+        sd["W_enc"] = sd["W_enc"].t().contiguous()
+        return sd
+
     def save(self, path: str | Path) -> Path:
         """Write `cfg.json` + `sae.safetensors` into the folder `path` (created if needed)."""
         path = Path(path)
@@ -252,8 +288,7 @@ class Sae(nn.Module):
             raise ConfigError(f"{path / CFG_FILE} has no 'saekit' block: load other formats through saekit.interop.")
         cfg = SaeConfig.from_dict(raw["saekit"])
         sae = Sae(cfg, device="meta", seed=None)
-        sd = load_file(str(path / WEIGHTS_FILE), device=str(device))
-        sd["W_enc"] = sd["W_enc"].t().contiguous()
+        sd = sae.state_dict_from_saelens(load_file(str(path / WEIGHTS_FILE), device=str(device)))
         expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in sd.items()}
         if expected != got:

@@ -1,0 +1,621 @@
+"""Per-feature statistics over a corpus, as plain data: `feature_stats(model, sae, texts) -> FeatureStats`.
+
+One pass over the corpus collects, for every SAE latent ("feature"):
+
+- density (fraction of tokens where it fires, act > 0), mean activation when firing, max activation;
+- top-activating contexts: per context the feature's strongest token, the `top_k` strongest contexts
+  kept by a streaming top-k, each stored as a window of tokens around that token with every token's
+  activation (Bricken et al. 2023, "Towards Monosemanticity", show contexts the same way);
+- quantile samples: a uniform reservoir of contexts where the feature fires (a streaming top-k on random
+  keys), sorted by activation so `quantile_examples` can show weak, typical and strong firings;
+- an activation histogram on fixed log2-spaced bins (exact counts, no second pass);
+- co-occurring features: Jaccard similarity of firing sets, counted on the first `cooccurrence_tokens`
+  tokens (sparse, so memory grows with tokens x L0, never with features squared);
+- logit effects (top and bottom output tokens of each decoder direction through the model's final norm
+  and unembedding, see `saekit.unembed`) and nearest features by decoder cosine similarity.
+
+Memory is bounded by features x (top_k + n_samples) x window, about 100 MB for 16k features with the
+defaults; nothing grows with the corpus except the co-occurrence sample, which is capped. Results save to
+a folder (`stats.safetensors` + `stats.json` + `labels.json`, no pickles) and `FeatureStats.load` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .data import TokenContexts, contexts
+from .harvest import keep_mask
+from .store import ActivationCache
+
+STATS_FILE = "stats.safetensors"
+META_FILE = "stats.json"
+LABELS_FILE = "labels.json"
+HIST_EDGES = 2.0 ** torch.arange(-10, 16.01, 0.25)
+"""Histogram bin edges shared by every feature: 4 bins per octave from 2^-10 to 2^16 (activations
+below the first edge go to the first bin, above the last to the last)."""
+
+
+class FeatureError(ValueError):
+    """Bad input to a feature analysis; the message names the problem and the fix."""
+
+
+@dataclass
+class FeatureStats:
+    """Everything `feature_stats` learned about each feature. Tensors are indexed by feature first."""
+
+    n_tokens: int
+    """Tokens seen (BOS and padding excluded)."""
+    tensors: dict[str, Tensor]
+    """density, mean_act, max_act [F]; hist [F, bins]; top_* and sample_* examples [F, K(, W)];
+    cooc_index / cooc_jaccard [F, M]; logit_top_* / logit_bottom_* [F, L]; neighbour_index / neighbour_cos [F, M]."""
+    token_strings: dict[int, str]
+    """Display text of every token id that appears in an example or a logit list."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Model and SAE names, hook point, window shape, documents (source, key) per context."""
+    labels: dict[int, str] = field(default_factory=dict)
+    """Human labels by feature index; `save` writes them, widgets edit them."""
+    path: Path | None = None
+    """Folder this analysis was saved to or loaded from; `set_label` rewrites its labels there."""
+
+    # -- facts ----------------------------------------------------------------------------------
+
+    @property
+    def n_features(self) -> int:
+        return int(self.tensors["density"].shape[0])
+
+    def __repr__(self) -> str:
+        return (f"FeatureStats(n_features={self.n_features}, n_tokens={self.n_tokens}, "
+                f"hookpoint={self.meta.get('hookpoint')!r}, labels={len(self.labels)})")
+
+    def __getattr__(self, name: str) -> Tensor:
+        tensors = self.__dict__.get("tensors", {})
+        if name in tensors:
+            return tensors[name]
+        raise AttributeError(name)
+
+    def _check(self, feature: int) -> int:
+        f = int(feature)
+        if not 0 <= f < self.n_features:
+            raise FeatureError(f"feature {feature} is out of range: this SAE has features 0..{self.n_features - 1}")
+        return f
+
+    def token_str(self, token_id: int) -> str:
+        return self.token_strings.get(int(token_id), f"<{int(token_id)}>")
+
+    # -- labels ---------------------------------------------------------------------------------
+
+    def set_label(self, feature: int, label: str) -> None:
+        """Set (or clear, with '') a feature's label; saved at once when the analysis lives in a folder."""
+        f = self._check(feature)
+        if label.strip():
+            self.labels[f] = label.strip()
+        else:
+            self.labels.pop(f, None)
+        if self.path is not None:
+            _write_json(self.path / LABELS_FILE, {str(k): v for k, v in sorted(self.labels.items())})
+
+    # -- views ----------------------------------------------------------------------------------
+
+    def examples(self, feature: int, kind: str = "top") -> list[dict[str, Any]]:
+        """A feature's 'top' or 'sample' contexts, strongest first: dicts of tokens, acts, max, doc."""
+        f = self._check(feature)
+        if kind not in ("top", "sample"):
+            raise FeatureError(f"kind must be 'top' or 'sample', got {kind!r}")
+        vals = self.tensors[f"{kind}_values"][f]
+        ids = self.tensors[f"{kind}_tokens"][f]
+        acts = self.tensors[f"{kind}_acts"][f]
+        ctx = self.tensors[f"{kind}_context"][f]
+        docs = self.meta.get("documents") or []
+        ctx_doc = self.meta.get("context_doc") or []
+        out = []
+        for j in torch.argsort(vals, descending=True).tolist():
+            if ctx[j] < 0:
+                continue
+            keep = ids[j] >= 0
+            c = int(ctx[j])
+            doc = docs[ctx_doc[c]] if c < len(ctx_doc) and ctx_doc[c] < len(docs) else None
+            out.append({
+                "max": float(vals[j]),
+                "tokens": [self.token_str(t) for t in ids[j][keep].tolist()],
+                "acts": [round(float(a), 4) for a in acts[j][keep].tolist()],
+                "peak": int(keep[: self.meta["window"][0]].sum()),
+                "context": c,
+                "doc": doc,
+            })
+        return out
+
+    def quantile_examples(self, feature: int, n_groups: int = 4, per_group: int = 2) -> list[dict[str, Any]]:
+        """Reservoir samples grouped by activation quantile, weakest group first: [{'range', 'examples'}]."""
+        ex = sorted(self.examples(feature, "sample"), key=lambda e: e["max"])
+        if not ex:
+            return []
+        groups = []
+        bounds = [round(i * len(ex) / n_groups) for i in range(n_groups + 1)]
+        for g in range(n_groups):
+            part = ex[bounds[g] : bounds[g + 1]]
+            if not part:
+                continue
+            lo_q, hi_q = g / n_groups, (g + 1) / n_groups
+            pick = [part[round(i * (len(part) - 1) / max(per_group - 1, 1))] for i in range(min(per_group, len(part)))]
+            groups.append({
+                "quantile": [lo_q, hi_q],
+                "range": [part[0]["max"], part[-1]["max"]],
+                "examples": list(reversed(_dedupe(pick))),
+            })
+        return groups
+
+    def histogram(self, feature: int) -> dict[str, list[float]]:
+        """Nonzero activation counts of a feature on the shared log2 bins, trimmed to the used range."""
+        f = self._check(feature)
+        counts = self.tensors["hist"][f]
+        nz = counts.nonzero().squeeze(-1)
+        edges = HIST_EDGES
+        if nz.numel() == 0:
+            return {"edges": [], "counts": []}
+        a, b = int(nz[0]), int(nz[-1]) + 1
+        return {"edges": [float(e) for e in edges[a : b + 1]], "counts": [int(c) for c in counts[a:b]]}
+
+    def logit_tokens(self, feature: int, which: str = "top") -> list[tuple[str, float]]:
+        f = self._check(feature)
+        if f"logit_{which}_ids" not in self.tensors:
+            return []
+        ids = self.tensors[f"logit_{which}_ids"][f].tolist()
+        vals = self.tensors[f"logit_{which}_values"][f].tolist()
+        return [(self.token_str(i), round(v, 4)) for i, v in zip(ids, vals)]
+
+    def neighbours(self, feature: int) -> list[tuple[int, float]]:
+        f = self._check(feature)
+        if "neighbour_index" not in self.tensors:
+            return []
+        return [(int(i), round(float(c), 4)) for i, c in zip(self.neighbour_index[f], self.neighbour_cos[f]) if i >= 0]
+
+    def cooccurring(self, feature: int) -> list[tuple[int, float]]:
+        f = self._check(feature)
+        if "cooc_index" not in self.tensors:
+            return []
+        return [(int(i), round(float(j), 4)) for i, j in zip(self.cooc_index[f], self.cooc_jaccard[f]) if i >= 0 and j > 0]
+
+    def peak_tokens(self, feature: int, n: int = 5) -> list[str]:
+        """The tokens the top contexts peak on, most frequent first (what the feature reads)."""
+        f = self._check(feature)
+        ids = self.tensors["top_tokens"][f, :, self.meta["window"][0]][self.top_context[f] >= 0]
+        uniq, counts = torch.unique(ids, return_counts=True)
+        order = torch.argsort(counts, descending=True, stable=True)
+        return [self.token_str(int(uniq[i])) for i in order[:n]]
+
+    def view(self, feature: int) -> dict[str, Any]:
+        """Everything a dashboard shows about one feature, as JSON-ready plain data."""
+        f = self._check(feature)
+        return {
+            "feature": f,
+            "label": self.labels.get(f, ""),
+            "density": float(self.density[f]),
+            "mean_act": float(self.mean_act[f]),
+            "max_act": float(self.max_act[f]),
+            "n_tokens": self.n_tokens,
+            "histogram": self.histogram(f),
+            "logits_top": [list(p) for p in self.logit_tokens(f, "top")],
+            "logits_bottom": [list(p) for p in self.logit_tokens(f, "bottom")],
+            "top_examples": self.examples(f, "top"),
+            "quantiles": self.quantile_examples(f),
+            "neighbours": [list(p) for p in self.neighbours(f)],
+            "cooccurring": [list(p) for p in self.cooccurring(f)],
+        }
+
+    def table(self) -> "pandas.DataFrame":  # noqa: F821
+        """One row per feature: density, mean/max activation, top tokens, top logit tokens, label."""
+        import pandas as pd
+
+        F = self.n_features
+        reads = [" | ".join(self.peak_tokens(f, 3)) for f in range(F)]
+        df = pd.DataFrame({
+            "feature": range(F),
+            "density": self.density.numpy(),
+            "mean_act": self.mean_act.numpy(),
+            "max_act": self.max_act.numpy(),
+            "top_tokens": reads,
+        })
+        if "logit_top_ids" in self.tensors:
+            df["logit_tokens"] = [" | ".join(self.token_str(i) for i in row[:3]) for row in self.logit_top_ids.tolist()]
+        df["label"] = [self.labels.get(f, "") for f in range(F)]
+        return df.set_index("feature")
+
+    def plot_histogram(self, feature: int, ax=None):
+        """Matplotlib bar chart of a feature's nonzero activations (log2 bins); returns the Axes."""
+        import matplotlib.pyplot as plt
+
+        h = self.histogram(feature)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 2.5))
+        if h["counts"]:
+            edges = h["edges"]
+            ax.bar(edges[:-1], h["counts"], width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge")
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel("activation (log2 bins)")
+        ax.set_ylabel("tokens")
+        ax.set_title(f"feature {int(feature)}: density {float(self.density[int(feature)]):.2e}")
+        return ax
+
+    # -- disk -----------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write stats.safetensors, stats.json and labels.json into the folder `path`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(path / STATS_FILE))
+        _write_json(path / META_FILE, {
+            "format": 1,
+            "n_tokens": self.n_tokens,
+            "meta": self.meta,
+            "token_strings": {str(k): v for k, v in sorted(self.token_strings.items())},
+        })
+        self.path = path
+        _write_json(path / LABELS_FILE, {str(k): v for k, v in sorted(self.labels.items())})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureStats":
+        """Read a folder written by `save` (safetensors + JSON; nothing is unpickled)."""
+        path = Path(path)
+        if not (path / STATS_FILE).exists() or not (path / META_FILE).exists():
+            raise FileNotFoundError(
+                f"{path} holds no feature statistics: expected {STATS_FILE} and {META_FILE} (FeatureStats.save writes them)"
+            )
+        raw = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        labels_raw = json.loads((path / LABELS_FILE).read_text(encoding="utf-8")) if (path / LABELS_FILE).exists() else {}
+        return cls(
+            n_tokens=int(raw["n_tokens"]),
+            tensors=load_file(str(path / STATS_FILE)),
+            token_strings={int(k): v for k, v in raw["token_strings"].items()},
+            meta=raw["meta"],
+            labels={int(k): v for k, v in labels_raw.items()},
+            path=path,
+        )
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _dedupe(examples: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for e in examples:
+        if id(e) not in seen:
+            seen.add(id(e))
+            out.append(e)
+    return out
+
+
+# -- the streaming pass ---------------------------------------------------------------------------
+
+
+class _TopK:
+    """Per-feature streaming top-k of per-context candidates, each with its window of tokens and acts."""
+
+    def __init__(self, F: int, k: int, W: int) -> None:
+        self.values = torch.full((F, k), -math.inf)
+        self.context = torch.full((F, k), -1, dtype=torch.long)
+        self.tokens = torch.full((F, k, W), -1, dtype=torch.int32)
+        self.acts = torch.zeros((F, k, W))
+
+    def update(self, keys_FB: Tensor, vals_FB: Tensor, ctx_B: Tensor, windows, keys_FK: Tensor | None = None) -> None:
+        """Merge candidates (one per feature and context) ranked by `keys_FB` (the values themselves for
+        a top-k, random numbers for a reservoir). `windows(f_idx, b_idx) -> (tokens, acts)` cuts windows."""
+        K = self.values.shape[1]
+        old_keys = self.values if keys_FK is None else keys_FK
+        merged = torch.cat([old_keys, keys_FB], dim=1)
+        kk = min(K, merged.shape[1])
+        top_keys, sel = merged.topk(kk, dim=1)
+        is_new = (sel >= K) & torch.isfinite(top_keys)
+        keep_old = sel < K
+        F = self.values.shape[0]
+        rows = torch.arange(F)[:, None].expand_as(sel)
+        new_vals = torch.full_like(self.values, -math.inf)
+        new_ctx = torch.full_like(self.context, -1)
+        new_tok = torch.full_like(self.tokens, -1)
+        new_acts = torch.zeros_like(self.acts)
+        old_j = sel.clamp(max=K - 1)
+        new_vals[keep_old] = self.values[rows[keep_old], old_j[keep_old]]
+        new_ctx[keep_old] = self.context[rows[keep_old], old_j[keep_old]]
+        new_tok[keep_old] = self.tokens[rows[keep_old], old_j[keep_old]]
+        new_acts[keep_old] = self.acts[rows[keep_old], old_j[keep_old]]
+        if bool(is_new.any()):
+            f_idx = rows[is_new]
+            b_idx = sel[is_new] - K
+            new_vals[is_new] = vals_FB[f_idx, b_idx]
+            new_ctx[is_new] = ctx_B[b_idx]
+            tok, acts = windows(f_idx, b_idx)
+            new_tok[is_new] = tok
+            new_acts[is_new] = acts
+        self.values, self.context, self.tokens, self.acts = new_vals, new_ctx, new_tok, new_acts
+        if keys_FK is not None:
+            keys_FK.copy_(torch.where(torch.isfinite(top_keys), top_keys, torch.full_like(top_keys, -math.inf)))
+
+
+def _batches_from_contexts(model, ctx: TokenContexts, hookpoint: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    keep_NT = keep_mask(ctx, model.bos_token_id, drop_bos=True, drop_pad=True)
+    for s in range(0, len(ctx), batch_size):
+        ids = ctx.input_ids[s : s + batch_size]
+        acts = model.capture(ids.to(model.device), [hookpoint], attention_mask=ctx.attention_mask[s : s + batch_size].to(model.device))
+        yield acts[hookpoint].float().cpu(), ids, keep_NT[s : s + batch_size], torch.arange(s, s + len(ids))
+
+
+def _batches_from_cache(cache: ActivationCache, hookpoint: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Rebuild [B, T] grids of contexts from a harvest's rows (token id, context index, position)."""
+    T = int(cache.info.get("context_len") or 0)
+    if not T:
+        raise FeatureError("this activation cache does not record context_len; harvest it again with saekit.harvest")
+    acts = cache.load(hookpoint)
+    tok = cache.load("token_ids").long()
+    cidx = cache.load("context_index").long()
+    pos = cache.load("position").long()
+    uniq = torch.unique_consecutive(cidx)
+    for s in range(0, len(uniq), batch_size):
+        chunk = uniq[s : s + batch_size]
+        rows = ((cidx >= chunk[0]) & (cidx <= chunk[-1])).nonzero().squeeze(-1)
+        b = torch.searchsorted(chunk, cidx[rows])
+        x = torch.zeros(len(chunk), T, acts.shape[-1])
+        ids = torch.full((len(chunk), T), -1, dtype=torch.long)
+        keep = torch.zeros(len(chunk), T, dtype=torch.bool)
+        x[b, pos[rows]] = acts[rows].float()
+        ids[b, pos[rows]] = tok[rows]
+        keep[b, pos[rows]] = True
+        yield x, ids, keep, chunk
+
+
+@torch.no_grad()
+def feature_stats(
+    model,
+    sae,
+    texts=None,
+    *,
+    n_tokens: int = 100_000,
+    context_len: int = 64,
+    batch_size: int = 16,
+    top_k: int = 16,
+    n_samples: int = 24,
+    window: tuple[int, int] = (12, 4),
+    cooccurrence_tokens: int = 65_536,
+    n_cooccurring: int = 8,
+    n_logits: int = 10,
+    n_neighbours: int = 8,
+    split: str = "test",
+    seed: int = 0,
+    progress: bool = True,
+) -> FeatureStats:
+    """Statistics for every feature of `sae` over about `n_tokens` tokens, in one streaming pass.
+
+    `texts`: None (the built-in corpus, held-out `split`), strings or Documents, `TokenContexts`, or an
+    `ActivationCache` harvested at the SAE's hook point (then no forward runs; `model` may be None, and
+    logit effects are skipped when it is). `window` = (tokens before, tokens after) the strongest token.
+    """
+    hookpoint = sae.cfg.hookpoint
+    F = sae.n_latents
+    left, right = window
+    if left < 0 or right < 0:
+        raise FeatureError(f"window must be two non-negative ints (before, after), got {window!r}")
+    if top_k < 1 or n_samples < 0:
+        raise FeatureError(f"top_k must be >= 1 and n_samples >= 0, got top_k={top_k}, n_samples={n_samples}")
+    W = left + 1 + right
+    meta: dict[str, Any] = {
+        "hookpoint": hookpoint,
+        "sae": {k: v for k, v in sae.cfg.to_dict().items()},
+        "window": [left, right],
+        "documents": [],
+        "context_doc": [],
+    }
+    if isinstance(texts, ActivationCache):
+        hp = hookpoint if hookpoint in texts.hookpoints else None
+        if hp is None:
+            raise FeatureError(
+                f"the cache holds {texts.hookpoints} but the SAE reads {hookpoint!r}: harvest at the SAE's hook point"
+            )
+        total = texts.n_tokens
+        batches = _batches_from_cache(texts, hp, batch_size)
+        meta["model"] = texts.info.get("model")
+    else:
+        if model is None:
+            raise FeatureError("pass a model to run texts through, or pass an ActivationCache as texts")
+        if hookpoint is None:
+            raise FeatureError("the SAE has no cfg.hookpoint: set sae.cfg.hookpoint to the hook point it was trained on")
+        if isinstance(texts, TokenContexts):
+            ctx = texts
+        else:
+            from .data import as_documents, corpus
+
+            docs = corpus(split=split) if texts is None else as_documents(texts)
+            ctx = contexts(model, docs, context_len=context_len, n_tokens=n_tokens)
+        meta["model"] = model.name
+        meta["documents"] = [[d.source, d.key] for d in ctx.documents]
+        meta["context_doc"] = ctx.doc_index.tolist()
+        total = int(keep_mask(ctx, model.bos_token_id, True, True).sum())
+        batches = _batches_from_contexts(model, ctx, hookpoint, batch_size)
+
+    count = torch.zeros(F, dtype=torch.long)
+    total_act = torch.zeros(F, dtype=torch.float64)
+    max_act = torch.zeros(F)
+    hist = torch.zeros(F, len(HIST_EDGES) - 1, dtype=torch.int32)
+    top = _TopK(F, top_k, W)
+    res = _TopK(F, max(n_samples, 1), W)
+    res_keys = torch.full((F, max(n_samples, 1)), -math.inf)
+    gen = torch.Generator().manual_seed(seed)
+    co_rows: list[Tensor] = []
+    co_feats: list[Tensor] = []
+    co_seen = 0
+    seen = 0
+    offsets = torch.arange(-left, right + 1)
+    bar = tqdm(total=min(total, n_tokens), desc="feature stats", unit="tok", disable=not progress)
+    for x_BTD, ids_BT, keep_BT, ctx_B in batches:
+        if seen >= n_tokens:
+            break
+        B, T, _ = x_BTD.shape
+        z_BTF = sae.encode(x_BTD).float()
+        z_BTF[~keep_BT] = 0.0
+        fired_BTF = z_BTF > 0
+        count += fired_BTF.sum((0, 1))
+        total_act += z_BTF.sum((0, 1), dtype=torch.float64)
+        max_act = torch.maximum(max_act, z_BTF.amax((0, 1)))
+        t_i, f_i = fired_BTF.reshape(B * T, F).nonzero(as_tuple=True)
+        v = z_BTF.reshape(B * T, F)[t_i, f_i]
+        bins = (torch.bucketize(v, HIST_EDGES) - 1).clamp(0, hist.shape[1] - 1)
+        hist.view(-1).index_add_(0, f_i * hist.shape[1] + bins, torch.ones_like(bins, dtype=torch.int32))
+        if co_seen < cooccurrence_tokens:
+            kept_rows = keep_BT.reshape(-1).nonzero().squeeze(-1)[: cooccurrence_tokens - co_seen]
+            row_of = torch.full((B * T,), -1, dtype=torch.long)
+            row_of[kept_rows] = torch.arange(len(kept_rows)) + co_seen
+            m = row_of[t_i] >= 0
+            co_rows.append(row_of[t_i][m])
+            co_feats.append(f_i[m])
+            co_seen += len(kept_rows)
+
+        m_BF, pos_BF = z_BTF.max(1)  # each context's strongest token per feature
+
+        def windows(f_idx: Tensor, b_idx: Tensor) -> tuple[Tensor, Tensor]:
+            p = pos_BF[b_idx, f_idx][:, None] + offsets  # [n, W]
+            ok = (p >= 0) & (p < T)
+            pc = p.clamp(0, T - 1)
+            b2 = b_idx[:, None].expand_as(pc)
+            ok &= keep_BT[b2, pc]
+            tok = torch.where(ok, ids_BT[b2, pc], -1).to(torch.int32)
+            acts = torch.where(ok, z_BTF[b2, pc, f_idx[:, None].expand_as(pc)], 0.0)
+            return tok, acts
+
+        vals_FB = m_BF.T.contiguous()
+        fires_FB = vals_FB > 0
+        top.update(torch.where(fires_FB, vals_FB, -math.inf), vals_FB, ctx_B, windows)
+        if n_samples:
+            rnd = torch.rand(vals_FB.shape, generator=gen)
+            res.update(torch.where(fires_FB, rnd, -math.inf), vals_FB, ctx_B, windows, keys_FK=res_keys)
+        n = int(keep_BT.sum())
+        seen += n
+        bar.update(n)
+    bar.close()
+    if seen == 0:
+        raise FeatureError("the corpus gave no tokens to analyse: pass longer texts or a larger n_tokens")
+
+    tensors: dict[str, Tensor] = {
+        "density": (count.double() / seen).float(),
+        "mean_act": torch.where(count > 0, total_act / count.clamp_min(1), 0.0).float(),
+        "max_act": max_act,
+        "hist": hist,
+    }
+    for name, tk in (("top", top), ("sample", res)):
+        if name == "sample" and not n_samples:
+            continue
+        tensors[f"{name}_values"] = torch.where(torch.isfinite(tk.values), tk.values, 0.0)
+        tensors[f"{name}_context"] = tk.context
+        tensors[f"{name}_tokens"] = tk.tokens
+        tensors[f"{name}_acts"] = tk.acts
+    if co_rows:
+        idx, jac = cooccurrence(torch.cat(co_rows), torch.cat(co_feats), F, co_seen, n_cooccurring)
+        tensors["cooc_index"], tensors["cooc_jaccard"] = idx, jac
+    if n_neighbours:
+        tensors["neighbour_index"], tensors["neighbour_cos"] = decoder_neighbours(sae, n_neighbours)
+    if model is not None and n_logits:
+        for k, v in logit_effects(model, sae, n_logits, progress=progress).items():
+            tensors[k] = v
+    used = set(torch.unique(torch.cat([t.reshape(-1) for k, t in tensors.items() if k.endswith(("_tokens", "_ids"))])).tolist())
+    used.discard(-1)
+    tok = getattr(model, "tokenizer", None)
+    return FeatureStats(seen, tensors, token_strings(tok, sorted(used)), meta)
+
+
+def token_strings(tokenizer, ids: Sequence[int]) -> dict[int, str]:
+    """Display text of each token id: `decode([id])`, which keeps a SentencePiece token's leading space."""
+    if tokenizer is None:
+        return {int(i): f"<{int(i)}>" for i in ids}
+    return {int(i): tokenizer.decode([int(i)]) for i in ids}
+
+
+def cooccurrence(rows: Tensor, feats: Tensor, F: int, n_rows: int, n_top: int, block: int = 512) -> tuple[Tensor, Tensor]:
+    """Top `n_top` co-firing features per feature by Jaccard similarity of their firing token sets.
+
+    (rows, feats) lists every (token, feature) firing; the counts come from a sparse [F, N] x [N, F]
+    product computed `block` features at a time, so memory stays O(F x block).
+    """
+    idx = torch.full((F, n_top), -1, dtype=torch.long)
+    jac = torch.zeros(F, n_top)
+    active, feats = torch.unique(feats, return_inverse=True)  # work on the features that fired only
+    G = len(active)
+    k = min(n_top, G - 1)
+    if k <= 0:
+        return idx, jac
+    A_GN = torch.sparse_coo_tensor(torch.stack([feats, rows]), torch.ones(len(rows)), (G, n_rows), check_invariants=False).coalesce()
+    n_G = torch.bincount(feats, minlength=G).float()
+    for a in range(0, G, block):
+        b = min(a + block, G)
+        sel = (feats >= a) & (feats < b)
+        dense_NB = torch.zeros(n_rows, b - a)
+        dense_NB[rows[sel], feats[sel] - a] = 1.0
+        both_GB = torch.sparse.mm(A_GN, dense_NB)  # [G, b-a]: tokens where both fire
+        j_BG = (both_GB / (n_G[:, None] + n_G[a:b][None, :] - both_GB).clamp_min(1)).T.contiguous()
+        j_BG[torch.arange(b - a), torch.arange(a, b)] = -1.0  # not its own neighbour
+        v, i = j_BG.topk(k, dim=1)
+        idx[active[a:b], :k] = torch.where(v > 0, active[i], -1)
+        jac[active[a:b], :k] = v.clamp_min(0)
+    return idx, jac
+
+
+@torch.no_grad()
+def decoder_neighbours(sae, n: int = 8, block: int = 2048) -> tuple[Tensor, Tensor]:
+    """Nearest features by cosine similarity of decoder directions: (index [F, n], cosine [F, n])."""
+    W = sae.W_dec.detach().float().cpu()
+    W = W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    F = W.shape[0]
+    k = min(n, F - 1)
+    idx = torch.full((F, n), -1, dtype=torch.long)
+    cos = torch.zeros(F, n)
+    if k <= 0:
+        return idx, cos
+    for a in range(0, F, block):
+        s = W[a : a + block] @ W.T  # [blk, F]
+        s[torch.arange(s.shape[0]), torch.arange(a, a + s.shape[0])] = -2.0
+        v, i = s.topk(k, dim=1)
+        idx[a : a + block, :k], cos[a : a + block, :k] = i, v
+    return idx, cos
+
+
+@torch.no_grad()
+def logit_effects(model, sae, n: int = 10, block: int = 128, progress: bool = True) -> dict[str, Tensor]:
+    """Top and bottom `n` output tokens of every decoder direction through the final norm and W_U.
+
+    Returns logit_top_ids / logit_top_values / logit_bottom_ids / logit_bottom_values, each [F, n].
+    See `saekit.unembed` for how the final norm is applied (Gemma's (1 + weight) gain included).
+    """
+    from .unembed import unembedding
+
+    U = unembedding(model)
+    W = sae.W_dec.detach()
+    F = W.shape[0]
+    out = {k: [] for k in ("logit_top_ids", "logit_top_values", "logit_bottom_ids", "logit_bottom_values")}
+    for a in tqdm(range(0, F, block), desc="logit effects", disable=not progress, leave=False):
+        logits = U.logits(W[a : a + block]).float()  # [blk, V]
+        tv, ti = logits.topk(n, dim=1)
+        bv, bi = logits.topk(n, dim=1, largest=False)
+        out["logit_top_ids"].append(ti.to(torch.int32).cpu())
+        out["logit_top_values"].append(tv.cpu())
+        out["logit_bottom_ids"].append(bi.to(torch.int32).cpu())
+        out["logit_bottom_values"].append(bv.cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+__all__ = [
+    "FeatureError",
+    "FeatureStats",
+    "cooccurrence",
+    "decoder_neighbours",
+    "feature_stats",
+    "logit_effects",
+    "token_strings",
+]

@@ -1,0 +1,665 @@
+"""Interventions as plain data, and the measurements of what they do.
+
+Edits (applied by `model.py` inside one trace, locally or on NDIF):
+
+    Splice(sae, error_term)          replace x at the SAE's hook point by x_hat (error_term=False), or keep
+                                     the error term x - x_hat (error_term=True: the exact model, on which
+                                     feature edits then act)
+    Ablate(sae, features, mode)      set features to 0 ('zero') or to their mean activation ('mean')
+    Clamp(sae, {feature: value})     hold features at a value on every position
+    Steer(hookpoint, direction, s)   add s * direction (a vector, or an SAE feature's decoder row)
+
+With the error term kept, a feature edit is exact: x' = x + sum_f (target_f - a_f(x)) W_dec[f], so
+nothing but the edited features changes. Edits on one SAE at one hook point are merged and encode
+once; `Splice(sae, error_term=False)` next to `Ablate(sae, ...)` ablates within the reconstruction.
+Edits act on every prompt position but BOS and padding, and on every generated token.
+
+Measurements: `measure` (per-position effects of edits on one text: next-token log-prob changes for
+chosen tokens, the tokens whose probability moved most, the loss change), `loss_change` (on many
+texts), `generate` (default and edited continuations side by side), `feature_means` (for mean
+ablation). Clean and edited runs share one forward pass (nnsight invokes).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Splice",
+    "Ablate",
+    "Clamp",
+    "Steer",
+    "InterventionError",
+    "Effects",
+    "LossChange",
+    "Generation",
+    "compile_edits",
+    "measure",
+    "loss_change",
+    "generate",
+    "feature_means",
+    "describe_edits",
+]
+
+
+class InterventionError(ValueError):
+    """An edit that cannot apply (bad feature index, NaN strength, SAE from another model...); names the fix."""
+
+
+# -- validation helpers -----------------------------------------------------------------------------
+
+
+def _check_sae(sae: Any, who: str) -> None:
+    if not all(hasattr(sae, a) for a in ("W_enc", "W_dec", "b_enc", "b_dec", "cfg", "n_latents", "d_in")):
+        raise InterventionError(f"{who} needs a saekit SAE (saekit.Sae), got {type(sae).__name__}")
+
+
+def _finite(value: Any, what: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InterventionError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise InterventionError(f"{what} must be finite, got {value!r}: pass a real number such as 4.0")
+    return v
+
+
+def _feature(sae: Any, f: Any, who: str) -> int:
+    if isinstance(f, Tensor):
+        if f.numel() != 1:
+            raise InterventionError(f"{who}: a feature index is one integer, got a tensor of shape {tuple(f.shape)}")
+        f = f.item()
+    if isinstance(f, bool) or not isinstance(f, (int,)) and not (hasattr(f, "__index__")):
+        raise InterventionError(f"{who}: feature indices are integers, got {f!r}")
+    f = int(f)
+    if not 0 <= f < sae.n_latents:
+        raise InterventionError(
+            f"{who}: feature {f} is out of range: this SAE has {sae.n_latents} latents (valid indices 0..{sae.n_latents - 1})"
+        )
+    return f
+
+
+def _features(sae: Any, features: Any, who: str) -> tuple[int, ...]:
+    if isinstance(features, Tensor):
+        features = features.reshape(-1).tolist()
+    elif isinstance(features, int) or hasattr(features, "__index__") and not isinstance(features, (list, tuple)):
+        features = [features]
+    feats = tuple(_feature(sae, f, who) for f in features)
+    if not feats:
+        raise InterventionError(f"{who}: no features given: pass at least one feature index, e.g. features=[123]")
+    if len(set(feats)) != len(feats):
+        raise InterventionError(f"{who}: feature indices repeat in {list(feats)}: list each feature once")
+    return feats
+
+
+def _sae_label(sae: Any) -> str:
+    return f"<{getattr(sae, 'architecture', 'sae')} F={sae.n_latents} @ {sae.cfg.hookpoint}>"
+
+
+# -- the edits --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Splice:
+    """Run the model with the SAE spliced in at its hook point."""
+
+    sae: Any
+    """The SAE; it acts at `sae.cfg.hookpoint`."""
+    error_term: bool = False
+    """Keep the error term x - x_hat: False runs on the reconstruction alone (the spliced-in model);
+    True is the exact model, on which Ablate/Clamp edits of the same SAE then act."""
+
+    def __post_init__(self) -> None:
+        _check_sae(self.sae, "Splice")
+        if not isinstance(self.error_term, bool):
+            raise InterventionError(f"Splice.error_term must be True or False, got {self.error_term!r}")
+
+    def specs(self, model: Any) -> list:
+        return compile_edits(model, [self])
+
+    def __repr__(self) -> str:
+        return f"Splice({_sae_label(self.sae)}, error_term={self.error_term})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Ablate:
+    """Ablate SAE features: set their activation to zero or to their mean, on every position."""
+
+    sae: Any
+    """The SAE whose features are ablated (at `sae.cfg.hookpoint`)."""
+    features: Any
+    """Feature index or indices (ints in 0..n_latents-1)."""
+    mode: str = "zero"
+    """'zero' (activation -> 0) or 'mean' (activation -> its mean, from `means`)."""
+    means: Any = None
+    """For mode='mean': mean activation per feature, a tensor [n_latents] or {feature: mean}
+    (`saekit.interventions.feature_means(model, sae)` computes it)."""
+    error_term: bool = True
+    """Keep the SAE's error term (exact model except for these features); False edits the reconstruction."""
+
+    def __post_init__(self) -> None:
+        _check_sae(self.sae, "Ablate")
+        object.__setattr__(self, "features", _features(self.sae, self.features, "Ablate"))
+        if self.mode not in ("zero", "mean"):
+            raise InterventionError(f"Ablate.mode must be 'zero' or 'mean', got {self.mode!r}")
+        if self.mode == "mean":
+            if self.means is None:
+                raise InterventionError(
+                    "Ablate(mode='mean') needs means=: pass saekit.interventions.feature_means(model, sae) "
+                    "(a tensor [n_latents]) or {feature: mean}"
+                )
+            object.__setattr__(self, "means", self._mean_values())
+        elif self.means is not None:
+            raise InterventionError("Ablate.means is only used with mode='mean': drop means= or set mode='mean'")
+
+    def _mean_values(self) -> tuple[float, ...]:
+        m = self.means
+        if isinstance(m, Mapping):
+            missing = [f for f in self.features if f not in m]
+            if missing:
+                raise InterventionError(f"Ablate: means has no entry for features {missing}")
+            vals = [m[f] for f in self.features]
+        else:
+            t = torch.as_tensor(m).reshape(-1)
+            if t.numel() != self.sae.n_latents:
+                raise InterventionError(
+                    f"Ablate: means has {t.numel()} entries but the SAE has {self.sae.n_latents} latents"
+                )
+            vals = [t[f].item() for f in self.features]
+        return tuple(_finite(v, f"Ablate mean of feature {f}") for f, v in zip(self.features, vals))
+
+    def targets(self) -> dict[int, float]:
+        if self.mode == "zero":
+            return {f: 0.0 for f in self.features}
+        return dict(zip(self.features, self.means))
+
+    def specs(self, model: Any) -> list:
+        return compile_edits(model, [self])
+
+    def __repr__(self) -> str:
+        return f"Ablate({_sae_label(self.sae)}, features={list(self.features)}, mode={self.mode!r})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Clamp:
+    """Hold SAE features at fixed activation values on every position."""
+
+    sae: Any
+    """The SAE whose features are clamped (at `sae.cfg.hookpoint`)."""
+    values: Mapping[int, float]
+    """{feature index: activation value}, in the SAE's activation units (a typical active value is a few units)."""
+    error_term: bool = True
+    """Keep the SAE's error term (exact model except for these features); False edits the reconstruction."""
+
+    def __post_init__(self) -> None:
+        _check_sae(self.sae, "Clamp")
+        if not isinstance(self.values, Mapping) or not self.values:
+            raise InterventionError(f"Clamp.values must be a non-empty {{feature: value}} dict, got {self.values!r}")
+        vals = {_feature(self.sae, f, "Clamp"): _finite(v, f"Clamp value of feature {f}") for f, v in self.values.items()}
+        object.__setattr__(self, "values", vals)
+
+    def targets(self) -> dict[int, float]:
+        return dict(self.values)
+
+    def specs(self, model: Any) -> list:
+        return compile_edits(model, [self])
+
+    def __repr__(self) -> str:
+        vals = ", ".join(f"{f}: {v:g}" for f, v in sorted(self.values.items()))
+        return f"Clamp({_sae_label(self.sae)}, {{{vals}}})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Steer:
+    """Add `strength * direction` to the activation at a hook point (prompt and every generated token)."""
+
+    hookpoint: str | None
+    """Where to add it, e.g. 'resid_post.6'; None takes the SAE's hook point when `direction` is (sae, feature)."""
+    direction: Any
+    """A vector [d_model], or (sae, feature): that feature's decoder row (unit norm in saekit SAEs)."""
+    strength: float = 1.0
+    """Multiplier, in activation units along a unit direction (compare with the feature's typical activation)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strength", _finite(self.strength, "Steer.strength"))
+        d = self.direction
+        if isinstance(d, tuple):
+            if len(d) != 2:
+                raise InterventionError("Steer.direction as a tuple is (sae, feature)")
+            _check_sae(d[0], "Steer")
+            object.__setattr__(self, "direction", (d[0], _feature(d[0], d[1], "Steer")))
+            if self.hookpoint is None:
+                object.__setattr__(self, "hookpoint", d[0].cfg.hookpoint)
+        else:
+            t = torch.as_tensor(d, dtype=torch.float32).detach()
+            if t.ndim != 1:
+                raise InterventionError(f"Steer.direction must be a vector [d_model], got shape {tuple(t.shape)}")
+            if not torch.isfinite(t).all():
+                raise InterventionError("Steer.direction contains NaN or inf values")
+            object.__setattr__(self, "direction", t.cpu())
+        if not isinstance(self.hookpoint, str):
+            raise InterventionError(
+                f"Steer.hookpoint must name a hook point such as 'resid_post.6', got {self.hookpoint!r}"
+            )
+
+    def vector(self) -> Tensor:
+        """The vector added, strength included [d_model] (only this row travels to NDIF)."""
+        d = self.direction
+        v = d[0].W_dec[d[1]].detach().float().cpu() if isinstance(d, tuple) else d
+        return (self.strength * v).clone()
+
+    def specs(self, model: Any) -> list:
+        return compile_edits(model, [self])
+
+    def __repr__(self) -> str:
+        d = self.direction
+        what = f"({_sae_label(d[0])}, {d[1]})" if isinstance(d, tuple) else f"<vector d={d.numel()}>"
+        return f"Steer({self.hookpoint!r}, {what}, strength={self.strength:g})"
+
+
+def describe_edits(edits: Any) -> str:
+    """A short deterministic description of edits, for reprs and widgets."""
+    if edits is None:
+        return "none"
+    if isinstance(edits, Mapping):
+        return ", ".join(f"{h}: <callable>" for h in edits)
+    items = edits if isinstance(edits, (list, tuple)) else [edits]
+    return ", ".join(repr(e) if hasattr(e, "specs") else f"{e[0]}: <callable>" for e in items) or "none"
+
+
+# -- compiling edits into plain tensors (what the trace, and NDIF, receive) -----------------------------
+
+
+def _check_fit(model: Any, sae: Any, hookpoint: str | None) -> str:
+    if hookpoint is None:
+        raise InterventionError(
+            "this SAE does not record its hook point: set sae.cfg.hookpoint = 'resid_post.6' (say) before editing"
+        )
+    try:
+        model.resolve(hookpoint)
+    except ValueError as e:
+        raise InterventionError(f"the SAE's hook point does not fit {model.name}: {e}") from None
+    if sae.d_in != model.d_model:
+        raise InterventionError(
+            f"the SAE reads width {sae.d_in} but {model.name} has d_model {model.d_model} at {hookpoint!r}: "
+            f"this SAE was trained on another model"
+        )
+    return hookpoint
+
+
+def encoder_spec(sae: Any, rows: Tensor | None = None) -> dict:
+    """The SAE's encoder as plain tensors: rule 'topk' (k), 'relu', or 'threshold' (JumpReLU / BatchTopK
+    at inference). With `rows` and a per-latent rule, only those latents' rows are included.
+
+    Checked against `sae.encode` on a few vectors: an architecture this cannot express raises here.
+    """
+    arch = getattr(sae, "architecture", "")
+    thr = getattr(sae, "threshold", None)
+    W_enc = sae.W_enc.detach().float().cpu()
+    b_enc = sae.b_enc.detach().float().cpu()
+    b_dec = sae.b_dec.detach().float().cpu()
+    if isinstance(thr, Tensor) and bool((thr >= 0).all()):
+        spec = {"rule": "threshold", "threshold": thr.detach().float().cpu()}
+    elif arch == "relu":
+        spec = {"rule": "relu"}
+    elif getattr(sae.cfg, "k", None):
+        spec = {"rule": "topk", "k": int(sae.cfg.k)}
+    else:
+        raise InterventionError(f"saekit cannot apply feature edits with a {arch!r} SAE's encoder")
+    spec.update(W_enc=W_enc, b_enc=b_enc, b_dec=b_dec, rows_only=False)
+    _verify_encoder(sae, spec)
+    if rows is not None and spec["rule"] != "topk":
+        spec.update(W_enc=W_enc[rows].clone(), b_enc=b_enc[rows].clone(), rows_only=True)
+        if spec["rule"] == "threshold" and spec["threshold"].numel() > 1:
+            spec["threshold"] = spec["threshold"][rows].clone()
+    return spec
+
+
+def _verify_encoder(sae: Any, spec: dict) -> None:
+    from .model import _sae_latents
+
+    gen = torch.Generator().manual_seed(0)
+    rows = spec["W_enc"][torch.randperm(spec["W_enc"].shape[0], generator=gen)[:8]]
+    # vectors along a few encoder rows (so that some latents fire), plus noise
+    x = spec["b_dec"] + 4 * rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    x = x + 0.1 * torch.randn(x.shape, generator=gen)
+    with torch.no_grad():
+        want = sae.encode(x.to(sae.W_enc.device, sae.W_enc.dtype)).float().cpu()
+        lat = _sae_latents(spec, x, None)
+        if "vals" in lat:
+            got = torch.zeros(x.shape[0], sae.n_latents).scatter(-1, lat["idx"], lat["vals"])
+        else:
+            got = lat["dense"]
+    if not torch.allclose(got, want, atol=1e-4 * (1 + float(want.abs().max())), rtol=1e-3):
+        raise InterventionError(
+            f"saekit cannot express the encoder of this {getattr(sae, 'architecture', '?')!r} SAE for feature edits "
+            f"(supported: TopK, ReLU, JumpReLU-style thresholds)"
+        )
+
+
+def compile_edits(model: Any, edits: Sequence[Any]) -> list[tuple[str, Any]]:
+    """Edit objects -> [(hookpoint, spec)] of plain tensors, checked against `model` (nothing runs).
+
+    Edits of one SAE at one hook point merge into one spec (one encode); later feature targets win.
+    """
+    out: list[tuple[str, Any]] = []
+    groups: dict[tuple[str, int], dict] = {}
+    order: list[tuple[str, int]] = []
+    for e in edits:
+        if isinstance(e, Steer):
+            try:
+                model.resolve(e.hookpoint)
+            except ValueError as err:
+                raise InterventionError(f"{e!r}: {err}") from None
+            v = e.vector()
+            if v.numel() != model.d_model:
+                raise InterventionError(
+                    f"{e!r}: the direction has {v.numel()} entries but {model.name} has d_model {model.d_model}"
+                )
+            out.append((e.hookpoint, {"op": "add", "vector": v}))
+            continue
+        if not isinstance(e, (Splice, Ablate, Clamp)):
+            raise InterventionError(f"not an edit: {e!r}")
+        hp = _check_fit(model, e.sae, e.sae.cfg.hookpoint)
+        key = (hp, id(e.sae))
+        if key not in groups:
+            groups[key] = {"sae": e.sae, "targets": {}, "error_term": None, "splice": None}
+            order.append(key)
+        g = groups[key]
+        if isinstance(e, Splice):
+            g["splice"] = e.error_term
+        else:
+            if g["error_term"] is not None and g["error_term"] != e.error_term:
+                raise InterventionError(
+                    f"edits of the same SAE disagree about error_term ({e!r}); use one value, or add "
+                    f"Splice(sae, error_term=...) to decide"
+                )
+            g["error_term"] = e.error_term
+            g["targets"].update(e.targets())
+    for key in order:
+        g = groups[key]
+        sae = g["sae"]
+        error_term = g["splice"] if g["splice"] is not None else g["error_term"]
+        if error_term and not g["targets"]:
+            continue  # the exact model: nothing to do
+        feats = sorted(g["targets"])
+        rows = torch.tensor(feats, dtype=torch.long) if feats else None
+        spec: dict[str, Any] = {
+            "op": "sae",
+            "error_term": bool(error_term),
+            "rows": rows,
+            "enc": encoder_spec(sae, rows if error_term else None),
+        }
+        if rows is not None:
+            spec["target"] = torch.tensor([g["targets"][f] for f in feats], dtype=torch.float32)
+            spec["dec_rows"] = sae.W_dec.detach().float().cpu()[rows].clone()
+        if not error_term:
+            spec["W_dec"] = sae.W_dec.detach().float().cpu()
+            spec["b_dec"] = sae.b_dec.detach().float().cpu()
+        out.append((key[0], spec))
+    return out
+
+
+# -- measurements -----------------------------------------------------------------------------------
+
+
+def _token_strings(model: Any, ids: Iterable[int]) -> list[str]:
+    return [model.tokenizer.decode([int(i)]) for i in ids]
+
+
+def _token_ids(model: Any, tokens: Sequence[int | str] | None) -> list[int] | None:
+    if tokens is None:
+        return None
+    if isinstance(tokens, (str, int)):
+        tokens = [tokens]
+    ids = []
+    for t in tokens:
+        if isinstance(t, str):
+            enc = model.tokenizer(t, add_special_tokens=False)["input_ids"]
+            if len(enc) != 1:
+                raise InterventionError(
+                    f"token {t!r} is {len(enc)} tokens for this tokenizer; pass single tokens (e.g. ' Paris') or ids"
+                )
+            ids.append(int(enc[0]))
+        else:
+            ids.append(int(t))
+    return ids
+
+
+@dataclass(repr=False)
+class Effects:
+    """What edits did to the next-token predictions on one text (clean vs edited, one forward)."""
+
+    text: str
+    tokens: list[str]
+    """The text's tokens, BOS first; position t predicts token t+1."""
+    edits: str
+    """Description of the edits."""
+    loss_clean: float
+    """Mean next-token NLL of the text, clean."""
+    loss_edited: float
+    """Mean next-token NLL of the text, edited."""
+    target_tokens: list[str]
+    """The chosen tokens whose log-probs are tracked (may be empty)."""
+    logp_clean: Tensor
+    """Next-token log-prob of each chosen token at each position [T, n]."""
+    logp_edited: Tensor
+    """The same, edited [T, n]."""
+    top_up: list[list[tuple[str, float, float]]]
+    """Per position: (token, p_clean, p_edited) of the tokens whose probability rose most."""
+    top_down: list[list[tuple[str, float, float]]]
+    """Per position: (token, p_clean, p_edited) of the tokens whose probability fell most."""
+
+    @property
+    def loss_delta(self) -> float:
+        return self.loss_edited - self.loss_clean
+
+    @property
+    def logprob_change(self) -> Tensor:
+        """Edited minus clean log-prob of each chosen token at each position [T, n]."""
+        return self.logp_edited - self.logp_clean
+
+    def __repr__(self) -> str:
+        return (
+            f"Effects(tokens={len(self.tokens)}, edits=[{self.edits}], loss {self.loss_clean:.3f} -> "
+            f"{self.loss_edited:.3f}, tracked={self.target_tokens})"
+        )
+
+    def table(self, position: int = -1) -> str:
+        """Plain-text table of the tokens that moved most at one position."""
+        rows = [f"after {self.tokens[position]!r}:"]
+        for name, lst in (("up", self.top_up[position]), ("down", self.top_down[position])):
+            for tok, pc, pe in lst:
+                rows.append(f"  {name:<4} {tok!r:<16} {pc:.4f} -> {pe:.4f}")
+        return "\n".join(rows)
+
+
+def measure(
+    model: Any,
+    text: str,
+    edits: Any,
+    *,
+    tokens: Sequence[int | str] | None = None,
+    top: int = 5,
+) -> Effects:
+    """Effects of `edits` on the next-token predictions over `text` (clean and edited in one forward).
+
+    `tokens`: tokens to track (strings of one token each, or ids); `top`: how many most-moved tokens to
+    report per position (ranked by change in probability).
+    """
+    if not isinstance(top, int) or top < 0:
+        raise InterventionError(f"top must be a non-negative int, got {top!r}")
+    ids = model.encode_prompt(text)
+    token_ids = _token_ids(model, tokens)
+    out = model.compare(ids, edits, tokens=token_ids, top=top)
+    T = ids.shape[1]
+    n = len(token_ids or [])
+
+    def tops(prefix: str) -> list[list[tuple[str, float, float]]]:
+        if top == 0:
+            return [[] for _ in range(T)]
+        res = []
+        for t in range(T):
+            strs = _token_strings(model, out[f"{prefix}_ids"][0, t].tolist())
+            pc = out[f"{prefix}_logp_clean"][0, t].exp().tolist()
+            pe = out[f"{prefix}_logp_edited"][0, t].exp().tolist()
+            res.append([(s, round(a, 6), round(b, 6)) for s, a, b in zip(strs, pc, pe)])
+        return res
+
+    return Effects(
+        text=text,
+        tokens=_token_strings(model, ids[0].tolist()),
+        edits=describe_edits(edits),
+        loss_clean=float(out["nll_clean"].mean()),
+        loss_edited=float(out["nll_edited"].mean()),
+        target_tokens=_token_strings(model, token_ids or []),
+        logp_clean=out["logp_clean"][0] if n else torch.zeros(T, 0),
+        logp_edited=out["logp_edited"][0] if n else torch.zeros(T, 0),
+        top_up=tops("up"),
+        top_down=tops("down"),
+    )
+
+
+@dataclass(frozen=True)
+class LossChange:
+    """Mean next-token loss on texts, clean and edited."""
+
+    n_tokens: int
+    loss_clean: float
+    loss_edited: float
+
+    @property
+    def delta(self) -> float:
+        return self.loss_edited - self.loss_clean
+
+
+def loss_change(
+    model: Any,
+    texts: Any,
+    edits: Any,
+    *,
+    n_tokens: int = 2048,
+    context_len: int = 64,
+    batch_size: int = 8,
+) -> LossChange:
+    """Loss change of `edits` on `texts` (strings, Documents or TokenContexts); all batches in one
+    nnsight session (one request when remote). BOS and padding targets are not scored."""
+    from .data import TokenContexts, contexts
+
+    model._plan(edits)  # validate before tokenising
+    ctx = texts if isinstance(texts, TokenContexts) else contexts(model, texts, context_len=context_len, n_tokens=n_tokens)
+    batches = [
+        (ctx.input_ids[s : s + batch_size], ctx.attention_mask[s : s + batch_size]) for s in range(0, len(ctx), batch_size)
+    ]
+    results = model.compare_batches(batches, edits)
+    tot_c = tot_e = 0.0
+    n = 0
+    for (ids, mask), r in zip(batches, results):
+        score = mask[:, 1:].bool()
+        tot_c += float(r["nll_clean"][score].sum())
+        tot_e += float(r["nll_edited"][score].sum())
+        n += int(score.sum())
+    return LossChange(n_tokens=n, loss_clean=tot_c / max(n, 1), loss_edited=tot_e / max(n, 1))
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Default and edited continuations of one prompt, generated side by side."""
+
+    prompt: str
+    default: str
+    """Continuation without edits."""
+    steered: str
+    """Continuation with the edits."""
+    edits: str
+    """Description of the edits."""
+    max_new_tokens: int
+    do_sample: bool
+    seed: int
+
+    def __repr__(self) -> str:
+        return f"Generation(prompt={self.prompt!r}, default={self.default!r}, steered={self.steered!r}, edits=[{self.edits}])"
+
+    def __str__(self) -> str:
+        return f"prompt:  {self.prompt}\ndefault: {self.default}\nsteered: {self.steered}\nedits:   {self.edits}"
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        return (
+            "<table><tr><th>prompt</th><th>default</th><th>steered</th></tr>"
+            f"<tr><td>{e(self.prompt)}</td><td>{e(self.default)}</td><td>{e(self.steered)}</td></tr></table>"
+            f"<div>edits: {e(self.edits)}</div>"
+        )
+
+
+def generate(
+    model: Any,
+    prompt: str,
+    edits: Any,
+    *,
+    max_new_tokens: int = 20,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> Generation:
+    """Greedy (default) or sampled continuations of `prompt` without and with `edits`, in one generate
+    call. Sampling is seeded by `seed` (the caller's RNG is left alone)."""
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens <= 0:
+        raise InterventionError(f"max_new_tokens must be a positive int (a generation length of zero makes no text), got {max_new_tokens!r}")
+    _finite(temperature, "temperature")
+    ids = model.encode_prompt(prompt)
+    default, steered = model.generate(
+        ids, edits, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed
+    )
+    dec = model.tokenizer.decode
+    return Generation(
+        prompt=prompt,
+        default=dec(default[0].tolist(), skip_special_tokens=True),
+        steered=dec(steered[0].tolist(), skip_special_tokens=True),
+        edits=describe_edits(edits),
+        max_new_tokens=max_new_tokens,
+        do_sample=bool(do_sample),
+        seed=seed,
+    )
+
+
+def _mean_latents(sae_enc: dict, n_latents: int):
+    """A reduction for `Model.capture_batches`: (sum of latents [F], kept tokens) of a batch."""
+
+    from .model import _sae_latents as latents_of  # travels by value with the closure
+
+    def reduce(acts_BTD: Tensor, keep_BT: Tensor) -> tuple[Tensor, int]:
+        x = acts_BTD[keep_BT.to(acts_BTD.device)].float()
+        lat = latents_of(sae_enc, x, None)
+        if "vals" in lat:
+            total = torch.zeros(n_latents, device=x.device).index_add_(0, lat["idx"].reshape(-1), lat["vals"].reshape(-1))
+        else:
+            total = lat["dense"].sum(0)
+        return total.cpu(), int(x.shape[0])
+
+    return reduce
+
+
+def feature_means(
+    model: Any, sae: Any, texts: Any = None, *, n_tokens: int = 4096, context_len: int = 64, batch_size: int = 8
+) -> Tensor:
+    """Mean activation of every feature [n_latents] over `texts` (default: the built-in corpus's train
+    split), BOS and padding left out; for `Ablate(..., mode='mean')`. One session when remote."""
+    from .data import contexts, corpus
+
+    hp = _check_fit(model, sae, sae.cfg.hookpoint)
+    ctx = contexts(model, corpus() if texts is None else texts, context_len=context_len, n_tokens=n_tokens)
+    batches = [
+        (ctx.input_ids[s : s + batch_size], ctx.attention_mask[s : s + batch_size]) for s in range(0, len(ctx), batch_size)
+    ]
+    parts = model.capture_batches(batches, hp, _mean_latents(encoder_spec(sae), sae.n_latents))
+    total = sum(p[0] for p in parts)
+    n = sum(p[1] for p in parts)
+    return total / max(n, 1)

@@ -1,0 +1,112 @@
+"""BatchTopK SAE (Bussmann, Leask & Nanda 2024, "BatchTopK Sparse Autoencoders").
+
+Recipe: TopK's recipe (unit-norm decoder rows with the parallel gradient removed, encoder initialised
+as the decoder's transpose, `b_dec` at the geometric median, AuxK for dead latents) with one change:
+while training, the k * B largest ReLU pre-activations *across the whole batch* are kept, so a token
+may use more or fewer than k latents and the mean stays k. A token alone has no batch, so inference
+uses a global threshold theta instead:
+
+    latents = pre * (pre > theta),   pre = ReLU(W_enc (x - b_dec) + b_enc)
+
+theta is estimated during training as a moving average (decay `threshold_beta`) of the smallest
+activation BatchTopK kept in each batch (the paper's estimate); it is a buffer in input units, so
+folding the input scale divides it. Before any training step theta is unset (-1) and encoding falls
+back to per-token TopK. Saved to SAELens's format it is a JumpReLU with a uniform threshold, which is
+how SAELens itself ships BatchTopK SAEs.
+
+Training encode and decode are sparse (the same backward as TopK's kernels): rows carry a padded
+[B, K_max] code whose padding has value 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..config import SaeConfig
+from .base import SaeOutput
+from .kernels import _encode_backward, sparse_decode
+from .topk import TopKSae
+
+
+class _BatchTopKEncode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k_total: int):
+        pre_BF = torch.addmm(b_enc_F, x_BD, W_enc_FD.t()).relu_()
+        B, F_ = pre_BF.shape
+        flat_vals, flat_idx = pre_BF.view(-1).topk(min(k_total, B * F_), sorted=False)
+        keep_N = torch.zeros(B * F_, dtype=torch.bool, device=pre_BF.device)
+        keep_N[flat_idx[flat_vals > 0]] = True
+        keep_BF = keep_N.view(B, F_)  # [B, F]
+        k_max = max(int(keep_BF.sum(-1).max()), 1)
+        # the kept values of each row, padded with zeros to the busiest row's count
+        vals_BK, idx_BK = torch.where(keep_BF, pre_BF, -1.0).topk(k_max, dim=-1, sorted=False)
+        acts_BK = vals_BK.clamp_min_(0)
+        ctx.save_for_backward(x_BD, W_enc_FD, idx_BK, acts_BK)
+        ctx.mark_non_differentiable(idx_BK)
+        return acts_BK, idx_BK
+
+    @staticmethod
+    def backward(ctx, grad_acts_BK: Tensor, _grad_idx):
+        x_BD, W_enc_FD, idx_BK, acts_BK = ctx.saved_tensors
+        return (*_encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK), None)
+
+
+def batch_topk_encode(x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Keep the k * B largest ReLU pre-activations of the batch: (values [B, K_max], indices [B, K_max])."""
+    return _BatchTopKEncode.apply(x_BD, W_enc_FD, b_enc_F, k * x_BD.shape[0])
+
+
+class BatchTopKSae(TopKSae, architecture="batchtopk"):
+    scale_with_input = ("threshold",)
+
+    def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
+        super().__init__(cfg, device=device, seed=seed)
+        self.register_buffer("threshold", torch.tensor(-1.0, device=device))
+
+    def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
+        if float(self.threshold) < 0:  # never trained: no estimate yet
+            return super().encode_raw(x_BD)
+        pre_BF = torch.addmm(self.b_enc, x_BD - self.b_dec, self.W_enc.t()).relu_()
+        return pre_BF * (pre_BF > self.threshold.to(pre_BF.dtype)), pre_BF.new_empty(0, dtype=torch.long)
+
+    @torch.no_grad()
+    def update_threshold(self, acts_BK: Tensor) -> None:
+        """Moving average of the smallest kept activation (the inference threshold's estimate)."""
+        kept = acts_BK[acts_BK > 0]
+        if kept.numel() == 0:
+            return
+        smallest = kept.min().float()
+        if float(self.threshold) < 0:
+            self.threshold.copy_(smallest)
+        else:
+            beta = self.cfg.threshold_beta
+            self.threshold.mul_(beta).add_((1 - beta) * smallest)
+
+    def _encode_train(self, x_in_BD: Tensor) -> tuple[Tensor, Tensor]:
+        acts_BK, idx_BK = batch_topk_encode(x_in_BD, self.W_enc, self.b_enc, self.cfg.k)
+        if self.training:
+            self.update_threshold(acts_BK.detach())
+        return acts_BK, idx_BK
+
+    def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
+        x_BD = x_BD.to(self.W_enc.dtype)
+        x_in_BD = x_BD - self.b_dec
+        acts_BK, idx_BK = self._encode_train(x_in_BD)
+        x_hat_BD = sparse_decode(acts_BK, idx_BK, self.W_dec) + self.b_dec
+        total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
+        fvu_ = (x_BD - x_hat_BD).pow(2).sum() / total_variance
+        aux = x_BD.new_zeros(())
+        if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
+            aux = self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
+        return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *_fired_l0(acts_BK, idx_BK, self.n_latents))
+
+
+def _fired_l0(acts_BK: Tensor, idx_BK: Tensor, n_latents: int) -> tuple[Tensor, Tensor]:
+    active_BK = acts_BK > 0
+    fired_F = torch.zeros(n_latents, dtype=torch.bool, device=acts_BK.device)
+    fired_F[idx_BK[active_BK]] = True
+    return fired_F, active_BK.sum(-1).float().mean()
+
+
+__all__ = ["BatchTopKSae", "batch_topk_encode"]

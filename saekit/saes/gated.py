@@ -1,0 +1,85 @@
+"""Gated SAE (Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated Sparse Autoencoders").
+
+Which latents fire and how strongly are decided by two paths that share one encoder matrix:
+
+    x_in = x - b_dec
+    pi_gate = W_enc x_in + b_enc                     (W_enc is W_gate; b_enc is SAELens's b_gate)
+    pi_mag  = exp(r_mag) * (W_enc x_in) + b_mag      (W_mag = exp(r_mag) (.) W_gate, the paper's r_mag tying)
+    latents = 1[pi_gate > 0] * ReLU(pi_mag)          x_hat = latents @ W_dec + b_dec
+
+Loss (the paper's, divided by the batch's total variance like every saekit objective):
+
+    ||x - x_hat||^2 + lambda(t) * ||ReLU(pi_gate)||_1 + ||x - (ReLU(pi_gate) @ sg(W_dec) + sg(b_dec))||^2
+
+The L1 penalty acts on the gate path only, so it does not shrink magnitudes; the auxiliary term
+sends a reconstruction gradient through the gate path (the Heaviside blocks it), with a frozen
+(stop-gradient) copy of the decoder. Decoder rows are kept at unit norm (the paper's constraint, which
+makes the plain L1 meaningful). r_mag, b_mag and b_enc start at 0; lambda (`l1_coefficient`, default
+`default_l1_coefficient`) rises linearly over the first `sparsity_warmup` of training.
+
+On disk (SAELens's "gated" layout) b_enc is called b_gate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..config import SaeConfig
+from .base import Sae, SaeOutput
+from .relu import sparsity_coefficient
+
+
+class GatedSae(Sae, architecture="gated"):
+    default_l1_coefficient = 1.0
+    scale_with_input = ("b_mag",)
+
+    def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
+        super().__init__(cfg, device=device, seed=seed)
+        self.r_mag = nn.Parameter(torch.zeros(cfg.n_latents, device=device, dtype=self.W_enc.dtype))
+        self.b_mag = nn.Parameter(torch.zeros(cfg.n_latents, device=device, dtype=self.W_enc.dtype))
+
+    @property
+    def l1_coefficient(self) -> float:
+        c = self.cfg.l1_coefficient
+        return self.default_l1_coefficient if c is None else c
+
+    def _paths(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
+        proj_BF = (x_BD - self.b_dec) @ self.W_enc.t()
+        return proj_BF + self.b_enc, proj_BF * self.r_mag.exp() + self.b_mag
+
+    def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
+        gate_BF, mag_BF = self._paths(x_BD)
+        return (gate_BF > 0) * mag_BF.relu(), gate_BF.new_empty(0, dtype=torch.long)
+
+    def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
+        x_BD = x_BD.to(self.W_enc.dtype)
+        gate_BF, mag_BF = self._paths(x_BD)
+        latents_BF = (gate_BF > 0) * mag_BF.relu()
+        x_hat_BD = latents_BF @ self.W_dec + self.b_dec
+        total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
+        fvu_ = (x_BD - x_hat_BD).pow(2).sum() / total_variance
+        gate_relu_BF = gate_BF.relu()
+        lam = sparsity_coefficient(self.l1_coefficient, progress, self.cfg.sparsity_warmup)
+        l1 = gate_relu_BF.sum() / total_variance
+        x_gate_BD = gate_relu_BF @ self.W_dec.detach() + self.b_dec.detach()
+        gate_recon = (x_BD - x_gate_BD).pow(2).sum() / total_variance
+        aux = lam * l1 + gate_recon
+        active_BF = latents_BF > 0
+        return SaeOutput(
+            x_hat_BD, latents_BF, gate_BF.new_empty(0, dtype=torch.long), fvu_, aux, fvu_ + aux,
+            active_BF.any(0), active_BF.sum(-1).float().mean(),
+        )
+
+    def saelens_state_dict(self) -> dict[str, Tensor]:
+        sd = super().saelens_state_dict()
+        sd["b_gate"] = sd.pop("b_enc")
+        return sd
+
+    def state_dict_from_saelens(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
+        sd = super().state_dict_from_saelens(sd)
+        sd["b_enc"] = sd.pop("b_gate")
+        return sd
+
+
+__all__ = ["GatedSae"]

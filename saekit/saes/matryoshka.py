@@ -1,0 +1,52 @@
+"""Matryoshka BatchTopK SAE (Bussmann et al. 2025, "Learning Multi-Level Features with Matryoshka SAEs";
+Nabeshima 2024).
+
+The dictionary is a set of nested prefixes m_1 < m_2 < ... < m_n = n_latents (`matryoshka_prefixes`,
+with n_latents always the last level). Codes come from one BatchTopK over the whole dictionary
+(`batchtopk.py`: k * B per batch while training, the estimated global threshold at inference); each
+prefix must reconstruct on its own from its own latents:
+
+    x_hat_m = sum_{active i < m} latents_i W_dec_i + b_dec
+    loss = mean over levels m of FVU(x, x_hat_m) + AuxK
+
+so the first latents learn general, high-level features and later ones refine them (no feature
+absorption into a wide dictionary's long tail). The mean (rather than the paper's sum) keeps the loss
+on the FVU scale that AuxK's weight assumes; Adam is indifferent to the overall factor. Every other
+recipe element is BatchTopK's. SaeOutput.fvu is the full dictionary's FVU.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .base import SaeOutput
+from .batchtopk import BatchTopKSae, _fired_l0
+from .kernels import sparse_decode
+
+
+class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
+    def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
+        x_BD = x_BD.to(self.W_enc.dtype)
+        x_in_BD = x_BD - self.b_dec
+        acts_BK, idx_BK = self._encode_train(x_in_BD)
+        total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
+        levels = self.cfg.matryoshka_levels
+        fvus = []
+        x_hat_BD = x_BD
+        for m in levels:
+            acts_m_BK = acts_BK * (idx_BK < m) if m < self.n_latents else acts_BK
+            x_hat_BD = sparse_decode(acts_m_BK, idx_BK, self.W_dec) + self.b_dec
+            fvus.append((x_BD - x_hat_BD).pow(2).sum() / total_variance)
+        fvu_ = fvus[-1]  # x_hat_BD is now the full dictionary's reconstruction
+        nested = sum(fvus) / len(fvus)
+        aux = nested - fvu_
+        if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
+            aux = aux + self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
+        return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *_fired_l0(acts_BK, idx_BK, self.n_latents))
+
+    def prefix(self, latents_BF: Tensor, m: int) -> Tensor:
+        """Reconstruction from the first `m` latents only (dense latents [B, F] -> [B, D])."""
+        return latents_BF[..., :m].to(self.W_dec.dtype) @ self.W_dec[:m] + self.b_dec
+
+
+__all__ = ["MatryoshkaSae"]

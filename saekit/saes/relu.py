@@ -1,0 +1,113 @@
+"""ReLU SAE with an L1 penalty, in the form of Anthropic's "Circuits Updates - April 2024".
+
+    latents_BF = ReLU(W_enc (x - b_dec) + b_enc)          x_hat_BD = latents_BF @ W_dec + b_dec
+    loss = ( sum_b ||x - x_hat||^2 + lambda(t) * sum_b sum_i latents_bi * ||W_dec_i|| ) / total_variance
+
+Recipe (April update): the L1 term is weighted by each latent's decoder-row norm and the decoder is
+*not* constrained to unit norm (so the penalty cannot be dodged by shrinking latents and growing
+rows); W_dec rows start as random directions of norm 0.1 with W_enc = W_dec^T; lambda rises linearly
+from 0 over the first `sparsity_warmup` of training (5%) to `l1_coefficient` (5.0); inputs are scaled
+so E||x||^2 = d_in (the trainer's `normalize`); the learning rate decays linearly over the last 20%
+(the trainer's `decay_start=0.8`); the update used gradient clipping at norm 1
+(`TrainConfig.max_grad_norm=1.0`). Dividing the whole objective by the batch's total variance is a
+constant rescaling (Adam is invariant to it), so lambda keeps the April update's meaning.
+
+Departures: `b_dec` is subtracted before encoding (SAELens's `apply_b_dec_to_input`; an equivalent
+reparametrisation of b_enc) and starts at the data's geometric median rather than zero.
+
+Optional resampling of dead latents ("Towards Monosemanticity", 2023), on when
+`resample_every > 0`: every that many steps, each latent the trainer counts as dead gets the
+direction of an input drawn with probability proportional to its squared reconstruction error
+(minus b_dec, unit norm) as its decoder row (at the mean norm of the living rows), 0.2 x the mean
+living encoder norm along the same direction as its encoder row, and b_enc = 0; the trainer then
+clears those latents' Adam moments.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..config import SaeConfig
+from .base import Sae, SaeOutput
+
+INIT_NORM = 0.1
+"""Norm of the initial decoder and encoder rows (April update)."""
+
+RESAMPLE_ENCODER_SCALE = 0.2
+"""A resampled encoder row gets this fraction of the mean living encoder-row norm (Anthropic 2023)."""
+
+
+def sparsity_coefficient(value: float, progress: float, warmup: float) -> float:
+    """Linear warmup of a sparsity coefficient from 0 to `value` over the first `warmup` of training."""
+    if warmup <= 0:
+        return value
+    return value * min(1.0, progress / warmup)
+
+
+class ReluSae(Sae, architecture="relu"):
+    default_l1_coefficient = 5.0
+    unit_norm_decoder = False
+
+    def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
+        super().__init__(cfg, device=device, seed=seed)
+        with torch.no_grad():
+            self.W_dec.mul_(INIT_NORM)
+            self.W_enc.mul_(INIT_NORM)
+
+    @property
+    def l1_coefficient(self) -> float:
+        c = self.cfg.l1_coefficient
+        return self.default_l1_coefficient if c is None else c
+
+    def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
+        pre_BF = torch.addmm(self.b_enc, x_BD - self.b_dec, self.W_enc.t())
+        return pre_BF.relu_(), pre_BF.new_empty(0, dtype=torch.long)
+
+    def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
+        x_BD = x_BD.to(self.W_enc.dtype)
+        latents_BF = torch.addmm(self.b_enc, x_BD - self.b_dec, self.W_enc.t()).relu()
+        x_hat_BD = latents_BF @ self.W_dec + self.b_dec
+        total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
+        fvu_ = (x_BD - x_hat_BD).pow(2).sum() / total_variance
+        l1 = (latents_BF * self.W_dec.norm(dim=-1)).sum() / total_variance
+        lam = sparsity_coefficient(self.l1_coefficient, progress, self.cfg.sparsity_warmup)
+        aux = lam * l1
+        active_BF = latents_BF > 0
+        return SaeOutput(
+            x_hat_BD, latents_BF, latents_BF.new_empty(0, dtype=torch.long), fvu_, aux, fvu_ + aux,
+            active_BF.any(0), active_BF.sum(-1).float().mean(),
+        )
+
+    @torch.no_grad()
+    def on_step(self, step: int, x_BD: Tensor, dead_F: Tensor, generator: torch.Generator) -> Tensor | None:
+        every = self.cfg.resample_every
+        if not every or step % every != 0 or not bool(dead_F.any()):
+            return None
+        return self.resample_dead(x_BD, dead_F, generator)
+
+    @torch.no_grad()
+    def resample_dead(self, x_BD: Tensor, dead_F: Tensor, generator: torch.Generator) -> Tensor:
+        """Anthropic's resampling: dead latents take the directions of badly reconstructed inputs."""
+        dead_G = dead_F.nonzero().squeeze(-1)
+        x_BD = x_BD.to(self.W_enc.dtype)
+        err_B = (x_BD - self.reconstruct(x_BD)).pow(2).sum(-1)
+        prob_B = err_B.pow(2).float()
+        if not bool(prob_B.sum() > 0):
+            prob_B = torch.ones_like(prob_B)
+        pick_G = torch.multinomial(prob_B.cpu(), dead_G.numel(), replacement=True, generator=generator)
+        dirs_GD = x_BD[pick_G.to(x_BD.device)] - self.b_dec
+        dirs_GD = dirs_GD / dirs_GD.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        alive_F = ~dead_F
+        if bool(alive_F.any()):
+            dec_norm = self.W_dec[alive_F].norm(dim=-1).mean()
+            enc_norm = self.W_enc[alive_F].norm(dim=-1).mean()
+        else:
+            dec_norm = enc_norm = torch.tensor(INIT_NORM, device=self.device)
+        self.W_dec[dead_G] = (dirs_GD * dec_norm).to(self.W_dec.dtype)
+        self.W_enc[dead_G] = (dirs_GD * enc_norm * RESAMPLE_ENCODER_SCALE).to(self.W_enc.dtype)
+        self.b_enc[dead_G] = 0
+        return dead_G
+
+
+__all__ = ["ReluSae", "sparsity_coefficient"]

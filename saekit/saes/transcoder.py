@@ -1,0 +1,143 @@
+"""Transcoders (Dunefsky, Chlenski & Nanda 2024) and skip transcoders (Paulo, Shabalin & Belrose 2025).
+
+A transcoder reads the MLP's input (`mlp_in.L`) and predicts the MLP's output (`mlp_out.L`) through a
+sparse bottleneck, so its latents replace the MLP in a circuit; a skip transcoder adds a linear skip
+term that carries the MLP's linear part and leaves the latents to the rest:
+
+    latents_BF = TopK(W_enc x + b_enc)               (no b_dec subtraction: b_dec is the *output* bias)
+    y_hat_BD = latents_BF @ W_dec + b_dec [+ x @ W_skip^T]
+
+Recipe (sparsify's, with the TopK recipe of `topk.py`): k largest pre-activations, unit-norm decoder
+rows with the parallel gradient removed, AuxK on the prediction error, loss = FVU(y, y_hat) + AuxK;
+W_skip starts at zero; `b_dec` starts at the geometric median of the targets and `b_enc` at
+-W_enc @ median(x), so pre-activations start centred. Input and target are normalised apart (each to
+E||.||^2 = d_in); folding rescales W_enc, b_enc, b_dec (and W_skip) so the saved transcoder maps raw
+mlp_in to raw mlp_out with latents in output units.
+
+`SaeConfig.hookpoint` is the input hook point and `target_hookpoint` the predicted one; the trainer
+reads both from one activation cache, aligned row by row. `decode(latents)` is the sparse part only;
+`reconstruct(x)` (an alias: `predict`) adds the skip term. `transcoder_hookpoints(model, layer)`
+checks that a model has a separable MLP input and output before anything is harvested.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ConfigError, SaeConfig
+from .base import SaeOutput, geometric_median
+from .kernels import sparse_decode, topk_encode
+from .topk import TopKSae
+
+
+def transcoder_hookpoints(model, layer: int) -> tuple[str, str]:
+    """('mlp_in.L', 'mlp_out.L') for `model`, or a ConfigError when its MLP input/output are not separable."""
+    from ..hookpoints import HookPointError
+
+    names = (f"mlp_in.{layer}", f"mlp_out.{layer}")
+    try:
+        hp_in, hp_out = (model.resolve(n) for n in names)
+    except HookPointError as e:
+        raise ConfigError(
+            f"transcoders read mlp_in.{layer} and predict mlp_out.{layer}, but this model does not expose them ({e}); "
+            f"train an SAE on a residual hook point instead (architecture='topk', hookpoint='resid_post.{layer}')."
+        ) from None
+    mlp = _submodule(model, hp_in.module_path)
+    if mlp is not None and not any(p.ndim >= 2 for p in mlp.parameters()):
+        raise ConfigError(
+            f"{getattr(model, 'name', 'this model')}: the module feeding mlp_out.{layer} ({hp_in.module_path!r}) holds no "
+            f"weight matrix, so its MLP input and output are not separable here and a transcoder has nothing to "
+            f"replace; train an SAE on 'resid_post.{layer}' or 'mlp_out.{layer}' instead."
+        )
+    if hp_in.module_path == hp_out.module_path and hp_in.io == hp_out.io:
+        raise ConfigError(
+            f"mlp_in.{layer} and mlp_out.{layer} are the same tensor in this model: a transcoder needs an MLP "
+            f"between them; train an SAE on 'mlp_out.{layer}' instead."
+        )
+    return names
+
+
+def _submodule(model, path: str):
+    hf = getattr(model, "hf_model", None)
+    if hf is None:
+        return None
+    try:
+        return hf.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+class Transcoder(TopKSae, architecture="transcoder"):
+    def skip(self, x_BD: Tensor) -> Tensor | float:
+        return 0.0
+
+    def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
+        return topk_encode(x_BD, self.W_enc, self.b_enc, self.cfg.k)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The predicted target [..., D] (MLP output) for inputs x [..., D] (MLP input)."""
+        x_BD, lead = self._flatten(x)
+        acts, idx = self.encode_raw(x_BD)
+        y_hat_BD = self.decode_raw(acts, idx) + self.skip(x_BD)
+        return y_hat_BD.reshape(*lead, self.d_in).to(x.dtype)
+
+    predict = reconstruct
+
+    def forward(
+        self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0, target_BD: Tensor | None = None
+    ) -> SaeOutput:
+        if target_BD is None:
+            raise ValueError(
+                f"a {self.architecture} predicts {self.cfg.target_hookpoint!r} from {self.cfg.hookpoint!r}: "
+                f"call it with target_BD= (the trainer does this when the cache holds both hook points)"
+            )
+        x_BD = x_BD.to(self.W_enc.dtype)
+        y_BD = target_BD.to(self.W_enc.dtype)
+        acts_BK, idx_BK = topk_encode(x_BD, self.W_enc, self.b_enc, self.cfg.k)
+        y_hat_BD = sparse_decode(acts_BK, idx_BK, self.W_dec) + self.b_dec + self.skip(x_BD)
+        total_variance = (y_BD - y_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
+        fvu_ = (y_BD - y_hat_BD).pow(2).sum() / total_variance
+        aux = y_BD.new_zeros(())
+        if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
+            aux = self.auxk_loss(x_BD, (y_BD - y_hat_BD).detach(), dead_mask, total_variance)
+        active_BK = acts_BK > 0
+        fired_F = torch.zeros(self.n_latents, dtype=torch.bool, device=x_BD.device)
+        fired_F[idx_BK[active_BK]] = True
+        return SaeOutput(y_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, fired_F, active_BK.sum(-1).float().mean())
+
+    @torch.no_grad()
+    def init_from_data(self, x_ND: Tensor, target_ND: Tensor | None = None) -> None:
+        if target_ND is None:
+            raise ValueError("a transcoder initialises from (input, target) samples: pass target_ND")
+        x_med_D = geometric_median(x_ND.to(self.device)).to(self.W_enc.dtype)
+        self.b_dec.copy_(geometric_median(target_ND.to(self.device)).to(self.b_dec.dtype))
+        self.b_enc.copy_(-(self.W_enc @ x_med_D))
+
+    @torch.no_grad()
+    def fold_input_scale_(self, scale: float, target_scale: float | None = None) -> None:
+        """Trained on (x * scale, y * target_scale): rewrite to map raw x to raw y (latents in y's units)."""
+        ts = scale if target_scale is None else target_scale
+        for s in (scale, ts):
+            if not (math.isfinite(s) and s > 0):
+                raise ValueError(f"scales must be positive finite numbers, got {scale!r}, {target_scale!r}")
+        self.W_enc.mul_(scale / ts)
+        self.b_enc.div_(ts)
+        self.b_dec.div_(ts)
+        if hasattr(self, "W_skip"):
+            self.W_skip.mul_(scale / ts)
+
+
+class SkipTranscoder(Transcoder, architecture="skip_transcoder"):
+    def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
+        super().__init__(cfg, device=device, seed=seed)
+        self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_in, device=device, dtype=self.W_enc.dtype))
+        """[D_out, D_in]: y_hat += x @ W_skip^T (SAELens's and sparsify's orientation)."""
+
+    def skip(self, x_BD: Tensor) -> Tensor:
+        return x_BD @ self.W_skip.t()
+
+
+__all__ = ["Transcoder", "SkipTranscoder", "transcoder_hookpoints"]

@@ -1,0 +1,187 @@
+"""Shared plumbing for saekit's widgets: assets, strict keyword arguments, stable reprs, static HTML.
+
+A widget is an `anywidget.AnyWidget` subclass of `SaeWidget` whose front end is one plain ES module and
+one CSS file in the repo-root `widgets/` folder (shipped in the wheel as `saekit/_widgets`):
+
+    class MyPanel(SaeWidget):
+        _asset_js = "my_panel.js"     # exports default { render({ model, el }) { ...; return cleanup } }
+        _asset_css = "my_panel.css"
+        value = traitlets.Float(0.0).tag(sync=True)     # public state: users read and observe it
+        _data = traitlets.Bytes(b"").tag(sync=True)     # plumbing: leading underscore
+
+        def __init__(self, data, **kwargs):
+            super().__init__(**kwargs)                  # unknown keyword arguments raise TypeError here
+            self._data = pack(data)
+
+        def _repr_args(self):
+            return f"n={len(self._data)}"              # short and deterministic (notebook outputs stay stable)
+
+`to_html(path)` writes one standalone file: the ES module, the CSS and the synced state inlined, run by
+`widgets/static.js` against a small in-page model (get/set/on/off/save_changes/send), so the same
+`render` draws the same view with no kernel, no server and no network (a Content-Security-Policy of
+`default-src 'none'` enforces that). Several widgets can share one page, with trait links between them
+(`export_html(path, [a, b], links=[(a, "selected", b, "feature")])`).
+
+Safety: the front ends put data into the page with `textContent` only; `embed_json` escapes `<`, `>`
+and `&` so no string can close the `<script>` that carries the state.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Sequence
+
+import anywidget
+import traitlets
+
+_BASE_KEYS = {"layout", "tabbable", "tooltip", "comm", "keys", "log"}
+
+
+def asset_dir() -> Path:
+    """Folder of the widgets' ES modules and CSS: `saekit/_widgets` in a wheel, else the repo's `widgets/`."""
+    import saekit
+
+    pkg = Path(saekit.__file__).parent
+    installed = pkg / "_widgets"
+    return installed if installed.is_dir() else pkg.parent / "widgets"
+
+
+def asset(name: str) -> Path:
+    """Path of one front-end file, e.g. `asset("feature_dashboard.js")`; a clear error when missing."""
+    p = asset_dir() / name
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"widget asset {name!r} not found in {asset_dir()}: reinstall saekit (the wheel ships it as saekit/_widgets)"
+        )
+    return p
+
+
+def embed_json(obj: Any) -> str:
+    """JSON safe to place inside a <script> element: '<', '>' and '&' become \\u escapes."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (bytes, bytearray, memoryview)):
+        return {"$bytes": base64.b64encode(bytes(o)).decode("ascii")}
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"cannot put a {type(o).__name__} into a widget's static state")
+
+
+class SaeWidget(anywidget.AnyWidget):
+    """Base of saekit's widgets: strict kwargs, deterministic repr, `to_html`."""
+
+    _asset_js: ClassVar[str] = ""
+    """File name of the widget's ES module in `widgets/`."""
+    _asset_css: ClassVar[str] = ""
+    """File name of the widget's CSS in `widgets/`."""
+    _static = traitlets.Bool(False).tag(sync=True)
+    """True only in exported HTML: the front end hides what needs a kernel."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if cls.__dict__.get("_asset_js"):
+            cls._esm = asset(cls._asset_js)
+            cls._css = asset(cls._asset_css)
+        super().__init_subclass__(**kwargs)  # anywidget turns the paths into file contents
+
+    def __init__(self, **kwargs: Any) -> None:
+        allowed = self.public_traits()
+        unknown = sorted(set(kwargs) - allowed - _BASE_KEYS)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown keyword argument(s) {', '.join(map(repr, unknown))}; "
+                f"it accepts: {', '.join(sorted(allowed | {'layout'}))}"
+            )
+        super().__init__(**kwargs)
+
+    @classmethod
+    def public_traits(cls) -> set[str]:
+        """Names of the synced traits users may set and observe (no leading underscore)."""
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            if klass is SaeWidget:
+                break
+            if isinstance(klass, type) and issubclass(klass, traitlets.HasTraits):
+                names |= {n for n, t in klass.class_own_traits().items() if not n.startswith("_") and t.metadata.get("sync")}
+        return names
+
+    # -- repr -------------------------------------------------------------------------------------
+
+    def _repr_args(self) -> str:
+        return ", ".join(f"{n}={getattr(self, n)!r}" for n in sorted(self.public_traits()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._repr_args()})"
+
+    # -- static export ----------------------------------------------------------------------------
+
+    def static_state(self) -> dict[str, Any]:
+        """The synced state a static page needs (ipywidgets' own plumbing left out)."""
+        state = self.get_state()
+        skip = {"_esm", "_css", "_anywidget_id", "layout", "tabbable", "tooltip", "_dom_classes"}
+        out = {k: v for k, v in state.items() if k not in skip and not k.startswith(("_model_", "_view_"))}
+        out["_static"] = True
+        return out
+
+    def to_html(self, path: str | Path, *, title: str | None = None) -> Path:
+        """Write a standalone HTML file showing this widget's current view (no kernel, no network)."""
+        return export_html(path, [self], title=title or type(self).__name__)
+
+
+def export_html(
+    path: str | Path,
+    widgets: Sequence[SaeWidget],
+    *,
+    links: Iterable[tuple[SaeWidget, str, SaeWidget, str]] = (),
+    title: str = "saekit",
+    states: Sequence[dict[str, Any]] | None = None,
+) -> Path:
+    """Write one HTML page with `widgets` stacked vertically; `links` copy a trait of one to another on change.
+
+    `states` overrides each widget's `static_state()` (e.g. to add data for views reachable offline).
+    """
+    widgets = list(widgets)
+    index = {id(w): i for i, w in enumerate(widgets)}
+    link_list = []
+    for src, src_name, dst, dst_name in links:
+        if id(src) not in index or id(dst) not in index:
+            raise ValueError("export_html links must connect widgets that are on the page")
+        link_list.append([index[id(src)], src_name, index[id(dst)], dst_name])
+    payload = {
+        "widgets": [
+            {
+                "esm": asset(w._asset_js).read_text(encoding="utf-8"),
+                "state": (states[i] if states is not None else w.static_state()),
+            }
+            for i, w in enumerate(widgets)
+        ],
+        "links": link_list,
+    }
+    css = "\n".join(dict.fromkeys(asset(w._asset_css).read_text(encoding="utf-8") for w in widgets))
+    css = css.replace("</", "<\\/")  # CSS is ours, but never let it close the <style> element
+    runtime = asset("static.js").read_text(encoding="utf-8")
+    csp = "default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; img-src data:"
+    page = (
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{csp}\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>\n{STATIC_PAGE_CSS}\n{css}\n</style>\n</head>\n<body>\n"
+        + "".join(f"<div class=\"saekit-static\" id=\"saekit-widget-{i}\"></div>\n" for i in range(len(widgets)))
+        + f"<script type=\"application/json\" id=\"saekit-state\">{embed_json(payload)}</script>\n"
+        + f"<script type=\"module\">\n{runtime}\n</script>\n</body>\n</html>\n"
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+STATIC_PAGE_CSS = """body { margin: 16px; font-family: system-ui, sans-serif; background: #fff; color: #222; }
+.saekit-static { margin-bottom: 24px; }"""
+
+
+__all__ = ["SaeWidget", "asset", "asset_dir", "embed_json", "export_html"]

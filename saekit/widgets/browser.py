@@ -1,0 +1,117 @@
+"""FeatureBrowser: a sortable, filterable, searchable table of every feature (`FeatureTable`, numbers sent
+as packed float32 bytes, rows rendered virtually so 16k+ features stay fast) above a `FeatureDashboard`
+that shows the selected row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets
+import numpy as np
+import traitlets
+
+from ..features import FeatureStats
+from .base import SaeWidget, export_html
+from .dashboard import FeatureDashboard
+
+SORTABLE = ("feature", "density", "mean_act", "max_act", "top_tokens", "label")
+
+
+def _shown(token: str) -> str:
+    """Whitespace-only tokens as visible marks (a bare space would look like an empty cell)."""
+    return token if token.strip() else token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+
+
+class FeatureTable(SaeWidget):
+    """The table alone. `selected` is the clicked feature (-1: none); the rest is the view's state."""
+
+    _asset_js = "feature_table.js"
+    _asset_css = "feature_table.css"
+
+    selected = traitlets.Int(-1).tag(sync=True)
+    """Feature of the selected row, -1 when none is."""
+    sort_by = traitlets.Enum(SORTABLE, "max_act").tag(sync=True)
+    descending = traitlets.Bool(True).tag(sync=True)
+    query = traitlets.Unicode("").tag(sync=True)
+    """Search text: '#12' finds feature 12; other text matches top tokens and labels."""
+    min_log_density = traitlets.Float(-8.0).tag(sync=True)
+    """Rows with density below 10**min_log_density are hidden (-8: show all, dead features too)."""
+    labels = traitlets.Dict({}).tag(sync=True)
+    _numeric = traitlets.Bytes(b"").tag(sync=True)
+    _text = traitlets.List(traitlets.Unicode()).tag(sync=True)
+
+    def __init__(self, stats: FeatureStats, **kwargs: Any) -> None:
+        if not isinstance(stats, FeatureStats):
+            raise TypeError(f"FeatureTable takes FeatureStats, got {type(stats).__name__}")
+        super().__init__(**kwargs)
+        self.stats = stats
+        cols = np.stack([stats.density.numpy(), stats.mean_act.numpy(), stats.max_act.numpy()]).astype("<f4")
+        self._numeric = cols.tobytes()  # [3, F] row-major: density | mean_act | max_act
+        self._text = [" | ".join(_shown(t) for t in stats.peak_tokens(f, 3)) for f in range(stats.n_features)]
+        self.labels = {str(k): v for k, v in stats.labels.items()}
+
+    def order(self) -> list[int]:
+        """Features in the table's current sort order and filter (what the front end shows)."""
+        df = self.stats.table()
+        df = df[df["density"] >= (10.0 ** self.min_log_density if self.min_log_density > -8 else -1)]
+        q = self.query.strip().lower()
+        if q.lstrip("#").isdigit():
+            df = df[df.index == int(q.lstrip("#"))]
+        elif q:
+            df = df[df["top_tokens"].str.lower().str.contains(q, regex=False) | df["label"].str.lower().str.contains(q, regex=False)]
+        df = df.sort_index(ascending=not self.descending) if self.sort_by == "feature" else df.sort_values(self.sort_by, ascending=not self.descending, kind="stable")
+        return [int(f) for f in df.index]
+
+    def _repr_args(self) -> str:
+        return f"n_features={self.stats.n_features}, selected={self.selected}, sort_by={self.sort_by!r}"
+
+
+class FeatureBrowser(ipywidgets.VBox):
+    """`FeatureBrowser(stats)`: a `FeatureTable` whose selected row opens in a `FeatureDashboard`.
+
+    `browser.table.selected` and `browser.dashboard.feature` are the observable state; labels edited in
+    the dashboard show up in the table and are saved with the statistics.
+    """
+
+    def __init__(self, stats: FeatureStats, *, selected: int | None = None, sort_by: str = "max_act",
+                 query: str = "", min_log_density: float = -8.0) -> None:
+        if not isinstance(stats, FeatureStats):
+            raise TypeError(f"FeatureBrowser takes FeatureStats, got {type(stats).__name__}")
+        self.stats = stats
+        self.table = FeatureTable(stats, sort_by=sort_by, query=query, min_log_density=min_log_density)
+        first = selected if selected is not None else (self.table.order() or [0])[0]
+        self.table.selected = int(first)
+        self.dashboard = FeatureDashboard(stats, feature=int(first))
+        super().__init__(children=[self.table, self.dashboard])
+        self.table.observe(self._on_select, "selected")
+        self.dashboard.observe(self._on_feature, "feature")
+        self.dashboard.observe(self._on_label, "label")
+
+    def _on_select(self, change) -> None:
+        if change["new"] >= 0 and change["new"] != self.dashboard.feature:
+            self.dashboard.feature = change["new"]
+
+    def _on_feature(self, change) -> None:
+        if self.table.selected != change["new"]:
+            self.table.selected = change["new"]
+
+    def _on_label(self, change) -> None:
+        self.table.labels = {str(k): v for k, v in self.stats.labels.items()}
+
+    def __repr__(self) -> str:
+        return f"FeatureBrowser(n_features={self.stats.n_features}, selected={self.table.selected})"
+
+    def to_html(self, path, *, title: str = "saekit features", max_views: int = 200):
+        """Standalone HTML: the whole table, and dashboards for the selected feature and the first
+        `max_views` rows in the current order (other rows say they are not in the export)."""
+        include = [self.dashboard.feature, *self.table.order()[:max_views]]
+        dash_state = self.dashboard.static_state()
+        dash_state["_views"] = self.dashboard.static_views(include, neighbours=False)
+        return export_html(
+            path, [self.table, self.dashboard], title=title,
+            links=[(self.table, "selected", self.dashboard, "feature"), (self.dashboard, "feature", self.table, "selected")],
+            states=[self.table.static_state(), dash_state],
+        )
+
+
+__all__ = ["FeatureBrowser", "FeatureTable"]

@@ -1,0 +1,220 @@
+"""Reusable browser-test harness: headless Debian Chromium through Playwright, and a throwaway JupyterLab.
+
+    from browser_harness import JupyterLab, chromium_browser, watch_errors, write_notebook
+
+- `chromium_browser()` (context manager) launches /usr/bin/chromium; `require_chromium()` skips the test
+  with the install line when it (or Playwright) is missing. Playwright's own browser download is not used.
+- `watch_errors(page)` collects uncaught page errors; assert the list is empty at the end.
+- `JupyterLab(root)` starts `jupyter lab` on 127.0.0.1 (free port, token auth, --no-browser, settings and
+  workspaces in temp folders, the repo on PYTHONPATH for kernels); `lab.url("lab/tree/x.ipynb")`.
+- `write_notebook(path, sources)` writes a notebook of code cells; `run_all(page)`, `wait_kernel_idle(page)`,
+  `rerun_cell(page, i)` and `cell_output(page, i)` drive JupyterLab's UI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = os.environ.get("SAEKIT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+
+def require_chromium() -> None:
+    """Skip (with the fix) when Debian's chromium or Python Playwright is missing."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: apt-get update && apt-get install -y chromium")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("Python Playwright is not installed: pip install playwright (no browser download needed)")
+
+
+@contextlib.contextmanager
+def chromium_browser() -> Iterator[object]:
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def watch_errors(page) -> list[str]:
+    """Uncaught JS errors on `page` (pageerror events), appended as they happen."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+# -- notebooks ------------------------------------------------------------------------------------
+
+
+def write_notebook(path: Path, sources: list[str]) -> Path:
+    nb = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {}, "outputs": [], "source": src}
+            for i, src in enumerate(sources)
+        ],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    return path
+
+
+# -- JupyterLab -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JupyterLab:
+    """A JupyterLab server for one test: `with JupyterLab(tmp_path) as lab: page.goto(lab.url(...))`."""
+
+    def __init__(self, root: Path, timeout: float = 60.0) -> None:
+        self.root = Path(root)
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.timeout = timeout
+        self.proc: subprocess.Popen | None = None
+        self.log = self.root / "jupyter.log"
+
+    def url(self, path: str = "lab") -> str:
+        sep = "&" if "?" in path else "?"
+        return f"http://127.0.0.1:{self.port}/{path}{sep}token={self.token}"
+
+    def __enter__(self) -> "JupyterLab":
+        settings = self.root / ".lab-settings"
+        notify = settings / "@jupyterlab" / "apputils-extension"
+        notify.mkdir(parents=True, exist_ok=True)
+        (notify / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
+        env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
+        env["JUPYTERLAB_WORKSPACES_DIR"] = str(self.root / ".lab-workspaces")
+        env["JUPYTER_RUNTIME_DIR"] = str(self.root / ".runtime")
+        env.setdefault("OMP_NUM_THREADS", "2")
+        cmd = [
+            sys.executable, "-m", "jupyter", "lab", "--no-browser",
+            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
+            "--LabApp.news_url=", "--ServerApp.allow_remote_access=False",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-root")  # CI containers run as root
+        self._logf = open(self.log, "w")
+        self.proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=self._logf, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url("api/status"), timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"jupyter lab did not answer within {self.timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # our own child, by its handle
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._logf.close()
+        for d in (".lab-settings", ".lab-workspaces"):
+            shutil.rmtree(self.root / d, ignore_errors=True)
+
+
+# -- driving JupyterLab's UI -----------------------------------------------------------------------
+
+
+def open_notebook(page, lab: JupyterLab, name: str, timeout: float = 60_000) -> None:
+    page.goto(lab.url(f"lab/tree/{name}"))
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout)
+    wait_kernel_idle(page, timeout)
+
+
+def wait_kernel_idle(page, timeout: float = 120_000) -> None:
+    """Wait until the notebook toolbar's kernel status says idle and no cell shows [*]."""
+    page.wait_for_function(
+        """() => {
+            const busy = [...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'));
+            const st = document.querySelector('.jp-Notebook-ExecutionIndicator');
+            const idle = !st || st.getAttribute('data-status') === 'idle';
+            return idle && !busy;
+        }""",
+        timeout=timeout,
+    )
+
+
+def run_all(page, timeout: float = 180_000) -> None:
+    """Run > Run All Cells, then wait for every cell to finish."""
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    page.wait_for_timeout(500)
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].every(p => /\\[\\d+\\]/.test(p.textContent))""",
+        timeout=timeout,
+    )
+    wait_kernel_idle(page, timeout)
+
+
+def cell(page, index: int):
+    return page.locator(".jp-Notebook .jp-Cell").nth(index)
+
+
+def rerun_cell(page, index: int, timeout: float = 60_000) -> None:
+    """Select cell `index` and run it again (Shift+Enter), waiting for its new execution count."""
+    c = cell(page, index)
+    before = c.locator(".jp-InputPrompt").inner_text()
+    c.locator(".jp-InputPrompt").click()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function(
+        """([i, before]) => {
+            const p = document.querySelectorAll('.jp-Notebook .jp-Cell')[i].querySelector('.jp-InputPrompt');
+            return p && /\\[\\d+\\]/.test(p.textContent) && p.textContent !== before;
+        }""",
+        arg=[index, before],
+        timeout=timeout,
+    )
+
+
+def cell_output(page, index: int) -> str:
+    return cell(page, index).locator(".jp-OutputArea").inner_text()

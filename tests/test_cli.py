@@ -1,0 +1,74 @@
+"""The command line: help for every option, train/eval end to end on a local model folder, clear errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from saekit.cli import build_parser, main
+from tiny import byte_tokenizer, tiny_hf_model
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "saekit.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_every_option_has_help():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    assert {"train", "eval", "harvest", "quickstart"} <= set(subparsers)
+    for name, sub in subparsers.items():
+        for action in sub._actions:
+            assert action.help, f"saekit {name} {action.option_strings or action.dest} has no help"
+    train_opts = {o for a in subparsers["train"]._actions for o in a.option_strings}
+    assert {"--model", "--hookpoint", "--latents", "--k", "--tokens", "--out"} <= train_opts
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-llama")
+    tiny_hf_model("llama", n_layers=2).save_pretrained(d)
+    byte_tokenizer().save_pretrained(d)
+    return d
+
+
+def test_train_then_eval_on_a_local_model_folder(model_dir, tmp_path):
+    out = tmp_path / "run"
+    r = run(
+        "train", "--model", str(model_dir), "--hookpoint", "resid_post.1", "--latents", "64", "--k", "4",
+        "--tokens", "8192", "--harvest-tokens", "4096", "--batch-size", "1024", "--eval-tokens", "256",
+        "--text", str(__file__), "--out", str(out),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "cfg.json").exists() and (out / "sae.safetensors").exists()
+    assert "summary" in r.stdout and "held-out ce_loss_recovered" in r.stdout
+    assert json.loads((out / "cfg.json").read_text())["saekit"]["hookpoint"] == "resid_post.1"
+    e = run("eval", str(out), "--model", str(model_dir), "--tokens", "256", "--text", str(__file__), "--json", str(tmp_path / "m.json"))
+    assert e.returncode == 0, e.stderr[-3000:]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["l0"] <= 4 and 0 <= metrics["fvu"] < 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--latents", "16", "--k", "32"], "k=32 is larger than n_latents=16"),
+        (["train", "--tokens", "100"], "smaller than one batch"),
+        (["train", "--harvest-tokens", "10"], "smaller than one batch"),
+        (["eval", "/nonexistent"], "has no cfg.json"),
+    ],
+)
+def test_bad_arguments_fail_fast_with_the_fix(args, message, capsys):
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code, err = e.code, str(e.code)
+    else:
+        err = capsys.readouterr().err
+    assert code != 0 and message in (err if isinstance(err, str) else "")
+
+
+def test_unknown_hookpoint_on_a_real_folder(model_dir, tmp_path, capsys):
+    code = main(["train", "--model", str(model_dir), "--hookpoint", "resid_post.7", "--out", str(tmp_path / "x")])
+    assert code == 2 and "out of range" in capsys.readouterr().err

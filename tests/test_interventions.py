@@ -1,0 +1,244 @@
+"""Interventions: edits as data, applied in one trace; effects; generation; bad input caught early."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tiny import tiny_model
+
+import saekit
+from saekit import Ablate, Clamp, SaeConfig, Sae, Splice, Steer
+from saekit.interventions import InterventionError
+
+HP = "resid_post.1"
+TEXT = "hello world, this is a small test of edits"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("gemma3")
+
+
+@pytest.fixture(scope="module")
+def sae():
+    return Sae(SaeConfig(d_in=32, n_latents=64, k=4, hookpoint=HP))
+
+
+@pytest.fixture(scope="module")
+def setup(model, sae):
+    """Prompt ids, clean acts at HP, latents, a feature active on most positions, the non-BOS mask."""
+    ids = model.encode_prompt(TEXT)
+    acts = model.capture(ids, [HP])[HP]
+    lat = sae.encode(acts).detach()
+    f = int((lat[0, 1:] > 0).sum(0).argmax())
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    keep[:, 0] = False
+    return ids, acts, lat, f, keep
+
+
+def manual(keep, new):
+    """A callable edit putting `new` [1, T, D] on non-BOS positions."""
+    return {HP: lambda x: torch.where(keep[..., None], new.to(x.dtype), x)}
+
+
+class _NoRun:
+    """Stands in for the nnsight model: any run fails the test (bad input must be caught before)."""
+
+    def __init__(self, nn_model):
+        self._module = nn_model._module
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the model ran ({name}) although the input was bad")
+
+
+def test_splice_with_error_term_is_the_exact_model(model, sae, setup):
+    ids = setup[0]
+    assert torch.equal(model.token_nll(ids, edits=Splice(sae, error_term=True)), model.token_nll(ids))
+
+
+def test_splice_without_error_term_runs_on_the_reconstruction(model, sae, setup):
+    ids, acts, _, _, keep = setup
+    spliced = model.token_nll(ids, edits=Splice(sae, error_term=False))
+    want = model.token_nll(ids, edits=manual(keep, sae.reconstruct(acts).detach()))
+    torch.testing.assert_close(spliced, want)
+    assert not torch.allclose(spliced, model.token_nll(ids))
+
+
+def test_ablate_and_clamp_change_exactly_the_chosen_feature(model, sae, setup):
+    ids, acts, lat, f, keep = setup
+    row = sae.W_dec[f].detach()
+    ablated = model.token_nll(ids, edits=Ablate(sae, [f]))
+    torch.testing.assert_close(ablated, model.token_nll(ids, edits=manual(keep, acts - lat[..., f : f + 1] * row)))
+    clamped = model.token_nll(ids, edits=Clamp(sae, {f: 7.5}))
+    torch.testing.assert_close(clamped, model.token_nll(ids, edits=manual(keep, acts + (7.5 - lat[..., f : f + 1]) * row)))
+    assert not torch.allclose(ablated, model.token_nll(ids))
+
+
+def test_mean_ablation_uses_the_means(model, sae, setup):
+    ids, acts, lat, f, keep = setup
+    means = saekit.feature_means(model, sae, [TEXT, "another text for the means"], n_tokens=200)
+    assert means.shape == (sae.n_latents,) and float(means[f]) > 0
+    got = model.token_nll(ids, edits=Ablate(sae, [f], mode="mean", means=means))
+    want = model.token_nll(ids, edits=manual(keep, acts + (float(means[f]) - lat[..., f : f + 1]) * sae.W_dec[f].detach()))
+    torch.testing.assert_close(got, want)
+
+
+def test_splice_and_ablate_of_one_sae_ablate_within_the_reconstruction(model, sae, setup):
+    ids, acts, lat, f, keep = setup
+    edited = lat.clone()
+    edited[..., f] = 0
+    want = model.token_nll(ids, edits=manual(keep, sae.decode(edited).detach()))
+    got = model.token_nll(ids, edits=[Splice(sae, error_term=False), Ablate(sae, [f], error_term=False)])
+    torch.testing.assert_close(got, want)
+
+
+def test_steering_by_feature_equals_steering_by_its_vector(model, sae, setup):
+    ids, f = setup[0], setup[3]
+    a = model.token_nll(ids, edits=Steer(None, (sae, f), 6.0))
+    b = model.token_nll(ids, edits=Steer(HP, 6.0 * sae.W_dec[f].detach()))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, model.token_nll(ids))
+
+
+def test_measure_reports_the_changes_it_claims(model, sae, setup):
+    ids, f = setup[0], setup[3]
+    edit = Steer(None, (sae, f), 10.0)
+    e = saekit.measure(model, TEXT, edit, tokens=["a", "e"], top=3)
+    lc = torch.log_softmax(model.logits(ids)[0], -1)
+    le = torch.log_softmax(model.logits(ids, edits=edit)[0], -1)
+    tok = [model.tokenizer.convert_tokens_to_ids(t) for t in ["a", "e"]]
+    torch.testing.assert_close(e.logprob_change, (le - lc)[:, tok], atol=1e-5, rtol=1e-4)
+    assert len(e.tokens) == ids.shape[1] and len(e.top_up) == ids.shape[1]
+    for ups, downs in zip(e.top_up, e.top_down):
+        assert all(pe >= pc for _, pc, pe in ups) and all(pe <= pc for _, pc, pe in downs)
+    assert e.loss_edited != e.loss_clean
+    assert math.isclose(e.loss_clean, float(model.token_nll(ids).mean()), rel_tol=1e-5)
+
+
+def test_loss_change_matches_token_nll(model, sae, setup):
+    f = setup[3]
+    texts = [f"{TEXT} number {i}" for i in range(6)]
+    lc = saekit.loss_change(model, texts, Ablate(sae, [f]), batch_size=4)
+    ctx = saekit.contexts(model, texts, context_len=64, n_tokens=2048)
+    score = ctx.attention_mask[:, 1:].bool()
+    clean = model.token_nll(ctx.input_ids, ctx.attention_mask)[score].mean()
+    assert lc.n_tokens == int(score.sum())
+    assert math.isclose(lc.loss_clean, float(clean), rel_tol=1e-5)
+    assert lc.delta != 0
+
+
+def test_generate_greedy_sampled_seeded_and_side_by_side(model, sae, setup):
+    f = setup[3]
+    steer = Steer(None, (sae, f), 40.0)
+    rng = torch.get_rng_state()
+    g = saekit.generate(model, "hello", steer, max_new_tokens=8)
+    plain = saekit.generate(model, "hello", None, max_new_tokens=8)
+    assert g.default == plain.default == plain.steered  # the default run is the unedited model
+    assert g.steered != g.default  # steering changes the output
+    s1 = saekit.generate(model, "hello", steer, max_new_tokens=8, do_sample=True, seed=1)
+    s2 = saekit.generate(model, "hello", steer, max_new_tokens=8, do_sample=True, seed=1)
+    s3 = saekit.generate(model, "hello", steer, max_new_tokens=8, do_sample=True, seed=2)
+    assert s1 == s2 and repr(s1) == repr(s2)
+    assert (s1.default, s1.steered) != (s3.default, s3.steered)
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's RNG is left alone
+    assert repr(g).startswith("Generation(prompt='hello'") and "\n" not in repr(g)
+
+
+def test_reprs_are_short_and_deterministic(sae):
+    edits = [Ablate(sae, [3, 1]), Clamp(sae, {2: 1.5}), Splice(sae), Steer(HP, torch.ones(32), 2.0)]
+    text = [repr(e) for e in edits]
+    assert text == [repr(e) for e in edits]
+    assert all(len(t) < 100 and "\n" not in t for t in text)
+    assert text[0] == "Ablate(<topk F=64 @ resid_post.1>, features=[3, 1], mode='zero')"
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda s: Ablate(s, [64]), r"feature 64 is out of range.*0\.\.63"),
+        (lambda s: Ablate(s, [-1]), "out of range"),
+        (lambda s: Clamp(s, {1: float("nan")}), "finite"),
+        (lambda s: Steer(None, (s, 3), float("nan")), "finite"),
+        (lambda s: Steer(HP, torch.tensor([1.0, float("inf")])), "NaN or inf"),
+        (lambda s: Ablate(s, [1], mode="mean"), "needs means="),
+        (lambda s: Ablate(s, []), "no features"),
+    ],
+)
+def test_bad_edits_are_refused_on_construction(sae, make, match):
+    with pytest.raises(InterventionError, match=match):
+        make(sae)
+
+
+def test_edits_that_do_not_fit_the_model_fail_before_it_runs(model, sae, monkeypatch):
+    ids = model.encode_prompt(TEXT)
+    monkeypatch.setattr(model, "_nn", _NoRun(model._nn))
+    wrong_layer = Sae(SaeConfig(d_in=32, n_latents=8, k=2, hookpoint="resid_post.9"))
+    with pytest.raises(InterventionError, match="out of range"):
+        model.token_nll(ids, edits=Ablate(wrong_layer, [1]))
+    wrong_width = Sae(SaeConfig(d_in=48, n_latents=8, k=2, hookpoint=HP))
+    with pytest.raises(InterventionError, match="d_model 32"):
+        saekit.measure(model, TEXT, Clamp(wrong_width, {1: 2.0}))
+    with pytest.raises(InterventionError, match="d_model"):
+        model.token_nll(ids, edits=Steer(HP, torch.ones(31)))
+    with pytest.raises(InterventionError, match="positive int"):
+        saekit.generate(model, "hello", Steer(None, (sae, 1), 2.0), max_new_tokens=0)
+    with pytest.raises(InterventionError, match="single tokens"):
+        saekit.measure(model, TEXT, Steer(None, (sae, 1), 2.0), tokens=["ab"])
+
+
+# -- the demonstration on the real model ----------------------------------------------------------------
+
+CONCEPT = ["Paris is the capital of France.", "The French government in Paris announced", "She moved to France and learned French.",
+           "Lyon and Marseille are cities in France.", "the French Revolution began in Paris in 1789"]
+OTHERS = ["Berlin is the capital of Germany.", "The Italian government in Rome announced", "She moved to Spain and learned Spanish.",
+          "Tokyo and Osaka are cities in Japan.", "the American Revolution began in Boston"]
+CONCEPT_TOKENS = [" Paris", " France", " French"]
+
+
+def concept_features(model, sae, top: int = 5) -> list[int]:
+    """Features most active on the concept's texts compared with matched texts about other places."""
+    def mean_latents(texts):
+        ctx = saekit.contexts(model, texts, context_len=24, min_tokens=2)
+        acts = model.capture(ctx.input_ids, [sae.cfg.hookpoint], attention_mask=ctx.attention_mask)[sae.cfg.hookpoint]
+        keep = ctx.attention_mask.bool().clone()
+        keep[:, 0] = False
+        with torch.no_grad():
+            return sae.encode(acts[keep]).mean(0)
+
+    return (mean_latents(CONCEPT) - mean_latents(OTHERS)).topk(top).indices.tolist()
+
+
+def concept_logprob(effects, edited: bool) -> float:
+    """log P(any concept token next) at the prompt's last position."""
+    lp = effects.logp_edited if edited else effects.logp_clean
+    return float(torch.logsumexp(lp[-1], -1))
+
+
+@pytest.fixture(scope="module")
+def real_sae(real_cache):
+    return saekit.train(real_cache, n_latents=1024, k=16, cfg=saekit.TrainConfig(tokens=60_000, batch_size=2048), progress=False)
+
+
+@pytest.mark.real_model
+def test_concept_feature_steers_towards_and_ablation_away_from_the_concept(real_model, real_sae):
+    m, sae = real_model, real_sae
+    prompt = "Last summer we travelled to"
+    gains = {}
+    for f in concept_features(m, sae, top=4):
+        e = saekit.measure(m, prompt, Steer(None, (sae, f), 300.0), tokens=CONCEPT_TOKENS, top=0)
+        gains[f] = concept_logprob(e, True) - concept_logprob(e, False)
+    f = max(gains, key=gains.get)
+    assert gains[f] > 0.3, gains  # steering makes the concept's tokens measurably more likely
+    # ablating it on text about the concept makes the concept's tokens less likely where they come next
+    text = "Paris is the capital of France. In Paris, the French"
+    e = saekit.measure(m, text, Ablate(sae, [f]), tokens=CONCEPT_TOKENS, top=0)
+    ids = m.encode_prompt(text)[0].tolist()
+    concept_ids = {m.tokenizer.convert_tokens_to_ids(m.tokenizer.tokenize(t))[0] for t in CONCEPT_TOKENS}
+    positions = [t for t in range(len(ids) - 1) if ids[t + 1] in concept_ids]
+    col = {i: j for j, i in enumerate(m.tokenizer.convert_tokens_to_ids(m.tokenizer.tokenize(t))[0] for t in CONCEPT_TOKENS)}
+    change = [float(e.logprob_change[t, col[ids[t + 1]]]) for t in positions]
+    assert positions and sum(change) < 0, change
+    g = saekit.generate(m, prompt, Steer(None, (sae, f), 300.0), max_new_tokens=8)
+    assert g.default != g.steered

@@ -1,0 +1,154 @@
+"""The same saekit code on NDIF: weightless layout, remote='local' (nnsight's in-process serialisation),
+and a loopback NDIF server on 127.0.0.1 (tests/ndif_loopback.py) driven through nnsight's real client.
+
+Every remote result must equal the local one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ndif_loopback import start_server, stats, stop_server
+from tiny import ARCHS, byte_tokenizer, tiny_hf_model
+
+import saekit
+from saekit import Ablate, Clamp, SaeConfig, Sae, Splice, Steer
+from saekit.model import ModelLoadError, RemoteError
+
+HP = "resid_post.1"
+TEXTS = [f"the quick brown fox number {i} jumps over the lazy dog" for i in range(12)]
+KEY = "loopback-test-key-3141"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A tiny Gemma 3 saved as a model folder (config, weights, tokenizer), as a repo would hold it."""
+    path = tmp_path_factory.mktemp("tiny-gemma3")
+    tiny_hf_model("gemma3").save_pretrained(str(path))
+    byte_tokenizer().save_pretrained(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def local(folder):
+    return saekit.load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def sae():
+    return Sae(SaeConfig(d_in=32, n_latents=64, k=4, hookpoint=HP))
+
+
+@pytest.fixture(scope="module")
+def server(folder):
+    proc, url = start_server(folder, api_key=KEY)
+    yield url
+    stop_server(proc)
+
+
+@pytest.fixture()
+def key(monkeypatch):
+    monkeypatch.setenv("NDIF_API_KEY", KEY)
+
+
+def _same_everywhere(local, remote, sae):
+    """Run every saekit function on both models and assert equal results."""
+    ids = local.encode_prompt("hello remote world")
+    a, b = local.capture(ids, [HP, "mlp_out.0"]), remote.capture(ids, [HP, "mlp_out.0"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for edit in (Splice(sae), Ablate(sae, [5]), Clamp(sae, {2: 3.0}), Steer(None, (sae, 7), 5.0)):
+        assert torch.equal(local.token_nll(ids, edits=edit), remote.token_nll(ids, edits=edit)), edit
+    e1 = saekit.measure(local, "hello world", Steer(None, (sae, 7), 8.0), tokens=["a"])
+    e2 = saekit.measure(remote, "hello world", Steer(None, (sae, 7), 8.0), tokens=["a"])
+    assert torch.equal(e1.logp_edited, e2.logp_edited) and e1.top_up == e2.top_up
+    g1 = saekit.generate(local, "hello", Steer(None, (sae, 7), 8.0), max_new_tokens=5, do_sample=True, seed=1)
+    g2 = saekit.generate(remote, "hello", Steer(None, (sae, 7), 8.0), max_new_tokens=5, do_sample=True, seed=1)
+    assert g1 == g2
+    assert saekit.loss_change(local, TEXTS, Ablate(sae, [5])) == saekit.loss_change(remote, TEXTS, Ablate(sae, [5]))
+    assert torch.equal(saekit.feature_means(local, sae, TEXTS, n_tokens=300), saekit.feature_means(remote, sae, TEXTS, n_tokens=300))
+    h1 = saekit.harvest(local, TEXTS, hookpoints=HP, n_tokens=200, progress=False)
+    h2 = saekit.harvest(remote, TEXTS, hookpoints=HP, n_tokens=200, progress=False)
+    assert torch.equal(h1.load(), h2.load())
+    r1 = saekit.evaluate(local, sae, TEXTS, n_tokens=200, progress=False)
+    r2 = saekit.evaluate(remote, sae, TEXTS, n_tokens=200, progress=False)
+    assert r1.to_dict() == r2.to_dict()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_weightless_layout_from_a_small_clone_equals_the_probed_one(arch):
+    from saekit.hookpoints import find_layers, probe_clone_roles
+
+    real = saekit.load_model(tiny_hf_model(arch), tokenizer=byte_tokenizer())
+    with torch.device("meta"):
+        meta = type(real.hf_model)(real.hf_model.config)
+    path, _ = find_layers(meta, real.n_layers)
+    assert path == real.layout.layers_path
+    assert probe_clone_roles(meta, path) == real.layout.roles
+
+
+def test_remote_local_equals_local(local, folder, sae):
+    remote = saekit.load_model(folder, remote="local")
+    assert next(remote.hf_model.parameters()).device.type == "meta" or remote.remote == "local"
+    assert remote.layout == local.layout and "remote='local'" in repr(remote)
+    _same_everywhere(local, remote, sae)
+
+
+def test_loopback_server_equals_local(local, folder, sae, server, key):
+    remote = saekit.load_model(folder, remote=server)
+    assert next(remote.hf_model.parameters()).device.type == "meta"  # weightless here: the server runs it
+    before = stats(server)
+    _same_everywhere(local, remote, sae)
+    after = stats(server)
+    for path in ("requests", "ws_sessions", "inline_results", "url_results", "downloads", "compressed"):
+        assert after[path] > before[path], path  # both result routes and the websocket were exercised
+
+
+def test_loopback_errors_come_back_clearly(local, folder, sae, server, key, monkeypatch, capsys):
+    remote = saekit.load_model(folder, remote=server)
+    ids = local.encode_prompt("hello")
+    with pytest.raises(RemoteError, match="shapes cannot be multiplied"):  # a failure on the server
+        remote.token_nll(ids, edits={HP: lambda x: x @ torch.ones(3, 3)})
+    monkeypatch.setenv("NDIF_API_KEY", "a-wrong-key-2718")
+    with pytest.raises(RemoteError, match="API key") as err:
+        remote.capture(ids, [HP])
+    out = capsys.readouterr()
+    assert "a-wrong-key-2718" not in str(err.value) + out.out + out.err
+    assert KEY not in out.out + out.err
+
+
+def test_nonblocking_submit_and_poll(folder, server, key):
+    """The loopback server also answers nnsight's non-blocking mode (submit over HTTP, poll /response)."""
+    import time
+
+    from nnsight import TransformersModel
+    from nnsight.intervention.backends.remote import RemoteBackend
+
+    remote = saekit.load_model(folder, remote=server)
+    nn_model = remote._nn
+    backend = RemoteBackend(remote._model_key(), host=server, api_key=KEY, blocking=False)
+    ids = remote.encode_prompt("hello")
+    with nn_model.trace(ids, backend=backend):
+        out = nn_model.output.logits[:, -1].clone().save()
+    assert backend.job_id is not None
+    result = None
+    for _ in range(200):
+        result = backend()
+        if result is not None:
+            break
+        time.sleep(0.05)
+    want = saekit.load_model(folder).logits(ids)[:, -1]
+    assert torch.equal(next(iter(result.values())), want)
+    assert isinstance(nn_model, TransformersModel)
+
+
+def test_missing_key_and_unreachable_server_fail_before_any_work(folder, monkeypatch):
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    from nnsight.schema.config import CONFIG
+
+    monkeypatch.setattr(CONFIG.API, "APIKEY", None)
+    with pytest.raises(RemoteError, match="NDIF_API_KEY"):
+        saekit.load_model(folder, remote="http://127.0.0.1:9")
+    monkeypatch.setenv("NDIF_API_KEY", KEY)
+    with pytest.raises(RemoteError, match="cannot reach"):
+        saekit.load_model(folder, remote="http://127.0.0.1:9")  # port 9 (discard): nothing listens
+    with pytest.raises(ModelLoadError):
+        saekit.load_model(saekit.DEFAULT_MODEL, remote=True)

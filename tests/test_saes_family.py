@@ -1,0 +1,357 @@
+"""Every SAE architecture: forward/backward, save/load, folding the input scale, config validation,
+and each architecture's defining property (batch-level TopK, straight-through thresholds, gating...)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from saekit import ConfigError, Sae, SaeConfig, TrainConfig, Trainer
+from saekit.saes import BatchTopKSae, GatedSae, JumpReluSae, MatryoshkaSae, ReluSae, SkipTranscoder, Transcoder
+from saekit.saes.transcoder import transcoder_hookpoints
+
+D, F, K = 16, 64, 4
+ARCHS = ["topk", "batchtopk", "matryoshka", "relu", "jumprelu", "gated", "transcoder", "skip_transcoder"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny shapes run fastest on one thread (and do not fight parallel test workers for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_cfg(arch: str, **kw) -> SaeConfig:
+    extra = {
+        "jumprelu": {"target_l0": K},
+        "matryoshka": {"matryoshka_prefixes": (8, 32)},
+        "transcoder": {"hookpoint": "mlp_in.1", "target_hookpoint": "mlp_out.1"},
+        "skip_transcoder": {"hookpoint": "mlp_in.1", "target_hookpoint": "mlp_out.1"},
+    }.get(arch, {})
+    return SaeConfig(d_in=D, n_latents=F, k=K, architecture=arch, **{**extra, **kw})
+
+
+def is_transcoder(sae: Sae) -> bool:
+    return sae.cfg.target_hookpoint is not None
+
+
+def data(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, D, generator=g) + 2.0
+    y = torch.tanh(x) @ torch.randn(D, D, generator=g)
+    return x, y
+
+
+def run(sae: Sae, x, y, **kw):
+    if is_transcoder(sae):
+        kw["target_BD"] = y
+    return sae(x, **kw)
+
+
+def trained(arch: str, seed: int = 0) -> Sae:
+    """An SAE after a few training steps, so thresholds and biases are not at their initial values."""
+    x, y = data(512, seed)
+    sae = Sae(make_cfg(arch), seed=seed)
+    sae.init_from_data(x, y if is_transcoder(sae) else None)
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-2)
+    for _ in range(5):
+        out = run(sae, x, y, dead_mask=torch.zeros(F, dtype=torch.bool), progress=0.5)
+        opt.zero_grad()
+        out.loss.backward()
+        sae.before_optimizer_step()
+        opt.step()
+        sae.after_optimizer_step()
+    sae.eval()
+    return sae
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_registry_builds_the_named_architecture(arch):
+    """Sae(cfg) dispatches on cfg.architecture to the registered class."""
+    sae = Sae(make_cfg(arch))
+    assert type(sae) is Sae.class_for(arch) and sae.architecture == arch
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_backward(arch):
+    """The objective is finite, FVU is its reconstruction part, and every parameter gets a finite gradient."""
+    x, y = data()
+    sae = Sae(make_cfg(arch))
+    sae.init_from_data(x, y if is_transcoder(sae) else None)
+    out = run(sae, x, y, dead_mask=torch.ones(F, dtype=torch.bool), progress=0.5)
+    assert out.x_hat.shape == (len(x), D)
+    assert torch.isfinite(out.loss) and 0 <= out.fvu.item()
+    assert torch.allclose(out.loss, out.fvu + out.aux_loss)
+    assert out.fired.shape == (F,) and out.fired.dtype == torch.bool
+    out.loss.backward()
+    for name, p in sae.named_parameters():
+        assert p.grad is not None, f"{arch}: {name} got no gradient"
+        assert torch.isfinite(p.grad).all(), name
+    assert sae.W_enc.grad.abs().sum() > 0 and sae.W_dec.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_training_lowers_fvu(arch):
+    """A few hundred steps of the trainer reduce the reconstruction error well below its first value."""
+    x, y = data(2048)
+    sae = Sae(make_cfg(arch))
+    if is_transcoder(sae):
+        from saekit import ActivationCache
+
+        cache = ActivationCache(["mlp_in.1", "mlp_out.1"], {"mlp_in.1": D, "mlp_out.1": D},
+                                tensors={"mlp_in.1": x, "mlp_out.1": y}, shards=[{"rows": len(x)}])
+        args = (cache, "mlp_in.1")
+    else:
+        args = (x,)
+    tr = Trainer(sae, TrainConfig(tokens=2048 * 20, batch_size=256, log_every=1, seed=0))
+    tr.fit(*args, progress=False)
+    fvus = [h["saes"][0]["fvu"] for h in tr.history]
+    assert fvus[-1] < 0.7 * fvus[0], fvus
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_save_load_round_trip_is_exact(arch, tmp_path):
+    """Sae.load(sae.save(dir)) has the same config, identical tensors and identical encodings."""
+    sae = trained(arch)
+    back = Sae.load(sae.save(tmp_path / arch))
+    assert type(back) is type(sae) and back.cfg == sae.cfg
+    sd, sd2 = sae.state_dict(), back.state_dict()
+    assert sd.keys() == sd2.keys()
+    for k in sd:
+        assert torch.equal(sd[k], sd2[k]), k
+    x, _ = data(32, seed=1)
+    assert torch.equal(sae.encode(x), back.encode(x))
+    assert torch.equal(sae.reconstruct(x), back.reconstruct(x))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fold_input_scale_preserves_encodings(arch):
+    """Trained on x*s: after folding, encode(x) = encode_before(x*s)/s and reconstructions scale back the same way."""
+    s, s_out = 3.7, 0.6
+    sae = trained(arch)
+    x, _ = data(64, seed=2)
+    x_scaled = x * s
+    before_lat, before_rec = sae.encode(x_scaled), sae.reconstruct(x_scaled)
+    if is_transcoder(sae):
+        sae.fold_input_scale_(s, target_scale=s_out)
+        out_scale = s_out
+    else:
+        sae.fold_input_scale_(s)
+        out_scale = s
+    assert (before_lat > 0).sum() > 0
+    torch.testing.assert_close(sae.encode(x), before_lat / out_scale, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sae.reconstruct(x), before_rec / out_scale, rtol=1e-4, atol=1e-5)
+    assert torch.equal(sae.encode(x) > 0, before_lat > 0)
+
+
+def test_autoencoders_refuse_a_separate_target_scale():
+    """Only transcoders have an output scale of their own."""
+    with pytest.raises(ValueError, match="target_scale=None"):
+        Sae(make_cfg("topk")).fold_input_scale_(2.0, target_scale=3.0)
+
+
+@pytest.mark.parametrize(
+    "kw, fix",
+    [
+        ({"architecture": "jumprelu"}, "target_l0="),
+        ({"architecture": "jumprelu", "target_l0": F + 1}, "target_l0="),
+        ({"architecture": "matryoshka"}, "matryoshka_prefixes="),
+        ({"architecture": "matryoshka", "matryoshka_prefixes": (32, 8)}, "strictly increasing"),
+        ({"architecture": "matryoshka", "matryoshka_prefixes": (8, 8, 32)}, "strictly increasing"),
+        ({"architecture": "matryoshka", "matryoshka_prefixes": (8, 2 * F)}, "<= n_latents"),
+        ({"architecture": "transcoder"}, "target_hookpoint="),
+        ({"architecture": "topk", "target_hookpoint": "mlp_out.1"}, "drop target_hookpoint"),
+        ({"architecture": "relu", "l1_coefficient": -1.0}, "l1_coefficient"),
+        ({"architecture": "jumprelu", "target_l0": 4, "bandwidth": 0.0}, "bandwidth"),
+        ({"architecture": "batchtopk", "threshold_beta": 1.0}, "[0, 1)"),
+        ({"architecture": "relu", "sparsity_warmup": 2.0}, "[0, 1]"),
+    ],
+)
+def test_bad_configs_raise_config_error_naming_the_fix(kw, fix):
+    """Invalid architecture-specific settings fail at construction with a message that names the fix."""
+    with pytest.raises(ConfigError) as e:
+        SaeConfig(d_in=D, n_latents=F, k=K, **kw)
+    assert fix in str(e.value)
+
+
+def test_unknown_architecture_lists_the_known_ones():
+    """Sae(cfg) with an unregistered name raises ConfigError listing the registry."""
+    with pytest.raises(ConfigError, match="batchtopk.*gated.*jumprelu"):
+        Sae(SaeConfig(d_in=D, n_latents=F, architecture="nope"))
+
+
+def test_config_round_trips_through_json_dicts():
+    """Tuples stored as JSON lists come back as the same config."""
+    cfg = make_cfg("matryoshka")
+    import json
+
+    assert SaeConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.matryoshka_levels == (8, 32, F)
+
+
+# -- architecture-specific properties ---------------------------------------------------------
+
+
+def test_batchtopk_keeps_k_per_token_on_average_and_encodes_one_token_alone():
+    """Training keeps k*B activations over the batch (rows vary); inference thresholds each token alone."""
+    sae = trained("batchtopk")
+    sae.train()
+    x, _ = data(128, seed=3)
+    out = sae(x)
+    per_row = (out.acts > 0).sum(-1)
+    assert per_row.sum() == K * len(x)
+    assert out.l0.item() == pytest.approx(K)
+    sae.eval()
+    assert sae.threshold.item() > 0
+    whole = sae.encode(x)
+    alone = torch.cat([sae.encode(x[i : i + 1]) for i in range(len(x))])
+    assert torch.equal(whole, alone)
+    assert ((whole == 0) | (whole > sae.threshold)).all()
+
+
+def test_batchtopk_threshold_tracks_the_smallest_kept_activation():
+    """The inference threshold is a moving average of each batch's smallest kept activation."""
+    sae = Sae(make_cfg("batchtopk", threshold_beta=0.0))
+    x, _ = data(64, seed=4)
+    out = sae(x)
+    assert sae.threshold.item() == pytest.approx(out.acts[out.acts > 0].min().item())
+
+
+def test_matryoshka_loss_is_the_mean_of_prefix_fvus():
+    """Each prefix reconstructs alone: the objective is the mean FVU of the nested reconstructions."""
+    sae = trained("matryoshka")
+    sae.train()
+    x, _ = data(128, seed=5)
+    out = sae(x)
+    latents = torch.zeros(len(x), F).scatter(-1, out.indices, out.acts)
+    from saekit.saes import fvu
+
+    by_hand = torch.stack([fvu(x, sae.prefix(latents, m)) for m in (8, 32, F)])
+    torch.testing.assert_close(out.loss, by_hand.mean())
+    torch.testing.assert_close(out.fvu, by_hand[-1])
+    assert by_hand[0] >= by_hand[-1]
+
+
+def test_jumprelu_threshold_gradient_raises_thresholds_above_target_l0():
+    """Straight-through gradient: with L0 above target the L0 term pushes every threshold up, none down."""
+    sae = Sae(make_cfg("jumprelu", bandwidth=0.5))
+    x, _ = data(256, seed=6)
+    with torch.no_grad():
+        sae.threshold.fill_(0.01)  # nearly every positive pre-activation fires
+    out = sae(x, progress=1.0)
+    assert out.l0.item() > 4 * K
+    out.aux_loss.backward()
+    assert (sae.threshold.grad <= 0).all() and (sae.threshold.grad < 0).any()
+    assert sae.W_enc.grad is None  # the L0 term reaches only the thresholds
+
+
+def test_jumprelu_initial_thresholds_give_the_target_l0():
+    """Thresholds start at each latent's target-density quantile, so training starts near target_l0."""
+    sae = Sae(make_cfg("jumprelu"))
+    x, _ = data(4096, seed=7)
+    sae.init_from_data(x)
+    l0 = (sae.encode(x) > 0).sum(-1).float().mean().item()
+    assert 0.5 * K < l0 < 2 * K
+
+
+def test_gated_magnitude_path_is_tied_and_aux_reaches_the_gate_only():
+    """W_mag = exp(r_mag) * W_gate; the gate's auxiliary reconstruction uses a frozen decoder."""
+    sae = trained("gated")
+    x, _ = data(64, seed=8)
+    x_in = x - sae.b_dec
+    gate = x_in @ sae.W_enc.t() + sae.b_enc
+    mag = x_in @ (sae.W_enc * sae.r_mag.exp()[:, None]).t() + sae.b_mag
+    torch.testing.assert_close(sae.encode(x), (gate > 0) * mag.relu())
+    sae.zero_grad()
+    out = Sae(make_cfg("gated", l1_coefficient=0.0))
+    out.load_state_dict(sae.state_dict())
+    res = out(x)
+    res.aux_loss.backward()
+    assert out.W_dec.grad is None and out.b_dec.grad is None or float(out.W_dec.grad.abs().sum()) == 0
+    assert out.b_enc.grad is not None and float(out.b_enc.grad.abs().sum()) > 0
+
+
+def test_relu_l1_is_weighted_by_decoder_norms_and_warms_up():
+    """The April-update penalty: lambda * sum f_i ||W_dec_i||, rising linearly from 0 over sparsity_warmup."""
+    sae = Sae(make_cfg("relu", l1_coefficient=2.0, sparsity_warmup=0.5))
+    assert not ReluSae.unit_norm_decoder
+    x, _ = data(64, seed=9)
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.linspace(0.5, 3.0, F)[:, None])
+    f = sae.encode(x)
+    tv = (x - x.mean(0)).pow(2).sum()
+    expected = 2.0 * (f * sae.W_dec.norm(dim=-1)).sum() / tv
+    torch.testing.assert_close(sae(x, progress=0.5).aux_loss, expected)
+    torch.testing.assert_close(sae(x, progress=0.25).aux_loss, expected / 2)
+    assert sae(x, progress=0.0).aux_loss.item() == 0.0
+
+
+def test_relu_resampling_rewrites_only_dead_latents_deterministically():
+    """on_step at a resample step gives dead latents new unit-direction rows; living ones are untouched."""
+    x, _ = data(256, seed=10)
+    dead = torch.zeros(F, dtype=torch.bool)
+    dead[::7] = True
+    results = []
+    for _ in range(2):
+        sae = Sae(make_cfg("relu", resample_every=10))
+        before = sae.W_dec.detach().clone()
+        assert sae.on_step(5, x, dead, torch.Generator().manual_seed(0)) is None  # not a resample step
+        rows = sae.on_step(10, x, dead, torch.Generator().manual_seed(0))
+        assert torch.equal(rows, dead.nonzero().squeeze(-1))
+        assert torch.equal(sae.W_dec[~dead], before[~dead])
+        assert not torch.allclose(sae.W_dec[dead], before[dead])
+        assert (sae.b_enc[dead] == 0).all()
+        results.append(sae.W_dec.detach().clone())
+    assert torch.equal(results[0], results[1])
+
+
+def test_transcoder_needs_its_target():
+    """A transcoder called without the target activations says what to pass."""
+    sae = Sae(make_cfg("transcoder"))
+    with pytest.raises(ValueError, match="target_BD"):
+        sae(torch.randn(4, D))
+    assert isinstance(sae, Transcoder) and not isinstance(sae, SkipTranscoder)
+    skip = Sae(make_cfg("skip_transcoder"))
+    assert skip.W_skip.shape == (D, D) and (skip.W_skip == 0).all()
+
+
+def test_transcoder_hookpoints_on_a_model_with_an_mlp():
+    """A standard transformer exposes mlp_in.L / mlp_out.L for transcoders."""
+    from tiny import tiny_model
+
+    model = tiny_model("llama")
+    assert transcoder_hookpoints(model, 1) == ("mlp_in.1", "mlp_out.1")
+
+
+def test_transcoder_on_a_model_without_separable_mlp_gives_a_clear_error():
+    """A model whose MLP input/output cannot be resolved raises ConfigError pointing to residual SAEs."""
+    from saekit.hookpoints import HookPointError
+
+    class NoMlp:
+        name = "fused-block-model"
+
+        def resolve(self, name):
+            raise HookPointError(f"could not identify the MLP of this block for {name!r}")
+
+    with pytest.raises(ConfigError, match="resid_post.2"):
+        transcoder_hookpoints(NoMlp(), 2)
+
+
+def test_trainer_asks_for_the_target_hook_point_in_the_cache():
+    """Training a transcoder on a cache without its target names the harvest that fixes it."""
+    from saekit import ActivationCache
+    from saekit.train import TrainingError
+
+    x, _ = data(512)
+    cache = ActivationCache(["mlp_in.1"], {"mlp_in.1": D}, tensors={"mlp_in.1": x}, shards=[{"rows": len(x)}])
+    tr = Trainer(Sae(make_cfg("transcoder")), TrainConfig(tokens=512, batch_size=256))
+    with pytest.raises(TrainingError, match="mlp_out.1"):
+        tr.fit(cache, "mlp_in.1", progress=False)
+
+
+@pytest.mark.parametrize("cls", [BatchTopKSae, MatryoshkaSae, JumpReluSae, GatedSae])
+def test_threshold_like_parameters_scale_with_input(cls):
+    """Parameters in input units are declared for folding."""
+    assert cls.scale_with_input

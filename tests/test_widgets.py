@@ -1,0 +1,166 @@
+"""Widgets, Python side: state in, state out, strict kwargs, stable reprs, safe standalone HTML."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from saekit.feature_search import features_for_tokens
+from saekit.widgets import FeatureBrowser, FeatureDashboard, PromptInspector
+from saekit.widgets.base import asset_dir, embed_json
+from test_features import HOSTILE, make_tiny_stats
+
+ALLOWED_URLS = {"http://www.w3.org/2000/svg"}  # the SVG namespace name, never fetched
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_tiny_stats()
+
+
+def hostile_feature(stats) -> int:
+    """A feature with the hostile document among its top contexts."""
+    for f in range(stats.n_features):
+        if any(e["doc"] and "<script>" in "".join(e["tokens"]) for e in stats.examples(f)):
+            return f
+    for f in range(stats.n_features):
+        if any("<" in "".join(e["tokens"]) for e in stats.examples(f)):
+            return f
+    raise AssertionError("no feature fires on the hostile text")
+
+
+def test_no_import_side_effects():
+    """`import saekit.widgets` does not import anywidget until a widget is asked for."""
+    import subprocess
+    import sys
+
+    code = "import sys, saekit, saekit.widgets; print('anywidget' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_assets_exist():
+    for name in ("feature_dashboard", "feature_table", "prompt_inspector"):
+        js = (asset_dir() / f"{name}.js").read_text()
+        assert (asset_dir() / f"{name}.css").exists()
+        assert "export default" in js and "innerHTML" not in js, "data goes in with textContent only"
+        assert not re.search(r"""import\s.*from\s+["']https?:""", js), "no CDN imports"
+
+
+def test_dashboard_state_in_and_out(tiny):
+    """Setting `feature` loads its view; a label typed in the widget lands in the statistics."""
+    *_, stats = tiny
+    d = FeatureDashboard(stats, feature=2)
+    assert list(d._views) == ["2"] and d._views["2"]["feature"] == 2
+    d.feature = 5
+    assert list(d._views) == ["5"] and d._views["5"] == json.loads(json.dumps(stats.view(5)))
+    d.label = "my label"  # what the front end does when the label box changes
+    assert stats.labels[5] == "my label" and d._views["5"]["label"] == "my label"
+    d.feature = 2
+    assert d.label == ""
+    d.feature = 5
+    assert d.label == "my label"
+    stats.set_label(5, "")
+    with pytest.raises(Exception, match="out of range"):
+        d.feature = stats.n_features
+
+
+def test_dashboard_token_click_navigates(tiny):
+    *_, stats = tiny
+    d = FeatureDashboard(stats, feature=0)
+    found = features_for_tokens(stats, ["e"], top=5)
+    d.clicked_token = "e"
+    assert d.feature in set(found.index) | {0}
+    assert d.feature != 0 or list(found.index) == [0]
+
+
+def test_unknown_kwargs_rejected(tiny):
+    model, sae, _, stats = tiny
+    with pytest.raises(TypeError, match="unknown keyword.*'colour'.*accepts: clicked_token, feature, label"):
+        FeatureDashboard(stats, colour="red")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        FeatureBrowser(stats, colour="red")
+    with pytest.raises(TypeError, match="unknown keyword.*'txt'"):
+        PromptInspector(model, sae, "hi", txt="typo")
+    with pytest.raises(TypeError, match="takes FeatureStats"):
+        FeatureDashboard({"not": "stats"})
+
+
+def test_reprs_are_short_and_deterministic(tiny):
+    model, sae, _, stats = tiny
+    a, b = FeatureDashboard(stats, feature=1), FeatureDashboard(stats, feature=1)
+    assert repr(a) == repr(b) == f"FeatureDashboard(feature=1, n_features={stats.n_features})"
+    assert "0x" not in repr(FeatureBrowser(stats)) and len(repr(FeatureBrowser(stats))) < 80
+    p = PromptInspector(model, sae, "abc", feature=3)
+    assert repr(p) == "PromptInspector(n_tokens=3, feature=3, selected_token=-1)"
+
+
+def test_browser_binary_columns_and_selection(tiny):
+    """The table ships density/mean/max as packed float32; selecting a row opens it in the dashboard."""
+    *_, stats = tiny
+    br = FeatureBrowser(stats)
+    cols = np.frombuffer(br.table._numeric, dtype="<f4").reshape(3, stats.n_features)
+    np.testing.assert_allclose(cols[0], stats.density.numpy())
+    np.testing.assert_allclose(cols[2], stats.max_act.numpy())
+    assert len(br.table._text) == stats.n_features
+    order = br.table.order()
+    assert order[0] == br.table.selected == br.dashboard.feature
+    assert [stats.max_act[f] for f in order] == sorted((stats.max_act[f] for f in order), reverse=True)
+    br.table.selected = order[3]
+    assert br.dashboard.feature == order[3]
+    br.dashboard.feature = order[1]  # a neighbour click in the dashboard moves the table selection too
+    assert br.table.selected == order[1]
+    br.dashboard.label = "seen in browser"
+    assert br.table.labels == {str(order[1]): "seen in browser"}
+    stats.set_label(order[1], "")
+    br.table.query = f"#{order[2]}"
+    assert br.table.order() == [order[2]]
+
+
+def test_prompt_inspector_two_way(tiny):
+    """Setting text reruns the model; feature and selected_token are plain observable traits."""
+    model, sae, _, stats = tiny
+    p = PromptInspector(model, sae, "Paris", stats=stats)
+    assert p._tokens == list("Paris") and p.feature >= 0
+    seen = []
+    p.observe(lambda c: seen.append((c["name"], c["new"])), ["selected_token", "feature"])
+    p.selected_token = 2
+    p.feature = p._features[2][0]
+    assert ("selected_token", 2) in seen and seen[-1][0] == "feature"
+    p.text = "Madrid!"
+    assert p._tokens == list("Madrid!") and p.activations.text == "Madrid!"
+    assert set(p._info) == {str(f) for fs in p._features for f in fs}
+
+
+def test_embed_json_cannot_close_script():
+    s = embed_json({"t": "</script><script>alert(1)</script>", "b": b"\x00\xff"})
+    assert "</" not in s and "<" not in s
+    assert json.loads(s)["t"] == "</script><script>alert(1)</script>"
+    assert json.loads(s)["b"] == {"$bytes": "AP8="}
+
+
+@pytest.mark.parametrize("which", ["dashboard", "browser", "prompt"])
+def test_to_html_is_standalone_and_escaped(tiny, tmp_path, which):
+    """Exported pages fetch nothing (CSP default-src 'none', no URLs) and carry hostile text only as data."""
+    model, sae, _, stats = tiny
+    f = hostile_feature(stats)
+    w = {
+        "dashboard": lambda: FeatureDashboard(stats, feature=f),
+        "browser": lambda: FeatureBrowser(stats, selected=f),
+        "prompt": lambda: PromptInspector(model, sae, HOSTILE),
+    }[which]()
+    path = w.to_html(tmp_path / f"{which}.html")
+    page = path.read_text(encoding="utf-8")
+    assert "default-src 'none'" in page
+    urls = set(re.findall(r"""https?://[^\s"'\\)<>]+""", page))
+    assert urls <= ALLOWED_URLS, urls
+    assert not re.search(r"""\b(src|href)\s*=\s*["']?(https?:)?//""", page)
+    # the only markup is ours: one JSON state script and one module script
+    assert page.count("<script") == 2 and page.count("</script>") == 2
+    assert "<img" not in page and "window.__pwned" not in page.split('id="saekit-state">')[0]
+    state = json.loads(re.search(r'id="saekit-state">(.*?)</script>', page, re.S).group(1))
+    text = json.dumps(state, ensure_ascii=False)
+    assert "<img" in text or "<" in text, "the hostile text travels as data"
