@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="activation cache folder: reused when it already holds this harvest, written otherwise "
         "(default: <out>/activations). Harvest once, train several SAEs from it.",
+    )
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=25,
+        help="write a resumable checkpoint to <out>/checkpoint every N steps; rerunning the same command after a "
+        "crash or kill resumes from it (removed once the SAE is saved). 0: only at the end. Default: %(default)s.",
     )
     t.add_argument("--eval-tokens", type=int, default=4096, help="held-out tokens for evaluation (0 skips it). Default: %(default)s.")
     t.add_argument("--out", default=DEFAULT_OUT, help="output folder for cfg.json + sae.safetensors. Default: %(default)s.")
@@ -171,12 +179,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         hcfg = HarvestConfig(hookpoints=(hookpoint,), context_len=args.context_len)
         cache = saekit.harvest(model, _texts(args), cfg=hcfg, n_tokens=n_harvest, out=cache_dir)
     t_harvest = time.time() - t0
-    cfg = TrainConfig(tokens=args.tokens, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    cfg = TrainConfig(
+        tokens=args.tokens, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+        checkpoint_every=args.checkpoint_every,
+    )
     sae_cfg = SaeConfig(d_in=model.d_model, n_latents=args.latents, k=args.k, hookpoint=hookpoint, model_name=model.name)
     t1 = time.time()
-    trainer = saekit.Trainer(saekit.Sae(sae_cfg, seed=args.seed), cfg)
-    trainer.fit(cache, hookpoint)
+    ckpt = out / "checkpoint"
+    if (ckpt / "trainer_state.json").exists():
+        trainer = saekit.Trainer.resume(ckpt)
+        print(f"saekit: resuming the interrupted run in {ckpt} at step {trainer.step}")
+    else:
+        trainer = saekit.Trainer(saekit.Sae(sae_cfg, seed=args.seed), cfg)
+    trainer.fit(cache, hookpoint, checkpoint_dir=ckpt)
     trainer.save(out)
+    shutil.rmtree(ckpt, ignore_errors=True)
     t_train = time.time() - t1
     last = trainer.history[-1]["saes"][0] if trainer.history else {}
     rows: list[tuple[str, object]] = [

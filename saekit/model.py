@@ -427,12 +427,13 @@ class Model:
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         nn_model = self._nn
         with self._running(), self._nn.trace(**self._backend_kwargs()) as tracer:
+            clean = {}  # made fresh per trace: the edited invoke reads the clean invoke's logits from it
             with tracer.invoke(input_ids, attention_mask=mask):
-                clean_logits = nn_model.output.logits
+                clean["logits"] = nn_model.output.logits
             with tracer.invoke(input_ids, attention_mask=mask):
                 _apply_plan(nn_model, plan, keep, 0)
                 edited_logits = nn_model.output.logits  # first: the clean invoke has its logits once this returns
-                out = _compare_logits(clean_logits, edited_logits, input_ids, token_ids, top)
+                out = _compare_logits(clean["logits"], edited_logits, input_ids, token_ids, top)
         return {k: _as_tensor(v) for k, v in out.items()}
 
     def compare_batches(
@@ -447,12 +448,13 @@ class Model:
             results = _saved([])
             for ids_BT, mask_BT, keep_BT in jobs:
                 with nn_model.trace() as tracer:
+                    clean = {}  # fresh per batch (a plain name would keep the previous batch's value)
                     with tracer.invoke(ids_BT, attention_mask=mask_BT):
-                        clean_logits = nn_model.output.logits
+                        clean["logits"] = nn_model.output.logits
                     with tracer.invoke(ids_BT, attention_mask=mask_BT):
                         _apply_plan(nn_model, plan, keep_BT, 0)
                         edited_logits = nn_model.output.logits
-                        results.append(_compare_logits(clean_logits, edited_logits, ids_BT, None, 0))
+                        results.append(_compare_logits(clean["logits"], edited_logits, ids_BT, None, 0))
         return [{k: _as_tensor(v) for k, v in r.items()} for r in results]
 
     def capture_batches(

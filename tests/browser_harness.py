@@ -177,7 +177,7 @@ def wait_kernel_idle(page, timeout: float = 120_000) -> None:
         """() => {
             const busy = [...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'));
             const st = document.querySelector('.jp-Notebook-ExecutionIndicator');
-            const idle = !st || st.getAttribute('data-status') === 'idle';
+            const idle = st && st.getAttribute('data-status') === 'idle';
             return idle && !busy;
         }""",
         timeout=timeout,

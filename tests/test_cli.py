@@ -72,3 +72,31 @@ def test_bad_arguments_fail_fast_with_the_fix(args, message, capsys):
 def test_unknown_hookpoint_on_a_real_folder(model_dir, tmp_path, capsys):
     code = main(["train", "--model", str(model_dir), "--hookpoint", "resid_post.7", "--out", str(tmp_path / "x")])
     assert code == 2 and "out of range" in capsys.readouterr().err
+
+
+def test_killed_training_resumes_from_its_checkpoint(model_dir, tmp_path):
+    """A kill loses at most the steps since the last checkpoint; rerunning the command finishes the run."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [
+        sys.executable, "-m", "saekit.cli", "train", "--model", str(model_dir), "--hookpoint", "resid_post.1",
+        "--latents", "64", "--k", "4", "--tokens", str(256 * 1500), "--harvest-tokens", "2048", "--batch-size", "256",
+        "--checkpoint-every", "20", "--eval-tokens", "0", "--text", str(__file__), "--out", str(out),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "checkpoint" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    step_at_kill = json.loads(state.read_text())["step"]
+    assert 0 < step_at_kill < 1500
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming the interrupted run" in r.stdout
+    assert (out / "sae.safetensors").exists() and not (out / "checkpoint").exists()

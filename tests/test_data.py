@@ -81,3 +81,22 @@ def test_token_ids_fit_the_tokenizer():
     tok = byte_tokenizer()
     ctx = data.contexts(tok, itertools.islice(data.corpus(), 20), context_len=32, n_tokens=2000)
     assert int(ctx.input_ids.max()) < len(tok) and ctx.input_ids.dtype == torch.long
+
+
+def test_hf_datasets_streaming_code_path(monkeypatch):
+    """The real `datasets.load_dataset(..., streaming=True)` call, with a stand-in module (no hub here)."""
+    import sys
+    import types
+
+    calls = {}
+
+    def load_dataset(path, name=None, split=None, streaming=False):
+        calls.update(path=path, name=name, split=split, streaming=streaming)
+        return iter([{"text": "first row"}, {"text": "second row"}, {"text": "third"}])
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    docs = list(data.hf_documents("some/dataset", "en", limit=2))
+    assert calls == {"path": "some/dataset", "name": "en", "split": "train", "streaming": True}
+    assert [d.text for d in docs] == ["first row", "second row"] and docs[0].source == "hf:some/dataset"
+    with pytest.raises(CorpusError, match="no field 'body'"):
+        list(data.hf_documents("some/dataset", text_field="body"))

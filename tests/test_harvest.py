@@ -119,3 +119,12 @@ def test_shuffle_buffer_yields_every_row_once():
     out = torch.cat(list(ShuffleBuffer(chunks, capacity=300, batch_size=50)))
     assert torch.equal(out[:, 0].sort().values, torch.arange(1000.0))
     assert not torch.equal(out[:, 0], torch.arange(1000.0))
+
+
+def test_bfloat16_storage_halves_the_cache(model, tmp_path):
+    cfg32 = HarvestConfig(hookpoints=("resid_post.1",), context_len=32)
+    cfg16 = HarvestConfig(hookpoints=("resid_post.1",), context_len=32, dtype="bfloat16")
+    a = saekit.harvest(model, TEXTS, cfg=cfg32, n_tokens=300, progress=False).load()
+    b = saekit.harvest(model, TEXTS, cfg=cfg16, n_tokens=300, progress=False).load()
+    assert a.dtype == torch.float32 and b.dtype == torch.bfloat16
+    torch.testing.assert_close(b.float(), a, rtol=1e-2, atol=1e-2)

@@ -190,30 +190,29 @@ def test_edits_that_do_not_fit_the_model_fail_before_it_runs(model, sae, monkeyp
 
 # -- the demonstration on the real model ----------------------------------------------------------------
 
-CONCEPT = ["Paris is the capital of France.", "The French government in Paris announced", "She moved to France and learned French.",
-           "Lyon and Marseille are cities in France.", "the French Revolution began in Paris in 1789"]
-OTHERS = ["Berlin is the capital of Germany.", "The Italian government in Rome announced", "She moved to Spain and learned Spanish.",
-          "Tokyo and Osaka are cities in Japan.", "the American Revolution began in Boston"]
-CONCEPT_TOKENS = [" Paris", " France", " French"]
+PY_TOKENS = [" def", " import", " return", " self", " None", " if", " for", " class"]
+"""The concept 'Python code', as next tokens (one token each for Gemma 3)."""
 
 
-def concept_features(model, sae, top: int = 5) -> list[int]:
-    """Features most active on the concept's texts compared with matched texts about other places."""
-    def mean_latents(texts):
-        ctx = saekit.contexts(model, texts, context_len=24, min_tokens=2)
+def concept_features(model, sae, top: int = 4) -> list[int]:
+    """Features firing far more often on Python source than on English prose (built-in corpus, test split)."""
+    from saekit.data import source_documents
+
+    def firing(source):
+        docs = [d.text[:600] for d in source_documents(source, "test")[:8]]
+        ctx = saekit.contexts(model, docs, context_len=64, n_tokens=800)
         acts = model.capture(ctx.input_ids, [sae.cfg.hookpoint], attention_mask=ctx.attention_mask)[sae.cfg.hookpoint]
         keep = ctx.attention_mask.bool().clone()
         keep[:, 0] = False
         with torch.no_grad():
-            return sae.encode(acts[keep]).mean(0)
+            return (sae.encode(acts[keep]) > 0).float().mean(0)
 
-    return (mean_latents(CONCEPT) - mean_latents(OTHERS)).topk(top).indices.tolist()
+    return (firing("python") - 3 * firing("wiki_en")).topk(top).indices.tolist()
 
 
-def concept_logprob(effects, edited: bool) -> float:
-    """log P(any concept token next) at the prompt's last position."""
-    lp = effects.logp_edited if edited else effects.logp_clean
-    return float(torch.logsumexp(lp[-1], -1))
+def concept_gain(effects) -> float:
+    """Change of log P(next token is one of the concept's tokens) at the prompt's last position."""
+    return float(torch.logsumexp(effects.logp_edited[-1], -1) - torch.logsumexp(effects.logp_clean[-1], -1))
 
 
 @pytest.fixture(scope="module")
@@ -223,22 +222,27 @@ def real_sae(real_cache):
 
 @pytest.mark.real_model
 def test_concept_feature_steers_towards_and_ablation_away_from_the_concept(real_model, real_sae):
+    from saekit.data import source_documents
+
     m, sae = real_model, real_sae
-    prompt = "Last summer we travelled to"
-    gains = {}
-    for f in concept_features(m, sae, top=4):
-        e = saekit.measure(m, prompt, Steer(None, (sae, f), 300.0), tokens=CONCEPT_TOKENS, top=0)
-        gains[f] = concept_logprob(e, True) - concept_logprob(e, False)
+    prompt = "The weather today is"
+    gains = {f: concept_gain(saekit.measure(m, prompt, Steer(None, (sae, f), 300.0), tokens=PY_TOKENS, top=0))
+             for f in concept_features(m, sae)}
     f = max(gains, key=gains.get)
-    assert gains[f] > 0.3, gains  # steering makes the concept's tokens measurably more likely
-    # ablating it on text about the concept makes the concept's tokens less likely where they come next
-    text = "Paris is the capital of France. In Paris, the French"
-    e = saekit.measure(m, text, Ablate(sae, [f]), tokens=CONCEPT_TOKENS, top=0)
-    ids = m.encode_prompt(text)[0].tolist()
-    concept_ids = {m.tokenizer.convert_tokens_to_ids(m.tokenizer.tokenize(t))[0] for t in CONCEPT_TOKENS}
-    positions = [t for t in range(len(ids) - 1) if ids[t + 1] in concept_ids]
-    col = {i: j for j, i in enumerate(m.tokenizer.convert_tokens_to_ids(m.tokenizer.tokenize(t))[0] for t in CONCEPT_TOKENS)}
-    change = [float(e.logprob_change[t, col[ids[t + 1]]]) for t in positions]
-    assert positions and sum(change) < 0, change
-    g = saekit.generate(m, prompt, Steer(None, (sae, f), 300.0), max_new_tokens=8)
+    assert gains[f] > 0.5, gains  # steering makes Python's tokens measurably more likely
+    code = [d.text[:300] for d in source_documents("python", "test")[8:12]]
+    ablated = saekit.loss_change(m, code, Ablate(sae, [f]), n_tokens=300, batch_size=4)
+    assert ablated.delta > 0, ablated  # ablating it makes Python code less likely
+    g = saekit.generate(m, prompt, Steer(None, (sae, f), 300.0), max_new_tokens=6)
     assert g.default != g.steered
+
+
+def test_loss_change_batches_are_independent(model, sae, setup):
+    """Each batch of a session compares its own clean and edited runs (no value leaks across batches)."""
+    f = setup[3]
+    texts = [f"{TEXT} number {i}" + " more" * (i % 3) for i in range(7)]
+    ctx = saekit.contexts(model, texts, context_len=64, n_tokens=4096)
+    batches = [(ctx.input_ids[s : s + 3], ctx.attention_mask[s : s + 3]) for s in range(0, len(ctx), 3)]
+    for (ids, mask), r in zip(batches, model.compare_batches(batches, Ablate(sae, [f]))):
+        torch.testing.assert_close(r["nll_clean"], model.token_nll(ids, mask))
+        torch.testing.assert_close(r["nll_edited"], model.token_nll(ids, mask, edits=Ablate(sae, [f])))

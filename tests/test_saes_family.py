@@ -96,7 +96,8 @@ def test_forward_backward(arch):
 def test_training_lowers_fvu(arch):
     """A few hundred steps of the trainer reduce the reconstruction error well below its first value."""
     x, y = data(2048)
-    sae = Sae(make_cfg(arch))
+    # on this dense Gaussian toy data the April update's lambda=5 makes "all latents off" optimal
+    sae = Sae(make_cfg(arch, l1_coefficient=0.5) if arch == "relu" else make_cfg(arch))
     if is_transcoder(sae):
         from saekit import ActivationCache
 
@@ -207,8 +208,9 @@ def test_batchtopk_keeps_k_per_token_on_average_and_encodes_one_token_alone():
     assert sae.threshold.item() > 0
     whole = sae.encode(x)
     alone = torch.cat([sae.encode(x[i : i + 1]) for i in range(len(x))])
-    assert torch.equal(whole, alone)
+    torch.testing.assert_close(whole, alone)  # a batch of one gives the same code (up to matmul rounding)
     assert ((whole == 0) | (whole > sae.threshold)).all()
+    assert not torch.equal((whole > 0).sum(-1), torch.full((len(x),), K))  # rows are not each forced to k
 
 
 def test_batchtopk_threshold_tracks_the_smallest_kept_activation():
@@ -269,7 +271,8 @@ def test_gated_magnitude_path_is_tied_and_aux_reaches_the_gate_only():
     out.load_state_dict(sae.state_dict())
     res = out(x)
     res.aux_loss.backward()
-    assert out.W_dec.grad is None and out.b_dec.grad is None or float(out.W_dec.grad.abs().sum()) == 0
+    assert out.W_dec.grad is None  # frozen decoder in the gate's reconstruction
+    assert out.r_mag.grad is None and out.b_mag.grad is None  # the magnitude path is not involved
     assert out.b_enc.grad is not None and float(out.b_enc.grad.abs().sum()) > 0
 
 
