@@ -14,13 +14,39 @@ from .harvest import harvest
 from .interventions import Ablate, Clamp, Effects, Generation, LossChange, Splice, Steer, feature_means, generate, loss_change, measure
 from .metrics import EvalResult, evaluate
 from .model import DEFAULT_MODEL, Model, load_model
-from .saes import Sae, SaeOutput, TopKSae
+from .saes import (
+    BatchTopKSae,
+    GatedSae,
+    JumpReluSae,
+    MatryoshkaSae,
+    ReluSae,
+    Sae,
+    SaeOutput,
+    SkipTranscoder,
+    TopKSae,
+    Transcoder,
+    transcoder_hookpoints,
+)
 from .store import ActivationCache, ShuffleBuffer
+from .interop import export_saelens, load_dictionary_learning, load_pretrained, load_saelens, load_sparsify
 from .train import Trainer, train
 
 __all__ = [
     "Ablate",
     "ActivationCache",
+    "BatchTopKSae",
+    "GatedSae",
+    "JumpReluSae",
+    "MatryoshkaSae",
+    "ReluSae",
+    "SkipTranscoder",
+    "Transcoder",
+    "export_saelens",
+    "load_dictionary_learning",
+    "load_pretrained",
+    "load_saelens",
+    "load_sparsify",
+    "transcoder_hookpoints",
     "Clamp",
     "Effects",
     "Generation",

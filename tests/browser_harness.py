@@ -185,10 +185,19 @@ def wait_kernel_idle(page, timeout: float = 120_000) -> None:
 
 
 def run_all(page, timeout: float = 180_000) -> None:
-    """Run > Run All Cells, then wait for every cell to finish."""
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    page.wait_for_timeout(500)
+    """Run > Run All Cells (retried while the kernel is still connecting), then wait for every cell."""
+    started = """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].some(p => !p.textContent.includes('[ ]'))"""
+    for attempt in range(5):
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function(started, timeout=10_000)
+            break
+        except Exception:
+            if attempt == 4:
+                screenshot(page, "run_all_never_started")
+                raise
+            page.keyboard.press("Escape")
     page.wait_for_function(
         """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].every(p => /\\[\\d+\\]/.test(p.textContent))""",
         timeout=timeout,
