@@ -73,8 +73,18 @@ def test_widgets_in_jupyterlab(browser, tmp_path):
         row = cell(page, 1).locator(".sk-spacer .sk-row").nth(2)
         picked = int(row.get_attribute("data-feature"))
         row.click()
-        title = cell(page, 1).locator(".saekit-dashboard .sk-title")
-        page.wait_for_function("([el, f]) => el.textContent === `Feature ${f}`", arg=[title.element_handle(), picked])
+        try:  # the dashboard redraws (new elements) on every change: look the title up afresh each time
+            page.wait_for_function(
+                """(f) => {
+                    const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[1];
+                    const t = c && c.querySelector('.saekit-dashboard .sk-title');
+                    return t && t.textContent === `Feature ${f}`;
+                }""",
+                arg=picked, timeout=60_000,
+            )
+        except Exception:
+            screenshot(page, "jupyterlab_row_click_failed")
+            raise
         # the density slider filters rows
         slider = cell(page, 1).locator("input.sk-density")
         slider.fill("-1")

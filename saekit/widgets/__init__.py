@@ -32,3 +32,7 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+# intervention widgets (SteeringPanel, AblationPanel)
+_WHERE.update({"SteeringPanel": "steering", "AblationPanel": "ablation"})
+__all__ = sorted(_WHERE)

@@ -1,0 +1,258 @@
+"""SteeringPanel: pick SAE features, give each a strength (Steer) or a value (Clamp), type a prompt and press
+Generate; the kernel runs `saekit.generate` and the widget shows the default and the steered continuation
+side by side. The settings and the last outputs are traitlets that Python code can read, set and observe."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import traitlets
+
+from ..interventions import Clamp, Generation, InterventionError, Steer, _check_sae, _features, generate
+from .base import SaeWidget
+
+MODES = ("steer", "clamp")
+
+
+def _finite_or_none(values: Any, _widget: Any = None) -> list:
+    """Floats for the front end: NaN/inf become null (the JSON the kernel sends cannot carry them)."""
+    return [float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None for v in values]
+
+
+def _floats_from_json(values: Any, _widget: Any = None) -> list:
+    return [float("nan") if v is None else float(v) for v in values]
+
+
+def _short(text: str, n: int = 32) -> str:
+    return repr(text if len(text) <= n else text[: n - 1] + "…")
+
+
+def selection_source(obj: Any) -> tuple[Any, str] | None:
+    """(widget, trait name) holding the selected feature of a FeatureBrowser / FeatureTable / FeatureDashboard."""
+    if hasattr(obj, "table") and obj.table.has_trait("selected"):  # FeatureBrowser
+        return obj.table, "selected"
+    if isinstance(obj, traitlets.HasTraits):
+        if obj.has_trait("selected"):  # FeatureTable
+            return obj, "selected"
+        if obj.has_trait("feature"):  # FeatureDashboard
+            return obj, "feature"
+    return None
+
+
+def check_model_sae(model: Any, sae: Any, who: str) -> None:
+    if not (hasattr(model, "tokenizer") and hasattr(model, "encode_prompt") and hasattr(model, "generate")):
+        raise TypeError(f"{who} needs a saekit model (saekit.load_model(...)), got {type(model).__name__}")
+    _check_sae(sae, who)
+    if sae.d_in != model.d_model:
+        raise InterventionError(
+            f"{who}: the SAE reads width {sae.d_in} but {model.name} has d_model {model.d_model}: "
+            f"this SAE was trained on another model"
+        )
+
+
+class _FeaturePicker:
+    """Mixin: `features` given as indices or as a feature browser whose selection adds features."""
+
+    _source: tuple[Any, str] | None = None
+
+    def _initial_features(self, sae: Any, features: Any, who: str) -> list[int]:
+        if features is None:
+            return []
+        src = selection_source(features)
+        if src is not None:
+            stats = getattr(features, "stats", None)
+            n = getattr(stats, "n_features", None)
+            if n is not None and n != sae.n_latents:
+                raise InterventionError(
+                    f"{who}: the feature browser shows {n} features but the SAE has {sae.n_latents} latents: "
+                    f"pass the browser of this SAE's statistics"
+                )
+            self._source = src
+            f = int(getattr(*src))
+            return [f] if f >= 0 else []
+        return list(_features(sae, features, who))
+
+    def _link_source(self, on_pick: Callable[[int], None]) -> None:
+        if self._source is None:
+            return
+        widget, name = self._source
+
+        def handler(change: dict) -> None:
+            if change["new"] is not None and int(change["new"]) >= 0:
+                on_pick(int(change["new"]))
+
+        self._source_handler = handler
+        widget.observe(handler, name)
+
+    def unlink(self) -> None:
+        """Stop following the feature browser's selection."""
+        if self._source is not None and getattr(self, "_source_handler", None) is not None:
+            widget, name = self._source
+            widget.unobserve(self._source_handler, name)
+            self._source_handler = None
+
+    def close(self) -> None:
+        self.unlink()
+        super().close()  # type: ignore[misc]
+
+
+class SteeringPanel(_FeaturePicker, SaeWidget):
+    """`SteeringPanel(model, sae, features=None, *, prompt="", mode="steer")`: steer generation with SAE features.
+
+    `features` is a list of feature indices, or a `FeatureBrowser` / `FeatureTable` / `FeatureDashboard` whose
+    selected feature joins the panel each time it changes. Each feature gets a slider: in mode "steer" its
+    strength s adds `s * W_dec[f]` at the SAE's hook point (`Steer`), in mode "clamp" it holds the feature's
+    activation at that value (`Clamp`). Generate (or `panel.generate()`) runs `saekit.generate` (greedy unless
+    `do_sample=True`; sampling is seeded by `seed`). Read `default_text`, `steered_text`, `last_settings`
+    and `error`; `panel.generation` is the last `Generation`.
+
+        panel = SteeringPanel(model, sae, [123, 456], prompt="The weather today is", strengths=[300, 0])
+        panel                          # move a slider, press Generate; or from Python:
+        panel.strengths = [300, 50]    # assign a new list (in-place edits do not reach the view)
+        panel.generate()               # -> Generation(prompt=..., default=..., steered=...)
+        panel.steered_text, panel.last_settings
+
+        browser = FeatureBrowser(stats)
+        SteeringPanel(model, sae, browser, default_strength=100)   # rows clicked in the browser join the panel
+
+    Errors (a feature out of range, a NaN strength, max_new_tokens=0, an empty prompt) are shown in the
+    widget and kept in `error`; `generate()` then returns None.
+    """
+
+    _asset_js = "steering_panel.js"
+    _asset_css = "steering_panel.css"
+
+    prompt = traitlets.Unicode("").tag(sync=True)
+    """The prompt to continue."""
+    mode = traitlets.Enum(MODES, "steer").tag(sync=True)
+    """'steer' (add strength * decoder direction) or 'clamp' (hold the feature at a value)."""
+    features = traitlets.List(traitlets.Int()).tag(sync=True)
+    """The chosen features."""
+    strengths = traitlets.List(traitlets.Float(allow_none=True)).tag(
+        sync=True, to_json=_finite_or_none, from_json=_floats_from_json
+    )
+    """One strength (steer) or value (clamp) per feature, in the order of `features`."""
+    max_strength = traitlets.Float(100.0).tag(sync=True)
+    """The sliders span -max_strength..max_strength (0..max_strength when clamping)."""
+    default_strength = traitlets.Float(0.0).tag(sync=True)
+    """Strength given to a newly added feature."""
+    max_new_tokens = traitlets.Int(20).tag(sync=True)
+    do_sample = traitlets.Bool(False).tag(sync=True)
+    """False: greedy decoding; True: sampling, seeded by `seed`."""
+    seed = traitlets.Int(0).tag(sync=True)
+    default_text = traitlets.Unicode("", read_only=True).tag(sync=True)
+    """The last continuation without edits."""
+    steered_text = traitlets.Unicode("", read_only=True).tag(sync=True)
+    """The last continuation with the edits."""
+    last_settings = traitlets.Dict({}, read_only=True).tag(sync=True)
+    """Settings of the last generation: prompt, mode, features, strengths, max_new_tokens, do_sample, seed, edits."""
+    error = traitlets.Unicode("", read_only=True).tag(sync=True)
+    """Why the last generation (or the current settings) cannot run; '' when all is well."""
+    _generate_clicks = traitlets.Int(0).tag(sync=True)
+    """The front end's Generate button increments this."""
+    _busy = traitlets.Bool(False).tag(sync=True)
+    _n_latents = traitlets.Int(0).tag(sync=True)
+
+    def __init__(self, model: Any, sae: Any, features: Any = None, **kwargs: Any) -> None:
+        check_model_sae(model, sae, "SteeringPanel")
+        self._model, self._sae = model, sae
+        self.generation: Generation | None = None
+        feats = self._initial_features(sae, features, "SteeringPanel")
+        strengths = kwargs.pop("strengths", None)
+        default = float(kwargs.get("default_strength", 0.0))
+        if strengths is None:
+            strengths = [default] * len(feats)
+        elif isinstance(strengths, dict):
+            strengths = [float(strengths.get(f, default)) for f in feats]
+        elif isinstance(strengths, (int, float)):
+            strengths = [float(strengths)] * len(feats)
+        else:
+            strengths = [float(s) for s in strengths]
+        if len(strengths) != len(feats):
+            raise ValueError(f"SteeringPanel: {len(feats)} features but {len(strengths)} strengths: give one per feature")
+        super().__init__(features=feats, strengths=strengths, **kwargs)
+        self._n_latents = int(sae.n_latents)
+        self.observe(self._on_click, "_generate_clicks")
+        self.observe(self._on_settings, ["features", "strengths", "mode", "max_new_tokens"])
+        self._link_source(self.add_feature)
+
+    # -- Python API -------------------------------------------------------------------------------
+
+    def add_feature(self, feature: int, strength: float | None = None) -> None:
+        """Add a feature (no-op when present) with `strength` (default: `default_strength`)."""
+        f = int(feature)
+        if f in self.features:
+            return
+        s = self.default_strength if strength is None else float(strength)
+        with self.hold_trait_notifications(), self.hold_sync():
+            self.strengths = [*self.strengths, s]
+            self.features = [*self.features, f]
+
+    def remove_feature(self, feature: int) -> None:
+        if int(feature) in self.features:
+            i = self.features.index(int(feature))
+            with self.hold_trait_notifications(), self.hold_sync():
+                self.strengths = self.strengths[:i] + self.strengths[i + 1 :]
+                self.features = self.features[:i] + self.features[i + 1 :]
+
+    def edits(self) -> list:
+        """The edits the current settings stand for (`Steer`s or one `Clamp`); raises when they are invalid."""
+        feats = list(_features(self._sae, self.features, "SteeringPanel"))
+        if len(self.strengths) != len(feats):
+            raise InterventionError(f"SteeringPanel: {len(feats)} features but {len(self.strengths)} strengths")
+        if self.mode == "clamp":
+            return [Clamp(self._sae, dict(zip(feats, self.strengths)))]
+        return [Steer(None, (self._sae, f), s) for f, s in zip(feats, self.strengths)]
+
+    def generate(self) -> Generation | None:
+        """Run the current settings (what the Generate button does); None (and `error` set) when they fail."""
+        settings = {
+            "prompt": self.prompt, "mode": self.mode, "features": list(self.features),
+            "strengths": _finite_or_none(self.strengths), "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample, "seed": self.seed,
+        }
+        self._busy = True
+        try:
+            edits = self.edits()
+            gen = generate(
+                self._model, self.prompt, edits, max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, seed=self.seed
+            )
+        except Exception as e:  # shown in the widget: bad settings must not break the view
+            self.set_trait("error", _message(e))
+            return None
+        finally:
+            self._busy = False
+        self.generation = gen
+        with self.hold_sync():
+            self.set_trait("error", "")
+            self.set_trait("last_settings", {**settings, "edits": gen.edits})
+            self.set_trait("default_text", gen.default)
+            self.set_trait("steered_text", gen.steered)
+        return gen
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _on_click(self, change: dict) -> None:
+        self.generate()
+
+    def _on_settings(self, change: dict) -> None:
+        try:
+            if self.features:
+                self.edits()
+            if self.max_new_tokens <= 0:
+                raise InterventionError(f"max_new_tokens must be a positive int, got {self.max_new_tokens}")
+        except Exception as e:
+            self.set_trait("error", _message(e))
+        else:
+            self.set_trait("error", "")
+
+    def _repr_args(self) -> str:
+        return f"mode={self.mode!r}, features={list(self.features)}, prompt={_short(self.prompt)}"
+
+
+def _message(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+__all__ = ["SteeringPanel"]
