@@ -89,14 +89,14 @@ def test_two_processes_match_one(ddp_run):
     torch.set_num_threads(1)
     single = train_once(data)
     fvu_single = torch.tensor([[s["fvu"] for s in h["saes"]] for h in single.history])
-    # logged FVU is averaged over the ranks' shards; curves agree within a few hundredths of FVU
-    assert (fvu_single - r0["fvu"]).abs().max() < 0.05, (fvu_single, r0["fvu"])
+    # logged FVU is averaged over the ranks' shards; the curves agree to about 0.01 of FVU
+    assert (fvu_single - r0["fvu"]).abs().max() < 0.02, (fvu_single, r0["fvu"])  # measured 0.008
     assert (r0["fvu"][-1] < r0["fvu"][0]).all()  # and training made progress
     assert (r0["fvu"][-1, :2] < 0.7 * r0["fvu"][0, :2]).all()  # a lot of it for the TopK pair
     for i, sae in enumerate(single.saes):
         W_ddp = r0[f"{i}.W_dec"]
         cos = torch.nn.functional.cosine_similarity(sae.W_dec.detach(), W_ddp, dim=-1)
-        assert cos.mean() > 0.95, (sae.architecture, cos.mean())
+        assert cos.mean() > 0.99, (sae.architecture, cos.mean())  # measured > 0.999
         rel = (sae.b_dec.detach() - r0[f"{i}.b_dec"]).norm() / sae.b_dec.norm()
         assert rel < 0.05, (sae.architecture, rel)
 
