@@ -66,6 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="stable hook-point name: embed, resid_pre.L, resid_post.L, attn_out.L, mlp_in.L, mlp_out.L. "
         "Default: resid_post at a third of the depth (resid_post.6 for Gemma 3 270M).",
     )
+    t.add_argument(
+        "--architecture",
+        default="topk",
+        choices=["topk", "batchtopk", "jumprelu", "gated", "relu", "matryoshka", "transcoder", "skip_transcoder"],
+        help="SAE architecture, each with its paper's recipe (see saekit.saes). Default: %(default)s.",
+    )
+    t.add_argument("--target-l0", type=float, default=None, help="jumprelu: the mean number of active latents to steer to.")
+    t.add_argument("--l1-coefficient", type=float, default=None, help="relu/gated: sparsity penalty weight (default: the architecture's).")
+    t.add_argument(
+        "--prefixes", type=int, nargs="+", default=None, help="matryoshka: increasing dictionary prefix sizes ending at --latents."
+    )
+    t.add_argument(
+        "--target-hookpoint",
+        default=None,
+        help="transcoders: the hook point to predict (e.g. mlp_out.6 with --hookpoint mlp_in.6); both are harvested.",
+    )
     t.add_argument("--latents", type=int, default=4096, help="number of SAE latents (dictionary size F). Default: %(default)s.")
     t.add_argument("--k", type=int, default=32, help="active latents per token (TopK). Default: %(default)s.")
     t.add_argument(
@@ -141,13 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _validate_train(args: argparse.Namespace) -> None:
     from .config import SaeConfig, TrainConfig
 
-    SaeConfig(d_in=1, n_latents=args.latents, k=args.k)
+    SaeConfig(d_in=1, **_sae_kwargs(args))
     TrainConfig(tokens=args.tokens, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     if args.harvest_tokens < args.batch_size:
         raise SystemExit(
             f"saekit: --harvest-tokens {args.harvest_tokens} is smaller than one batch (--batch-size {args.batch_size}); "
             f"raise --harvest-tokens or lower --batch-size"
         )
+
+
+def _sae_kwargs(args: argparse.Namespace) -> dict:
+    kw: dict = {"n_latents": args.latents, "k": args.k, "architecture": args.architecture}
+    optional = {
+        "target_l0": args.target_l0,
+        "l1_coefficient": args.l1_coefficient,
+        "matryoshka_prefixes": tuple(args.prefixes) if args.prefixes else None,
+        "target_hookpoint": args.target_hookpoint,
+    }
+    kw.update({k: v for k, v in optional.items() if v is not None})
+    return kw
 
 
 def _texts(args):
@@ -170,20 +198,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.time()
     model = saekit.load_model(args.model, device=args.device)
     hookpoint = args.hookpoint or model.default_hookpoint()
-    model.resolve(hookpoint)
+    hookpoints = (hookpoint,) + ((args.target_hookpoint,) if args.target_hookpoint else ())
+    for h in hookpoints:
+        model.resolve(h)
     n_harvest = min(args.tokens, args.harvest_tokens)
     cache_dir = Path(args.cache) if args.cache else out / "activations"
     if (cache_dir / "manifest.json").exists():
-        cache = _reuse(cache_dir, hookpoint, model, args.batch_size)
+        cache = _reuse(cache_dir, hookpoints, model)
     else:
-        hcfg = HarvestConfig(hookpoints=(hookpoint,), context_len=args.context_len)
+        hcfg = HarvestConfig(hookpoints=hookpoints, context_len=args.context_len)
         cache = saekit.harvest(model, _texts(args), cfg=hcfg, n_tokens=n_harvest, out=cache_dir)
     t_harvest = time.time() - t0
     cfg = TrainConfig(
         tokens=args.tokens, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
         checkpoint_every=args.checkpoint_every,
     )
-    sae_cfg = SaeConfig(d_in=model.d_model, n_latents=args.latents, k=args.k, hookpoint=hookpoint, model_name=model.name)
+    sae_cfg = SaeConfig(d_in=model.d_model, hookpoint=hookpoint, model_name=model.name, **_sae_kwargs(args))
     t1 = time.time()
     ckpt = out / "checkpoint"
     if (ckpt / "trainer_state.json").exists():
@@ -199,6 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows: list[tuple[str, object]] = [
         ("model", model.name),
         ("hookpoint", hookpoint),
+        ("architecture", args.architecture),
         ("latents / k", f"{args.latents} / {args.k}"),
         ("harvested tokens", cache.n_tokens),
         ("training tokens", trainer.step * args.batch_size),
@@ -207,7 +238,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         ("train tokens/s", round(trainer.step * args.batch_size / max(t_train, 1e-9))),
         ("train fvu (last batch)", last.get("fvu", float("nan"))),
     ]
-    if args.eval_tokens > 0:
+    if args.eval_tokens > 0 and args.target_hookpoint:
+        rows.append(("held-out evaluation", "skipped: evaluate() splices SAEs that reconstruct their input, not transcoders"))
+    elif args.eval_tokens > 0:
         r = saekit.evaluate(model, trainer.sae, _texts(args), n_tokens=args.eval_tokens, context_len=args.context_len)
         (out / "eval.json").write_text(json.dumps(r.to_dict(), indent=2) + "\n")
         rows += [(f"held-out {k}", v) for k, v in r.to_dict().items()]
@@ -216,13 +249,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reuse(cache_dir: Path, hookpoint: str, model, batch_size: int):
+def _reuse(cache_dir: Path, hookpoints: tuple[str, ...], model):
     from .store import ActivationCache
 
     cache = ActivationCache.open(cache_dir)
-    if hookpoint not in cache.hookpoints or cache.info.get("model") != model.name:
+    if not set(hookpoints) <= set(cache.hookpoints) or cache.info.get("model") != model.name:
         raise SystemExit(
-            f"saekit: {cache_dir} holds {cache.hookpoints} of {cache.info.get('model')!r}, not {hookpoint!r} of "
+            f"saekit: {cache_dir} holds {cache.hookpoints} of {cache.info.get('model')!r}, not {list(hookpoints)} of "
             f"{model.name!r}: pass another --cache folder"
         )
     print(f"saekit: reusing {cache}")

@@ -100,3 +100,27 @@ def test_killed_training_resumes_from_its_checkpoint(model_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resuming the interrupted run" in r.stdout
     assert (out / "sae.safetensors").exists() and not (out / "checkpoint").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, arch",
+    [
+        (["--architecture", "jumprelu", "--target-l0", "4"], "jumprelu"),
+        (["--architecture", "transcoder", "--hookpoint", "mlp_in.1", "--target-hookpoint", "mlp_out.1"], "transcoder"),
+    ],
+)
+def test_train_other_architectures_from_the_cli(model_dir, tmp_path, extra, arch, capsys):
+    out = tmp_path / arch
+    args = ["train", "--model", str(model_dir), "--latents", "64", "--k", "4", "--tokens", "4096", "--harvest-tokens", "2048",
+            "--batch-size", "512", "--eval-tokens", "128", "--text", str(__file__), "--out", str(out)]
+    if "--hookpoint" not in extra:
+        args += ["--hookpoint", "resid_post.1"]
+    assert main(args + extra) == 0
+    cfg = json.loads((out / "cfg.json").read_text())
+    assert cfg["saekit"]["architecture"] == arch
+    assert f"architecture" in capsys.readouterr().out
+
+
+def test_architecture_specific_errors_name_the_fix(capsys):
+    assert main(["train", "--architecture", "jumprelu"]) == 2
+    assert "target_l0" in capsys.readouterr().err
