@@ -108,3 +108,15 @@ def test_unknown_model_name_is_a_clear_error():
 
     with pytest.raises(ModelLoadError, match="gemma-3-270m"):
         saekit.load_model("no-such-model")
+
+
+@pytest.mark.parametrize("hookpoint", ["attn_out.1", "mlp_in.1", "resid_pre.1", "resid_post.1"])
+def test_edits_on_tuple_outputs_and_inputs(hookpoint):
+    """Editing works where the module returns a tuple (GPT-2 attention) and on module inputs."""
+    model = tiny_model("gpt2")
+    ids = _ids()
+    clean = model.token_nll(ids)
+    same = model.token_nll(ids, edits={hookpoint: lambda a: a.clone()})
+    zeroed = model.token_nll(ids, edits={hookpoint: lambda a: torch.zeros_like(a)})
+    torch.testing.assert_close(same, clean)
+    assert not torch.allclose(zeroed, clean)
