@@ -24,8 +24,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data import WIKI_FILES, Document, _wiki_file, contexts
+from .data import WIKI_FILES, Document, _wiki_file
 from .features import FeatureError, FeatureStats, token_strings
+from .harvest import keep_mask
 
 LANGUAGES = ("wiki_en", "wiki_es", "wiki_fr")
 
@@ -84,8 +85,7 @@ def _latents(model, sae, texts: Sequence[str], max_tokens: int) -> tuple[Tensor,
         mask[i, : len(e) + 1] = 1
     x = model.capture(ids.to(model.device), [hp], attention_mask=mask.to(model.device))[hp]
     z = sae.encode(x).float().cpu()
-    keep = mask.bool()
-    keep[:, 0] = False
+    keep = keep_mask(ids, mask, model.bos_token_id)
     z[~keep] = 0.0
     return z, ids, keep
 

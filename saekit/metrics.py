@@ -9,7 +9,6 @@ KL divergence from the clean model. BOS and padding positions are neither splice
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -18,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data import Document, TokenContexts, contexts, corpus
+from .harvest import keep_mask
 
 DENSE_THRESHOLD = 0.1
 """A latent active on more than this fraction of tokens counts as dense."""
@@ -148,10 +148,7 @@ def evaluate(
     for s in range(0, len(ctx), batch_size):
         ids_BT = ctx.input_ids[s : s + batch_size].to(device)
         mask_BT = ctx.attention_mask[s : s + batch_size].to(device)
-        keep_BT = mask_BT.bool().clone()
-        keep_BT[:, 0] = False
-        if bos is not None:
-            keep_BT &= ids_BT != bos
+        keep_BT = keep_mask(ids_BT, mask_BT, bos)
         acts_BTD = model.capture(ids_BT, [hookpoint], attention_mask=mask_BT)[hookpoint].float()
         x_ND = acts_BTD[keep_BT]
         with torch.no_grad():

@@ -15,7 +15,6 @@ are saved, so a download carries only what was asked for.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil

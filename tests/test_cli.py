@@ -98,7 +98,7 @@ def test_killed_training_resumes_from_its_checkpoint(model_dir, tmp_path):
     assert 0 < step_at_kill < 400
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resuming the interrupted run" in r.stdout
+    assert "resuming the interrupted run" in r.stdout
     assert (out / "sae.safetensors").exists() and not (out / "checkpoint").exists()
 
 
@@ -118,7 +118,7 @@ def test_train_other_architectures_from_the_cli(model_dir, tmp_path, extra, arch
     assert main(args + extra) == 0
     cfg = json.loads((out / "cfg.json").read_text())
     assert cfg["saekit"]["architecture"] == arch
-    assert f"architecture" in capsys.readouterr().out
+    assert "architecture" in capsys.readouterr().out
 
 
 def test_architecture_specific_errors_name_the_fix(capsys):

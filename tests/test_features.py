@@ -54,7 +54,7 @@ def brute_latents(model, sae, ctx):
     x = model.capture(ctx.input_ids, [sae.cfg.hookpoint], ctx.attention_mask)[sae.cfg.hookpoint]
     with torch.no_grad():
         z = sae.encode(x).float().clone()
-    keep = keep_mask(ctx, model.bos_token_id, True, True)
+    keep = keep_mask(ctx.input_ids, ctx.attention_mask, model.bos_token_id)
     z[~keep] = 0
     return z, keep
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import saekit
-from saekit import Sae, SaeConfig, TrainConfig
+from saekit import Sae, TrainConfig
 from saekit.metrics import fvu
 
 pytestmark = pytest.mark.real_model

@@ -24,8 +24,7 @@ import torch
 from torch import Tensor
 
 from ..config import SaeConfig
-from .base import SaeOutput
-from .kernels import _encode_backward, sparse_decode
+from .kernels import _encode_backward
 from .topk import TopKSae
 
 
@@ -88,25 +87,6 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
         if self.training:
             self.update_threshold(acts_BK.detach())
         return acts_BK, idx_BK
-
-    def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
-        x_BD = x_BD.to(self.W_enc.dtype)
-        x_in_BD = x_BD - self.b_dec
-        acts_BK, idx_BK = self._encode_train(x_in_BD)
-        x_hat_BD = sparse_decode(acts_BK, idx_BK, self.W_dec) + self.b_dec
-        total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
-        fvu_ = (x_BD - x_hat_BD).pow(2).sum() / total_variance
-        aux = x_BD.new_zeros(())
-        if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
-            aux = self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
-        return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *_fired_l0(acts_BK, idx_BK, self.n_latents))
-
-
-def _fired_l0(acts_BK: Tensor, idx_BK: Tensor, n_latents: int) -> tuple[Tensor, Tensor]:
-    active_BK = acts_BK > 0
-    fired_F = torch.zeros(n_latents, dtype=torch.bool, device=acts_BK.device)
-    fired_F[idx_BK[active_BK]] = True
-    return fired_F, active_BK.sum(-1).float().mean()
 
 
 __all__ = ["BatchTopKSae", "batch_topk_encode"]

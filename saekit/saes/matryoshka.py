@@ -20,8 +20,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from .base import SaeOutput
-from .batchtopk import BatchTopKSae, _fired_l0
+from .batchtopk import BatchTopKSae
 from .kernels import sparse_decode
+from .topk import sparse_fired_l0
 
 
 class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
@@ -42,7 +43,7 @@ class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
         aux = nested - fvu_
         if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
             aux = aux + self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
-        return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *_fired_l0(acts_BK, idx_BK, self.n_latents))
+        return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *sparse_fired_l0(acts_BK, idx_BK, self.n_latents))
 
     def prefix(self, latents_BF: Tensor, m: int) -> Tensor:
         """Reconstruction from the first `m` latents only (dense latents [B, F] -> [B, D])."""

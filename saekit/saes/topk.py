@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Sae, SaeOutput, fvu
+from .base import Sae, SaeOutput
 from .kernels import sparse_decode, topk_encode
 
 
@@ -22,20 +22,21 @@ class TopKSae(Sae, architecture="topk"):
     def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
         return topk_encode(x_BD - self.b_dec, self.W_enc, self.b_enc, self.cfg.k)
 
+    def _encode_train(self, x_in_BD: Tensor) -> tuple[Tensor, Tensor]:
+        """The sparse code used while training (BatchTopK overrides it to select across the batch)."""
+        return topk_encode(x_in_BD, self.W_enc, self.b_enc, self.cfg.k)
+
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
         x_in_BD = x_BD - self.b_dec
-        acts_BK, idx_BK = topk_encode(x_in_BD, self.W_enc, self.b_enc, self.cfg.k)
+        acts_BK, idx_BK = self._encode_train(x_in_BD)
         x_hat_BD = sparse_decode(acts_BK, idx_BK, self.W_dec) + self.b_dec
         total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
         fvu_ = (x_BD - x_hat_BD).pow(2).sum() / total_variance
         aux = x_BD.new_zeros(())
         if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
             aux = self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
-        fired_F = torch.zeros(self.n_latents, dtype=torch.bool, device=x_BD.device)
-        fired_F[idx_BK[acts_BK > 0]] = True
-        l0 = (acts_BK > 0).sum(-1).float().mean()
-        return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, fired_F, l0)
+        return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *sparse_fired_l0(acts_BK, idx_BK, self.n_latents))
 
     def auxk_loss(self, x_in_BD: Tensor, err_BD: Tensor, dead_F: Tensor, total_variance: Tensor) -> Tensor:
         """AuxK: the top k_aux dead latents reconstruct the residual error (no b_dec: the error has no offset).
@@ -54,4 +55,12 @@ class TopKSae(Sae, architecture="topk"):
         return torch.nan_to_num(aux, 0.0)
 
 
-__all__ = ["TopKSae"]
+def sparse_fired_l0(acts_BK: Tensor, idx_BK: Tensor, n_latents: int) -> tuple[Tensor, Tensor]:
+    """(fired [F]: latents active on some row, l0: mean active latents per row) of a sparse code."""
+    active_BK = acts_BK > 0
+    fired_F = torch.zeros(n_latents, dtype=torch.bool, device=acts_BK.device)
+    fired_F[idx_BK[active_BK]] = True
+    return fired_F, active_BK.sum(-1).float().mean()
+
+
+__all__ = ["TopKSae", "sparse_fired_l0"]

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..config import ConfigError, SaeConfig
 from .base import SaeOutput, geometric_median
 from .kernels import sparse_decode, topk_encode
-from .topk import TopKSae
+from .topk import TopKSae, sparse_fired_l0
 
 
 def transcoder_hookpoints(model, layer: int) -> tuple[str, str]:
@@ -103,10 +103,7 @@ class Transcoder(TopKSae, architecture="transcoder"):
         aux = y_BD.new_zeros(())
         if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
             aux = self.auxk_loss(x_BD, (y_BD - y_hat_BD).detach(), dead_mask, total_variance)
-        active_BK = acts_BK > 0
-        fired_F = torch.zeros(self.n_latents, dtype=torch.bool, device=x_BD.device)
-        fired_F[idx_BK[active_BK]] = True
-        return SaeOutput(y_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, fired_F, active_BK.sum(-1).float().mean())
+        return SaeOutput(y_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *sparse_fired_l0(acts_BK, idx_BK, self.n_latents))
 
     @torch.no_grad()
     def init_from_data(self, x_ND: Tensor, target_ND: Tensor | None = None) -> None:
