@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .errors import SaekitError
 from .config import ConfigError, HarvestConfig, SaeConfig, TrainConfig
 from .data import TokenContexts, contexts, corpus
 from .harvest import harvest
@@ -58,6 +59,7 @@ __all__ = [
     "loss_change",
     "measure",
     "ConfigError",
+    "SaekitError",
     "DEFAULT_MODEL",
     "EvalResult",
     "HarvestConfig",

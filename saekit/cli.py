@@ -303,18 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from .config import ConfigError
-    from .data import CorpusError
-    from .harvest import HarvestError
-    from .hookpoints import HookPointError
-    from .model import ModelLoadError
-    from .store import CacheError
-    from .train import TrainingError
+    from .errors import SaekitError
 
-    known = (ConfigError, CorpusError, HarvestError, HookPointError, ModelLoadError, CacheError, TrainingError)
     try:
         return {"train": cmd_train, "eval": cmd_eval, "harvest": cmd_harvest, "quickstart": cmd_quickstart}[args.command](args)
-    except known as e:
+    except SaekitError as e:
         print(f"saekit: error: {e}", file=sys.stderr)
         return 2
 

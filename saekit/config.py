@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
-
-
-class ConfigError(ValueError):
-    """A config value is invalid. The message names the field and the fix."""
+from .errors import ConfigError
 
 
 def _check(cond: bool, msg: str) -> None:

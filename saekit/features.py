@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .errors import FeatureError
 from .data import TokenContexts, contexts
 from .feature_geometry import cooccurrence, decoder_neighbours, logit_effects
 from .harvest import keep_mask
@@ -43,10 +44,6 @@ LABELS_FILE = "labels.json"
 HIST_EDGES = 2.0 ** torch.arange(-10, 16.01, 0.25)
 """Histogram bin edges shared by every feature: 4 bins per octave from 2^-10 to 2^16 (activations
 below the first edge go to the first bin, above the last to the last)."""
-
-
-class FeatureError(ValueError):
-    """Bad input to a feature analysis; the message names the problem and the fix."""
 
 
 @dataclass

@@ -11,15 +11,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .errors import HarvestError
 from .config import HarvestConfig
 from .data import Document, TokenContexts, contexts, corpus
 from .store import ActivationCache
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-class HarvestError(ValueError):
-    """Activations that cannot be used (NaN/inf) or a harvest that cannot start; names the fix."""
 
 
 def keep_mask(

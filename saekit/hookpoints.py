@@ -21,14 +21,11 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from .errors import HookPointError
 
 # execution order inside a block, used to sort capture requests (nnsight needs them in order)
 KIND_ORDER = {"embed": -1, "resid_pre": 0, "attn_out": 1, "mlp_in": 2, "mlp_out": 3, "resid_post": 4}
 LAYER_KINDS = ("resid_pre", "attn_out", "mlp_in", "mlp_out", "resid_post")
-
-
-class HookPointError(ValueError):
-    """An unknown or out-of-range hook point; the message lists the valid ones."""
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .errors import InteropError
 from .config import SaeConfig, dump_json
 from .saes import Sae
 
@@ -70,10 +71,6 @@ SAELENS_CFG = "cfg.json"
 SPARSIFY_WEIGHTS = "sae.safetensors"
 DL_WEIGHTS = "ae.pt"
 DL_CFG = "config.json"
-
-
-class InteropError(ValueError):
-    """A folder in a format, architecture or setting saekit cannot read exactly; the message says why."""
 
 
 # -- locating files ------------------------------------------------------------------------------

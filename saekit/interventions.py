@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
+from .errors import InterventionError
 
 __all__ = [
     "Splice",
@@ -46,10 +47,6 @@ __all__ = [
     "feature_means",
     "describe_edits",
 ]
-
-
-class InterventionError(ValueError):
-    """An edit that cannot apply (bad feature index, NaN strength, SAE from another model...); names the fix."""
 
 
 # -- validation helpers -----------------------------------------------------------------------------

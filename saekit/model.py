@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from .errors import ModelLoadError, RemoteError
 from .hookpoints import (
     HookPoint,
     HookPointError,
@@ -44,14 +45,6 @@ EditsLike = Any
 """What the running methods take as `edits`: a mapping {hookpoint: callable}, one edit object from
 `saekit.interventions` (Splice, Ablate, Clamp, Steer), or a list of edit objects and
 (hookpoint, callable) pairs."""
-
-
-class ModelLoadError(ValueError):
-    """A model name, path or object that saekit cannot load; the message says what to pass instead."""
-
-
-class RemoteError(RuntimeError):
-    """A remote (NDIF) run could not start or failed on the server; the message says why (never the key)."""
 
 
 def cache_dir() -> Path:

@@ -19,14 +19,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
+from .errors import CacheError
 
 MANIFEST = "manifest.json"
 META_KEYS = ("token_ids", "context_index", "position")
 FORMAT_VERSION = 1
-
-
-class CacheError(ValueError):
-    """A cache folder that is missing, corrupt or does not hold what was asked for."""
 
 
 def _sha256(path: Path) -> str:

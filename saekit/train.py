@@ -43,6 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .errors import TrainingError
 from .config import ConfigError, SaeConfig, TrainConfig, dump_json
 from .metrics import density_histogram
 from .saes import Sae
@@ -53,10 +54,6 @@ STATE_TENSORS = "trainer_state.safetensors"
 SAMPLE_ROWS = 32_768
 INPUT = "x"
 """Key of the input hook point in a trainer batch when the data does not name it (tensors, streams)."""
-
-
-class TrainingError(ValueError):
-    """Training cannot start or continue (bad data, mismatched checkpoint); the message names the fix."""
 
 
 def world() -> tuple[int, int]:

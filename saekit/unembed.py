@@ -21,10 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-
-
-class UnembedError(ValueError):
-    """The model's read-out could not be found; the message says what to pass instead."""
+from .errors import UnembedError
 
 
 @dataclass

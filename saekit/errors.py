@@ -1,0 +1,59 @@
+"""saekit's errors: one base, `SaekitError`, and one subclass per area.
+
+Each keeps `ValueError` (or `RuntimeError`) as a second base so code that catches those still works.
+Every message names the problem and the fix; the command line prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SaekitError(Exception):
+    """The base of every error saekit raises on purpose; catch this to catch them all."""
+
+
+class ConfigError(SaekitError, ValueError):
+    """A config value is invalid. The message names the field and the fix."""
+
+
+class CorpusError(SaekitError, ValueError):
+    """An empty or unusable text source; the message names the fix."""
+
+
+class FeatureError(SaekitError, ValueError):
+    """Bad input to a feature analysis; the message names the problem and the fix."""
+
+
+class HarvestError(SaekitError, ValueError):
+    """Activations that cannot be used (NaN/inf) or a harvest that cannot start; names the fix."""
+
+
+class HookPointError(SaekitError, ValueError):
+    """An unknown or out-of-range hook point; the message lists the valid ones."""
+
+
+class InteropError(SaekitError, ValueError):
+    """A folder in a format, architecture or setting saekit cannot read exactly; the message says why."""
+
+
+class InterventionError(SaekitError, ValueError):
+    """An edit that cannot apply (bad feature index, NaN strength, SAE from another model...); names the fix."""
+
+
+class ModelLoadError(SaekitError, ValueError):
+    """A model name, path or object that saekit cannot load; the message says what to pass instead."""
+
+
+class RemoteError(SaekitError, RuntimeError):
+    """A remote (NDIF) run could not start or failed on the server; the message says why (never the key)."""
+
+
+class CacheError(SaekitError, ValueError):
+    """A cache folder that is missing, corrupt or does not hold what was asked for."""
+
+
+class TrainingError(SaekitError, ValueError):
+    """Training cannot start or continue (bad data, mismatched checkpoint); the message names the fix."""
+
+
+class UnembedError(SaekitError, ValueError):
+    """The model's read-out could not be found; the message says what to pass instead."""
