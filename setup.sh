@@ -6,6 +6,7 @@
 # CPU build (never the multi-GB CUDA packages on a CPU-only machine).
 set -euo pipefail
 cd "$(dirname "$0")"
+SECONDS=0
 PY="${PYTHON:-python3}"
 PIP=("$PY" -m pip install --disable-pip-version-check -q)
 
@@ -37,4 +38,4 @@ if [[ "${1:-}" == "test" ]]; then
 else
   "${PIP[@]}" -e .
 fi
-echo "setup: done ($("$PY" -c 'import saekit, torch; print("saekit", saekit.__version__, "torch", torch.__version__)'))"
+echo "setup: done in ${SECONDS} s ($("$PY" -c 'import saekit, torch; print("saekit", saekit.__version__, "torch", torch.__version__)'))"

@@ -75,7 +75,11 @@ def ddp_run(tmp_path_factory):
 
 
 def test_ranks_hold_identical_saes(ddp_run):
-    """All-reduced gradients, OR-ed dead masks and averaged buffers keep the two ranks bit-identical."""
+    """All-reduced gradients, OR-ed dead masks and averaged buffers keep the two ranks bit-identical.
+
+    Bit equality across these two processes is sound (unlike the loopback server's): both ranks start from the
+    same seed, run one thread each (set in the worker) on batches of one shape, and apply the identical
+    all-reduced gradient, so every update is the same arithmetic in the same order."""
     _, (r0, r1), _ = ddp_run
     assert r0.keys() == r1.keys()
     for k in r0:
