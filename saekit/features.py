@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .errors import FeatureError
 from .data import TokenContexts, contexts
 from .feature_geometry import cooccurrence, decoder_neighbours, logit_effects
-from .harvest import keep_mask
+from .tokens import keep_mask
 from .store import ActivationCache
 
 STATS_FILE = "stats.safetensors"
@@ -342,7 +342,7 @@ class _TopK:
 
 
 def _batches_from_contexts(model, ctx: TokenContexts, hookpoint: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
-    keep_NT = keep_mask(ctx.input_ids, ctx.attention_mask, model.bos_token_id)
+    keep_NT = keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id)
     for s in range(0, len(ctx), batch_size):
         ids = ctx.input_ids[s : s + batch_size]
         acts = model.capture(ids.to(model.device), [hookpoint], attention_mask=ctx.attention_mask[s : s + batch_size].to(model.device))
@@ -437,7 +437,7 @@ def feature_stats(
         meta["model"] = model.name
         meta["documents"] = [[d.source, d.key] for d in ctx.documents]
         meta["context_doc"] = ctx.doc_index.tolist()
-        total = int(keep_mask(ctx.input_ids, ctx.attention_mask, model.bos_token_id).sum())
+        total = int(keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id).sum())
         batches = _batches_from_contexts(model, ctx, hookpoint, batch_size)
 
     count = torch.zeros(F, dtype=torch.long)

@@ -15,22 +15,9 @@ from .errors import HarvestError
 from .config import HarvestConfig
 from .data import Document, TokenContexts, contexts, corpus
 from .store import ActivationCache
+from .tokens import keep_mask
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def keep_mask(
-    input_ids: Tensor, attention_mask: Tensor, bos_token_id: int | None, drop_bos: bool = True, drop_pad: bool = True
-) -> Tensor:
-    """Bool [N, T]: positions whose activations are kept (by default: not BOS, not padding)."""
-    keep = torch.ones_like(input_ids, dtype=torch.bool)
-    if drop_pad:
-        keep &= attention_mask.bool()
-    if drop_bos:
-        keep[:, 0] = False
-        if bos_token_id is not None:
-            keep &= input_ids != bos_token_id
-    return keep
 
 
 def iter_activations(
@@ -45,7 +32,7 @@ def iter_activations(
     for h in cfg.hookpoints:
         model.resolve(h)  # raise on an unknown hook point before any forward runs
     dtype = _DTYPES[cfg.dtype]
-    keep_NT = keep_mask(ctx.input_ids, ctx.attention_mask, model.bos_token_id, cfg.drop_bos, cfg.drop_pad)
+    keep_NT = keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id, cfg.drop_bos, cfg.drop_pad)
     N, T = ctx.input_ids.shape
     device = model.device
     bar = tqdm(total=int(keep_NT.sum()), desc="harvest", unit="tok", disable=not progress)

@@ -273,10 +273,14 @@ def describe_edits(edits: Any) -> str:
 # -- compiling edits into plain tensors (what the trace, and NDIF, receive) -----------------------------
 
 
-def _check_fit(model: Any, sae: Any, hookpoint: str | None) -> str:
+def check_fit(model: Any, sae: Any, hookpoint: str | None = None) -> str:
+    """The hook point `sae` reads on `model` (default: its own `cfg.hookpoint`); raises `InterventionError`
+    naming the fix when the SAE records none, the model has no such hook point, or the widths differ."""
+    hookpoint = hookpoint or sae.cfg.hookpoint
     if hookpoint is None:
         raise InterventionError(
-            "this SAE does not record its hook point: set sae.cfg.hookpoint = 'resid_post.6' (say) before editing"
+            "this SAE does not record its hook point: pass hookpoint='resid_post.6' (say), or set "
+            "sae.cfg.hookpoint = 'resid_post.6' before editing"
         )
     try:
         model.resolve(hookpoint)
@@ -363,7 +367,7 @@ def compile_edits(model: Any, edits: Sequence[Any]) -> list[tuple[str, Any]]:
             continue
         if not isinstance(e, (Splice, Ablate, Clamp)):
             raise InterventionError(f"not an edit: {e!r}")
-        hp = _check_fit(model, e.sae, e.sae.cfg.hookpoint)
+        hp = check_fit(model, e.sae)
         key = (hp, id(e.sae))
         if key not in groups:
             groups[key] = {"sae": e.sae, "targets": {}, "error_term": None, "splice": None}
@@ -651,7 +655,7 @@ def feature_means(
     split), BOS and padding left out; for `Ablate(..., mode='mean')`. One session when remote."""
     from .data import contexts, corpus
 
-    hp = _check_fit(model, sae, sae.cfg.hookpoint)
+    hp = check_fit(model, sae)
     ctx = contexts(model, corpus() if texts is None else texts, context_len=context_len, n_tokens=n_tokens)
     batches = [
         (ctx.input_ids[s : s + batch_size], ctx.attention_mask[s : s + batch_size]) for s in range(0, len(ctx), batch_size)

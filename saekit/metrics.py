@@ -17,7 +17,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data import Document, TokenContexts, contexts, corpus
-from .harvest import keep_mask
+from .interventions import check_fit
+from .tokens import keep_mask
 
 DENSE_THRESHOLD = 0.1
 """A latent active on more than this fraction of tokens counts as dense."""
@@ -124,21 +125,13 @@ def evaluate(
     progress: bool = True,
 ) -> EvalResult:
     """Evaluate `sae` at its hook point on held-out text (default: the built-in corpus's test split)."""
-    hookpoint = hookpoint or sae.cfg.hookpoint
-    if hookpoint is None:
-        raise ValueError("this SAE does not record its hook point: pass hookpoint='resid_post.6' (say)")
-    model.resolve(hookpoint)
-    if sae.d_in != model.d_model:
-        raise ValueError(
-            f"the SAE reads width {sae.d_in} but {model.name} has d_model {model.d_model} at {hookpoint!r}: "
-            f"this SAE was trained on another model"
-        )
+    hookpoint = check_fit(model, sae, hookpoint)
     if isinstance(texts, TokenContexts):
         ctx = texts
     else:
         ctx = contexts(model, corpus(split="test") if texts is None else texts, context_len=context_len, n_tokens=n_tokens)
     device = model.device
-    bos = model.bos_token_id
+    bos = model.separator_id
     F_ = sae.n_latents
     fired_F = torch.zeros(F_, dtype=torch.long)
     sums = {"err": 0.0, "cos": 0.0, "l0": 0.0, "n": 0, "ce_clean": 0.0, "ce_spliced": 0.0, "ce_zero": 0.0, "kl": 0.0, "n_ce": 0}

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ModelLoadError, RemoteError
+from .tokens import keep_mask, separator_id
 from .hookpoints import (
     HookPoint,
     HookPointError,
@@ -314,6 +315,11 @@ class Model:
         return self.tokenizer.bos_token_id
 
     @property
+    def separator_id(self) -> int:
+        """The id that starts every context (BOS, else EOS): left out of activations and edits."""
+        return separator_id(self.tokenizer)
+
+    @property
     def pad_token_id(self) -> int:
         tok = self.tokenizer
         for cand in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id):
@@ -339,12 +345,11 @@ class Model:
     # -- tokens -------------------------------------------------------------------------------
 
     def encode_prompt(self, text: str) -> Tensor:
-        """Token ids [1, T] of `text` with BOS first (as saekit's contexts are built)."""
+        """Token ids [1, T] of `text` with the separator (BOS, else EOS) first, as saekit's contexts are built."""
         if not isinstance(text, str) or not text:
             raise ValueError(f"the prompt must be a non-empty string, got {text!r}")
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        bos = self.bos_token_id if self.bos_token_id is not None else self.tokenizer.eos_token_id
-        return torch.tensor([([bos] if bos is not None else []) + list(ids)], dtype=torch.long)
+        return torch.tensor([[self.separator_id, *ids]], dtype=torch.long)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -547,11 +552,8 @@ class Model:
         return [((hp.module_path, hp.io), ops) for hp, ops in hps]
 
     def _keep(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-        """Bool [B, T]: prompt positions edit objects act on (not BOS, not padding)."""
-        keep = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool().clone()
-        if self.bos_token_id is not None:
-            keep &= input_ids != self.bos_token_id
-        return keep.cpu()
+        """Bool [B, T]: prompt positions edit objects act on (the one keep rule: not the separator, not padding)."""
+        return keep_mask(input_ids, attention_mask, self.separator_id).cpu()
 
     def _backend_kwargs(self) -> dict[str, Any]:
         if not self.remote:

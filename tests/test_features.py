@@ -16,7 +16,7 @@ from saekit.feature_search import (
     prompt_activations,
 )
 from saekit.features import FeatureError, FeatureStats, cooccurrence, decoder_neighbours, feature_stats, logit_effects
-from saekit.harvest import keep_mask
+from saekit.tokens import keep_mask
 from saekit.unembed import unembedding
 from tiny import tiny_model
 
@@ -54,7 +54,7 @@ def brute_latents(model, sae, ctx):
     x = model.capture(ctx.input_ids, [sae.cfg.hookpoint], ctx.attention_mask)[sae.cfg.hookpoint]
     with torch.no_grad():
         z = sae.encode(x).float().clone()
-    keep = keep_mask(ctx.input_ids, ctx.attention_mask, model.bos_token_id)
+    keep = keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id)
     z[~keep] = 0
     return z, keep
 

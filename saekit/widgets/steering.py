@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import traitlets
 
-from ..interventions import Clamp, Generation, InterventionError, Steer, _check_sae, _features, generate
+from ..interventions import Clamp, Generation, InterventionError, Steer, _check_sae, _features, check_fit, generate
 from .base import SaeWidget
 
 MODES = ("steer", "clamp")
@@ -44,11 +44,10 @@ def check_model_sae(model: Any, sae: Any, who: str) -> None:
     if not (hasattr(model, "tokenizer") and hasattr(model, "encode_prompt") and hasattr(model, "generate")):
         raise TypeError(f"{who} needs a saekit model (saekit.load_model(...)), got {type(model).__name__}")
     _check_sae(sae, who)
-    if sae.d_in != model.d_model:
-        raise InterventionError(
-            f"{who}: the SAE reads width {sae.d_in} but {model.name} has d_model {model.d_model}: "
-            f"this SAE was trained on another model"
-        )
+    try:
+        check_fit(model, sae)
+    except InterventionError as e:
+        raise InterventionError(f"{who}: {e}") from None
 
 
 class _FeaturePicker:
