@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
+
+from . import durable
 from .errors import CacheError
 
 MANIFEST = "manifest.json"
@@ -34,12 +34,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 @dataclass
 class ActivationCache:
     """Harvested activations: in RAM (`tensors`) or in a folder of shards (`path`)."""
@@ -50,6 +44,8 @@ class ActivationCache:
     info: dict[str, Any] = field(default_factory=dict)
     shards: list[dict[str, Any]] = field(default_factory=list)
     tensors: dict[str, Tensor] = field(default_factory=dict)
+    _verified: set[int] = field(default_factory=set, repr=False, compare=False)
+    """Shards whose checksum was checked since this object was made (each is hashed once, on first read)."""
 
     # -- building -------------------------------------------------------------------------------
 
@@ -66,10 +62,17 @@ class ActivationCache:
         path = Path(path)
         if not (path / MANIFEST).exists():
             raise CacheError(f"{path} is not an activation cache (no {MANIFEST}); create one with saekit.harvest(..., out=path)")
-        m = json.loads((path / MANIFEST).read_text())
-        if m.get("format") != FORMAT_VERSION:
-            raise CacheError(f"{path}: cache format {m.get('format')!r} is not {FORMAT_VERSION}; harvest again")
-        return cls(m["hookpoints"], m["d"], path, m["info"], m["shards"])
+        try:
+            m = json.loads((path / MANIFEST).read_text())
+            if m.get("format") != FORMAT_VERSION:
+                raise CacheError(f"{path}: cache format {m.get('format')!r} is not {FORMAT_VERSION}; harvest again")
+            return cls(m["hookpoints"], m["d"], path, m["info"], m["shards"])
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            if isinstance(e, CacheError):
+                raise
+            raise CacheError(
+                f"{path / MANIFEST} is damaged ({type(e).__name__}: {e}); delete the folder and harvest again"
+            ) from None
 
     def append(self, acts: dict[str, Tensor], meta: dict[str, Tensor], contexts_done: int) -> None:
         """Add rows; on disk each call writes one finished shard and then the manifest."""
@@ -83,15 +86,16 @@ class ActivationCache:
             self.info["contexts_done"] = contexts_done
             return
         name = f"shard_{len(self.shards):05d}.safetensors"
-        tensors = {k: v.contiguous() for k, v in {**acts, **meta}.items()}
-        save_file(tensors, str(self.path / name))
-        self.shards.append({"file": name, "rows": n, "sha256": _sha256(self.path / name)})
+        first = int(self.info.get("contexts_done", 0))
+        durable.save_tensors({**acts, **meta}, self.path / name)
+        self._verified.add(len(self.shards))  # just written and hashed from the file itself
+        self.shards.append({"file": name, "rows": n, "sha256": _sha256(self.path / name), "contexts": [first, contexts_done]})
         self._write_manifest(contexts_done)
 
     def _write_manifest(self, contexts_done: int) -> None:
         assert self.path is not None
         self.info["contexts_done"] = contexts_done
-        _write_json_atomic(
+        durable.write_json(
             {"format": FORMAT_VERSION, "hookpoints": self.hookpoints, "d": self.d, "info": self.info, "shards": self.shards},
             self.path / MANIFEST,
         )
@@ -122,8 +126,30 @@ class ActivationCache:
         if self.path is None:
             start = sum(s["rows"] for s in self.shards[:i])
             return self.tensors[key][start : start + self.shards[i]["rows"]]
-        with safe_open(str(self.path / self.shards[i]["file"]), framework="pt") as f:
-            return f.get_tensor(key)
+        self._verify_shard(i)
+        file = self.path / self.shards[i]["file"]
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                return f.get_tensor(key)
+        except (SafetensorError, OSError) as e:
+            raise CacheError(f"{file} is unreadable ({e}); {self._fix(i)}") from None
+
+    def _fix(self, i: int) -> str:
+        return (
+            f"delete {self.shards[i]['file']} and rerun the same saekit.harvest(..., out={str(self.path)!r}) "
+            f"(or `saekit harvest --out ...`): only the missing shard is harvested again"
+        )
+
+    def _verify_shard(self, i: int) -> None:
+        """Check shard `i`'s checksum the first time it is read (a streaming hash, cheap next to training)."""
+        if i in self._verified or self.path is None:
+            return
+        file = self.path / self.shards[i]["file"]
+        if not file.exists():
+            raise CacheError(f"{file} is missing; {self._fix(i)}")
+        if _sha256(file) != self.shards[i]["sha256"]:
+            raise CacheError(f"{file} is corrupt (its checksum differs from the manifest's); {self._fix(i)}")
+        self._verified.add(i)
 
     def load(self, hookpoint: str | None = None, dtype: torch.dtype | None = None) -> Tensor:
         """All rows of one hook point (or of 'token_ids' / 'context_index' / 'position') as one tensor."""
@@ -135,12 +161,21 @@ class ActivationCache:
         return t.to(dtype) if dtype is not None else t
 
     def verify(self) -> None:
-        """Recompute every shard's checksum; raise CacheError on a mismatch."""
-        if self.path is None:
-            return
-        for s in self.shards:
-            if _sha256(self.path / s["file"]) != s["sha256"]:
-                raise CacheError(f"{self.path / s['file']} is corrupt (checksum mismatch); delete it and harvest again")
+        """Recompute every shard's checksum now (even those already checked); raise CacheError on a mismatch."""
+        self._verified.clear()
+        for i in range(len(self.shards)):
+            self._verify_shard(i)
+
+    def bad_shards(self) -> list[int]:
+        """Indices of shards that are missing or whose checksum differs from the manifest's."""
+        bad = []
+        for i in range(len(self.shards)):
+            try:
+                self._verified.discard(i)
+                self._verify_shard(i)
+            except CacheError:
+                bad.append(i)
+        return bad
 
     def batches(
         self,

@@ -1,0 +1,82 @@
+"""Durable file writes: a finished file is either there whole or not at all, also after a kill or power loss.
+
+Every write goes to a temporary name in the same folder, is flushed and fsync-ed, renamed over the target,
+and the folder is fsync-ed so the rename itself survives a power cut. Folders are removed by renaming them
+out of the way first, so a kill mid-delete never leaves a half-deleted folder under the real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+from torch import Tensor
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename or creation inside `folder` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def replace(src: str | Path, dst: str | Path) -> None:
+    """Rename `src` over `dst` (both in one folder) and make the rename durable."""
+    os.replace(src, dst)
+    fsync_dir(Path(dst).parent)
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = _tmp(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    replace(tmp, path)
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def save_tensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors.save_file, durably: the file appears whole under `path` or not at all."""
+    path = Path(path)
+    tmp = _tmp(path)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    fsync_file(tmp)
+    replace(tmp, path)
+
+
+def remove_tree(path: str | Path) -> None:
+    """Delete a folder so that a kill at any moment leaves it either whole (under its name) or gone."""
+    path = Path(path)
+    if not path.exists():
+        return
+    doomed = path.with_name(f".{path.name}.deleting-{os.getpid()}")
+    if doomed.exists():
+        shutil.rmtree(doomed)
+    os.replace(path, doomed)
+    fsync_dir(path.parent)
+    shutil.rmtree(doomed, ignore_errors=True)
