@@ -166,11 +166,17 @@ def corpus(
 
 
 def text_documents(texts: Iterable[str | os.PathLike], source: str = "user") -> list[Document]:
-    """Users' own text: strings, or paths of text files."""
+    """Users' own text: each `str` is text itself, each `Path` (any `os.PathLike`) a UTF-8 text file to read.
+
+    A string is never probed as a file name (a long line or one that happens to name a file stays text);
+    pass `pathlib.Path("notes.txt")` to read a file.
+    """
     docs = []
     for i, t in enumerate(texts):
-        if isinstance(t, os.PathLike) or (isinstance(t, str) and len(t) < 4096 and "\n" not in t and Path(t).is_file()):
+        if isinstance(t, os.PathLike):
             p = Path(t)
+            if not p.is_file():
+                raise CorpusError(f"text #{i} is the path {str(p)!r}, which is not a readable file; pass its text as a str")
             docs.append(Document(p.read_text(encoding="utf-8", errors="replace"), source, str(p)))
         elif isinstance(t, str):
             docs.append(Document(t, source, str(i)))

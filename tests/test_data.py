@@ -100,3 +100,14 @@ def test_hf_datasets_streaming_code_path(monkeypatch):
     assert [d.text for d in docs] == ["first row", "second row"] and docs[0].source == "hf:some/dataset"
     with pytest.raises(CorpusError, match="no field 'body'"):
         list(data.hf_documents("some/dataset", text_field="body"))
+
+
+def test_strings_are_text_and_paths_are_files(tmp_path):
+    """A str is never probed as a file name: a 300-byte line stays text, a str naming a file stays text."""
+    p = tmp_path / "notes.txt"
+    p.write_text("the file's own words")
+    long_line = "word " * 100  # 500 bytes on one line: probing it as a path would raise 'File name too long'
+    docs = data.text_documents([long_line, str(p), p])
+    assert [d.text for d in docs] == [long_line, str(p), "the file's own words"]
+    with pytest.raises(data.CorpusError, match="not a readable file"):
+        data.text_documents([tmp_path / "missing.txt"])
