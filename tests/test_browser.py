@@ -161,3 +161,23 @@ def test_exported_html_renders_offline(browser, tmp_path):
         page.close()
     assert all(u.startswith(("file:", "blob:", "data:")) for u in requests), requests
     context.close()
+
+
+def test_exported_csp_blocks_markup_that_slipped_into_the_page(browser, tmp_path):
+    """The CSP is a backstop: an inline script or handler injected into an exported page never runs,
+    while the page's own (hash-allowed) runtime still renders the widget."""
+    from saekit.widgets import FeatureDashboard
+    from test_features import make_tiny_stats
+
+    _, _, _, stats = make_tiny_stats()
+    path = FeatureDashboard(stats, feature=0).to_html(tmp_path / "dash.html")
+    page_html = path.read_text(encoding="utf-8")
+    injected = '<script>window.__pwned = 1</script><img src="data:," onerror="window.__pwned = 2"><form action="data:,"></form>'
+    path.write_text(page_html.replace("</body>", injected + "</body>"), encoding="utf-8")
+    context = browser.new_context(offline=True)
+    page = context.new_page()
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-saekit-ready]", timeout=15_000)
+    assert page.locator(".sk-title").inner_text() == "Feature 0"
+    assert page.evaluate("() => window.__pwned === undefined")
+    context.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 
@@ -155,6 +157,14 @@ def test_to_html_is_standalone_and_escaped(tiny, tmp_path, which):
     path = w.to_html(tmp_path / f"{which}.html")
     page = path.read_text(encoding="utf-8")
     assert "default-src 'none'" in page
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
+    script_src = re.search(r"script-src ([^;]+)", csp).group(1).split()
+    assert "'unsafe-inline'" not in script_src and "'unsafe-eval'" not in script_src
+    assert "base-uri 'none'" in csp and "form-action 'none'" in csp
+    # the one executable inline script is allowed by its hash, and only it
+    (runtime,) = re.findall(r'<script type="module">(.*?)</script>', page, re.S)
+    digest = base64.b64encode(hashlib.sha256(runtime.encode("utf-8")).digest()).decode()
+    assert [s for s in script_src if s.startswith("'sha256-")] == [f"'sha256-{digest}'"]
     urls = set(re.findall(r"""https?://[^\s"'\\)<>]+""", page))
     assert urls <= ALLOWED_URLS, urls
     assert not re.search(r"""\b(src|href)\s*=\s*["']?(https?:)?//""", page)

@@ -29,6 +29,7 @@ and `&` so no string can close the `<script>` that carries the state.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 from pathlib import Path
@@ -164,20 +165,34 @@ def export_html(
     }
     css = "\n".join(dict.fromkeys(asset(w._asset_css).read_text(encoding="utf-8") for w in widgets))
     css = css.replace("</", "<\\/")  # CSS is ours, but never let it close the <style> element
-    runtime = asset("static.js").read_text(encoding="utf-8")
-    csp = "default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; img-src data:"
+    runtime = "\n" + asset("static.js").read_text(encoding="utf-8") + "\n"  # ours; holds no "</"
+    csp = static_page_csp(runtime)
     page = (
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{csp}\">\n"
         f"<title>{html.escape(title)}</title>\n<style>\n{STATIC_PAGE_CSS}\n{css}\n</style>\n</head>\n<body>\n"
         + "".join(f"<div class=\"saekit-static\" id=\"saekit-widget-{i}\"></div>\n" for i in range(len(widgets)))
         + f"<script type=\"application/json\" id=\"saekit-state\">{embed_json(payload)}</script>\n"
-        + f"<script type=\"module\">\n{runtime}\n</script>\n</body>\n</html>\n"
+        + f"<script type=\"module\">{runtime}</script>\n</body>\n</html>\n"
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def static_page_csp(runtime: str) -> str:
+    """The exported page's Content-Security-Policy: nothing from the network, and only our own runtime runs.
+
+    The one inline script is allowed by its SHA-256 hash (no 'unsafe-inline'), so markup that ever slipped
+    into the page could not run script; the widgets' modules load from `blob:` URLs that only the runtime
+    creates. No `<base>` and no form submission either.
+    """
+    digest = base64.b64encode(hashlib.sha256(runtime.encode("utf-8")).digest()).decode()
+    return (
+        f"default-src 'none'; script-src 'sha256-{digest}' blob:; style-src 'unsafe-inline'; img-src data:; "
+        "base-uri 'none'; form-action 'none'"
+    )
 
 
 STATIC_PAGE_CSS = """body { margin: 16px; font-family: system-ui, sans-serif; background: #fff; color: #222; }
