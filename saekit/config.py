@@ -1,9 +1,16 @@
-"""Dataclass configs. Every field has a docstring; `__post_init__` validates and never rewrites."""
+"""Dataclass configs. Every field has a docstring; `__post_init__` validates and never rewrites.
+
+The docstrings are read by `field_docs`, which is how the command line's `--help` says what these say.
+"""
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import json
-from dataclasses import asdict, dataclass, fields
+import textwrap
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any
 from .errors import ConfigError
 
@@ -292,10 +299,39 @@ class HarvestConfig:
         _check(self.dtype in ("float32", "bfloat16"), f"HarvestConfig.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
 
 
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass, whitespace collapsed: {field name: text}.
+
+    Read from the class source with `ast` (a string literal right after the field's annotated
+    assignment), including the fields of dataclass bases. Fields without one are left out; so is
+    everything when the source is not available.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not is_dataclass(klass) or klass is object:
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
+    return docs
+
+
 def dump_json(obj: Any, path: Any) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
 
 
-__all__ = ["ConfigError", "SaeConfig", "TrainConfig", "HarvestConfig", "dump_json"]
+__all__ = ["ConfigError", "SaeConfig", "TrainConfig", "HarvestConfig", "dump_json", "field_docs"]

@@ -113,7 +113,9 @@ class ActivationCache:
         where = str(self.path) if self.path else "in memory"
         return f"ActivationCache({self.hookpoints}, n_tokens={self.n_tokens}, {where})"
 
-    def _check_hookpoint(self, hookpoint: str | None) -> str:
+    def check_hookpoint(self, hookpoint: str | None = None) -> str:
+        """The hook point to read: `hookpoint` when this cache holds it (or names a META_KEYS entry), the cache's
+        only hook point when None; raises CacheError naming what the cache holds otherwise."""
         if hookpoint is None:
             if len(self.hookpoints) != 1:
                 raise CacheError(f"this cache holds {self.hookpoints}: name the hook point to read")
@@ -153,7 +155,7 @@ class ActivationCache:
 
     def load(self, hookpoint: str | None = None, dtype: torch.dtype | None = None) -> Tensor:
         """All rows of one hook point (or of 'token_ids' / 'context_index' / 'position') as one tensor."""
-        key = self._check_hookpoint(hookpoint)
+        key = self.check_hookpoint(hookpoint)
         if self.path is None:
             t = self.tensors[key]
         else:
@@ -199,7 +201,7 @@ class ActivationCache:
         ([batch_size // world_size, D]): data-parallel ranks read disjoint parts of the same global batch.
         """
         many = isinstance(hookpoint, (list, tuple))
-        keys = [self._check_hookpoint(h) for h in hookpoint] if many else [self._check_hookpoint(hookpoint)]
+        keys = [self.check_hookpoint(h) for h in hookpoint] if many else [self.check_hookpoint(hookpoint)]
         if not 0 <= rank < world_size or batch_size % world_size:
             raise CacheError(
                 f"rank {rank} of world_size {world_size} with batch_size {batch_size}: the batch must split evenly "

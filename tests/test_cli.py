@@ -124,3 +124,122 @@ def test_train_other_architectures_from_the_cli(model_dir, tmp_path, extra, arch
 def test_architecture_specific_errors_name_the_fix(capsys):
     assert main(["train", "--architecture", "jumprelu"]) == 2
     assert "target_l0" in capsys.readouterr().err
+
+
+# -- the configs are the source of truth of the train and harvest options ---------------------------
+
+
+def _subparser(name: str):
+    parser = build_parser()
+    return next(a for a in parser._actions if a.dest == "command").choices[name]
+
+
+@pytest.mark.parametrize("command", ["train", "harvest"])
+def test_every_config_field_is_an_option_with_the_librarys_default_and_docstring(command):
+    """Drift fails here: each field's option has the dataclass default (or a documented CLI default) and its docstring."""
+    from dataclasses import fields
+
+    from saekit import cli
+    from saekit.config import field_docs
+
+    sections = {"train": cli.TRAIN, "harvest": cli.HARVEST}[command]
+    by_dest = {a.dest: a for a in _subparser(command)._actions}
+    for section in sections:
+        cls = section.cls
+        docs = field_docs(cls)
+        for f in fields(cls):
+            if f.name in section.derived:
+                assert section.derived[f.name] and section.dest(f.name) not in by_dest, f"{cls.__name__}.{f.name}"
+                continue
+            action = by_dest[section.dest(f.name)]
+            assert "--" + section.dest(f.name).replace("_", "-") in action.option_strings
+            lib_default = cli.field_default(cls, f.name)
+            default, why = cli.CLI_DEFAULTS.get((cls, f.name), (lib_default, None))
+            assert action.default == default, f"{cls.__name__}.{f.name}"
+            assert docs[f.name].replace("%", "%%") in action.help, f"{cls.__name__}.{f.name}"
+            if why is not None:  # a CLI default says so in --help, with the library's
+                assert why in action.help and cli._show(lib_default) in action.help
+    assert {s.cls.__name__: set(s.derived) for s in sections} == {
+        "train": {"SaeConfig": {"d_in", "model_name"}, "TrainConfig": set(), "HarvestConfig": {"hookpoints"}},
+        "harvest": {"HarvestConfig": set()},
+    }[command]
+
+
+def test_every_config_field_has_a_docstring():
+    """The house style, and what --help is built from."""
+    from dataclasses import fields
+
+    from saekit.config import HarvestConfig, SaeConfig, TrainConfig, field_docs
+
+    for cls in (SaeConfig, TrainConfig, HarvestConfig):
+        assert set(field_docs(cls)) == {f.name for f in fields(cls)}, cls.__name__
+        assert all(field_docs(cls).values()), cls.__name__
+
+
+def test_default_options_build_the_librarys_configs():
+    """With no options, train and harvest build the dataclasses' defaults, except the documented CLI defaults."""
+    from dataclasses import replace
+
+    from saekit import cli
+    from saekit.config import HarvestConfig, SaeConfig, TrainConfig
+
+    args = build_parser().parse_args(["train"])
+    sae_kw, train_kw, harvest_kw = (cli.config_kwargs(args, s) for s in cli.TRAIN)
+    assert SaeConfig(d_in=8, **sae_kw) == SaeConfig(d_in=8)
+    assert TrainConfig(**train_kw) == replace(TrainConfig(), checkpoint_every=cli.CLI_DEFAULTS[(TrainConfig, "checkpoint_every")][0])
+    assert HarvestConfig(hookpoints=("h",), **harvest_kw) == HarvestConfig(hookpoints=("h",))
+    (h_kw,) = (cli.config_kwargs(build_parser().parse_args(["harvest", "--out", "x"]), s) for s in cli.HARVEST)
+    assert HarvestConfig(**{**h_kw, "hookpoints": ("h",)}) == HarvestConfig(hookpoints=("h",)) and h_kw["hookpoints"] is None
+
+
+def test_options_reach_the_configs_under_old_and_new_names():
+    """Old names stay aliases (--latents, --prefixes, --hookpoint); tuples, booleans and clashing names parse."""
+    from saekit import cli
+
+    args = build_parser().parse_args(
+        ["train", "--latents", "64", "--prefixes", "16", "32", "--no-normalize", "--harvest-batch-size", "8",
+         "--batch-size", "256", "--dtype", "bfloat16", "--harvest-dtype", "float32"]
+    )
+    sae_kw, train_kw, harvest_kw = (cli.config_kwargs(args, s) for s in cli.TRAIN)
+    assert sae_kw["n_latents"] == 64 and sae_kw["matryoshka_prefixes"] == (16, 32) and sae_kw["dtype"] == "bfloat16"
+    assert train_kw["normalize"] is False and train_kw["batch_size"] == 256
+    assert harvest_kw["batch_size"] == 8 and harvest_kw["dtype"] == "float32"
+    args = build_parser().parse_args(["train", "--n-latents", "32", "--matryoshka-prefixes", "8"])
+    assert (args.n_latents, args.matryoshka_prefixes) == (32, [8])
+    args = build_parser().parse_args(["harvest", "--out", "x", "--hookpoint", "resid_post.0", "mlp_out.1"])
+    assert cli.config_kwargs(args, cli.HARVEST[0])["hookpoints"] == ("resid_post.0", "mlp_out.1")
+
+
+def test_train_help_lists_every_architecture_of_the_registry(capsys):
+    """--architecture's choices are the SAE registry, including an architecture registered after import."""
+    from saekit import Sae
+
+    class _ToySae(Sae, architecture="toy_registered_in_a_test"):
+        pass
+
+    try:
+        with pytest.raises(SystemExit):
+            main(["train", "--help"])
+        out = capsys.readouterr().out
+        action = next(a for a in _subparser("train")._actions if a.dest == "architecture")
+    finally:
+        del Sae.registry["toy_registered_in_a_test"]
+    assert set(action.choices) == set(Sae.registry) | {"toy_registered_in_a_test"}
+    for name in action.choices:
+        assert name in out
+
+
+def test_a_field_type_the_cli_cannot_take_is_named():
+    """A new config field of an unsupported type fails when the parser is built, naming the field."""
+    import argparse
+    from dataclasses import dataclass
+
+    from saekit import cli
+
+    @dataclass
+    class Odd:
+        mapping: dict[str, int] | None = None
+        """A mapping."""
+
+    with pytest.raises(TypeError, match="Odd.mapping"):
+        cli.add_config_options(argparse.ArgumentParser(), cli.Section(Odd))

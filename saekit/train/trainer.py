@@ -1,6 +1,5 @@
-"""The training loop: Adam with warmup and linear decay, a token budget, dead-latent tracking,
-input normalisation folded into the saved weights, exact resume, several SAEs per data pass, and
-data-parallel training with torch.distributed.
+"""The training loop and the step: Adam with warmup and linear decay, a token budget, dead-latent
+tracking, input normalisation folded into the saved weights, several SAEs per data pass.
 
     trainer = Trainer(Sae(SaeConfig(d_in=640, n_latents=4096, k=32)), TrainConfig(tokens=300_000))
     trainer.fit(cache)            # an ActivationCache (read many times), a ShuffleBuffer or any iterable of [B, D] batches
@@ -11,15 +10,15 @@ the full objective; `before_optimizer_step` / `after_optimizer_step` impose cons
 unit-norm decoder rows; `on_step` may resample latents). Transcoders (SaeConfig.target_hookpoint)
 get their target hook point from the same cache rows as their input.
 
-Exact resume: `checkpoint(path)` stores weights, Adam moments, the step (which is the schedule and
-the data position: the cache's batch order is a pure function of seed and batch index), dead
-counters, the density window, history and RNG states (torch's global one and the trainer's own
-generator for hooks). `Trainer.resume(path).fit(same data)` continues the run as if never stopped.
-Streams (iterables) are resumed by skipping the batches already used, which replays them exactly when
-the stream is deterministic (a ShuffleBuffer rebuilt with the same chunks and seed is).
+Exact resume (`checkpoint.py`): `checkpoint(path)` stores weights, Adam moments, the step (which is the
+schedule and the data position), dead counters, the density window, history and RNG states (torch's
+global one and the trainer's own generator for hooks); `Trainer.resume(path).fit(same data)` continues
+the run as if never stopped. Streams (iterables) are resumed by skipping the batches already used, which
+replays them exactly when the stream is deterministic (a ShuffleBuffer rebuilt with the same chunks and
+seed is).
 
-Data parallel: under `torchrun --nproc_per_node N` (or any initialised default process group) every
-rank reads its own contiguous 1/N of each global batch, gradients are averaged with all_reduce
+Data parallel (`distributed.py`): under `torchrun --nproc_per_node N` (or any initialised default
+process group) every rank reads its own contiguous 1/N of each global batch, gradients are averaged
 before each step (the sparse kernels' gradients are ordinary dense tensors by then), the dead-latent
 masks are OR-ed and floating buffers (BatchTopK's threshold) averaged, so all ranks hold identical
 SAEs. Per-rank losses normalise by the rank's own variance (as sparsify does), so N ranks match one
@@ -29,53 +28,27 @@ process up to that batch-statistics difference. Only rank 0 writes checkpoints a
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
-import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .errors import TrainingError
-from .config import ConfigError, SaeConfig, TrainConfig, dump_json
-from .metrics import density_histogram
-from .saes import Sae
-from .store import ActivationCache
+from ..config import ConfigError, SaeConfig, TrainConfig
+from ..errors import TrainingError
+from ..metrics import density_histogram
+from ..saes import Sae, SaeOutput
+from ..store import ActivationCache
+from . import distributed as dd
+from .checkpoint import resume_trainer, write_checkpoint
 
-STATE_JSON = "trainer_state.json"
-STATE_TENSORS = "trainer_state.safetensors"
 SAMPLE_ROWS = 32_768
+"""Rows of the data used to estimate the normalisation scale and to initialise the SAEs."""
 INPUT = "x"
 """Key of the input hook point in a trainer batch when the data does not name it (tensors, streams)."""
-
-
-def world() -> tuple[int, int]:
-    """(rank, world_size) of the default process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed() -> tuple[int, int]:
-    """Join the process group torchrun describes in the environment (no-op outside torchrun)."""
-    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return world()
-
-
-def pick_device(name: str | None) -> torch.device:
-    if name is not None:
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
 
 
 def lr_factor(step: int, steps: int, warmup: int, decay_start: float) -> float:
@@ -101,6 +74,14 @@ def fire_counts(acts: Tensor, indices: Tensor, n_latents: int) -> Tensor:
     if indices.numel() == 0:
         return (acts > 0).sum(0)
     return torch.bincount(indices[acts > 0], minlength=n_latents)
+
+
+def _check_finite(x: Tensor, what: str) -> None:
+    if not torch.isfinite(x).all():
+        raise TrainingError(
+            f"{what} contains NaN or inf: the activations are corrupt or overflowed; "
+            f"harvest again in float32 (HarvestConfig(dtype='float32'))"
+        )
 
 
 class _Slot:
@@ -146,13 +127,13 @@ class Trainer:
         d_ins = {s.d_in for s in saes}
         if len(d_ins) != 1:
             raise TrainingError(f"SAEs trained together must read the same width; got d_in {sorted(d_ins)}")
-        self.rank, self.world_size = init_distributed()
+        self.rank, self.world_size = dd.init_distributed()
         if self.cfg.batch_size % self.world_size:
             raise TrainingError(
                 f"batch_size={self.cfg.batch_size} does not split across {self.world_size} ranks: "
                 f"choose a batch_size divisible by {self.world_size}"
             )
-        self.device = pick_device(self.cfg.device)
+        self.device = dd.pick_device(self.cfg.device)
         for s in saes:
             s.to(self.device)
             s.train()
@@ -186,7 +167,7 @@ class Trainer:
         """[input key, target keys...]: the hook points one trainer batch holds."""
         targets = sorted({t for t in (s.target for s in self.slots) if t is not None})
         if isinstance(data, ActivationCache):
-            key = data._check_hookpoint(hookpoint)
+            key = data.check_hookpoint(hookpoint)
             missing = [t for t in targets if t not in data.hookpoints]
             if missing:
                 raise TrainingError(
@@ -198,6 +179,7 @@ class Trainer:
         return [key] + [t for t in targets if t != key]
 
     def _batches(self, data, keys: list[str]) -> Iterator[dict[str, Tensor]]:
+        """This rank's part of each global batch, from `self.step` on, as {hook point: [B / world, D]}."""
         bs = self.cfg.batch_size
         if isinstance(data, Tensor):
             data = ActivationCache([keys[0]], {keys[0]: data.shape[-1]}, tensors={keys[0]: data}, shards=[{"rows": data.shape[0]}])
@@ -278,8 +260,9 @@ class Trainer:
         return self
 
     def _initialise(self, sample: dict[str, Tensor]) -> None:
+        """Normalisation scales from a data sample (rank 0's for all), then each SAE's data-dependent init."""
         for k, v in sample.items():
-            self._check_finite(v, f"the activation sample of {k!r}")
+            _check_finite(v, f"the activation sample of {k!r}")
         x = sample[self.input_key]
         if x.shape[-1] != self.sae.d_in:
             raise TrainingError(
@@ -287,89 +270,74 @@ class Trainer:
                 f"set SaeConfig.d_in={x.shape[-1]} or pass the matching hook point"
             )
         self.scales = {k: (input_scale(v) if self.cfg.normalize else 1.0) for k, v in sample.items()}
-        self._broadcast_scales()
+        self.scales = dd.broadcast_floats(self.scales, self.device)
         for slot in self.slots:
             x_ND = x * self.scales[self.input_key]
             y_ND = sample[slot.target] * self.scales[slot.target] if slot.target is not None else None
             slot.sae.init_from_data(x_ND, y_ND)
-            self._broadcast_params(slot.sae)
+            dd.broadcast_module_(slot.sae)
         self.initialised = True
 
     def _train_step(self, batch: dict[str, Tensor], t0: float, tok0: int, bar) -> None:
+        """One optimiser step of every SAE on one batch, then the history entry every log_every steps."""
         cfg = self.cfg
         for k, v in batch.items():
-            self._check_finite(v, f"batch {self.step} of {k!r}")
+            _check_finite(v, f"batch {self.step} of {k!r}")
         batch = {k: v.to(self.device, non_blocking=True).float() * self.scales[k] for k, v in batch.items()}
-        x = batch[self.input_key]
-        steps = cfg.steps
-        progress_frac = self.step / steps
-        factor = lr_factor(self.step, steps, cfg.warmup_steps, cfg.decay_start)
-        record = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == steps
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        factor = lr_factor(self.step, cfg.steps, cfg.warmup_steps, cfg.decay_start)
+        record = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.steps
         logs = []
         for slot in self.slots:
-            sae = slot.sae
-            dead_F = slot.tokens_since_fired >= cfg.dead_after
-            kwargs = {"target_BD": batch[slot.target]} if slot.target is not None else {}
-            with autocast:
-                out = sae(x, dead_mask=dead_F, progress=progress_frac, **kwargs)
-            slot.opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            self._all_reduce_grads(sae)
-            sae.before_optimizer_step()
-            if cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.max_grad_norm)
-            for g in slot.opt.param_groups:
-                g["lr"] = slot.lr * factor
-            slot.opt.step()
-            sae.after_optimizer_step()
-            fired_F = self._any_rank(out.fired)
-            self._average_buffers(sae)
-            slot.tokens_since_fired += cfg.batch_size
-            slot.tokens_since_fired[fired_F] = 0
-            slot.window_fires += fire_counts(out.acts.detach(), out.indices, sae.n_latents)
-            slot.window_tokens += x.shape[0]
-            rows = sae.on_step(self.step + 1, x, slot.tokens_since_fired >= cfg.dead_after, self.generator)
-            if rows is not None and rows.numel():
-                self._broadcast_params(sae)
-                slot.reset_optimizer_rows(rows)
-                slot.tokens_since_fired[rows] = 0
+            out = self._optimise(slot, batch, factor)
+            self._track(slot, out, batch[self.input_key])
             if record:
                 logs.append(self._metrics(slot, out))
         self.step += 1
         bar.update()
         if record:
-            elapsed = time.perf_counter() - t0
-            entry = {
-                "step": self.step,
-                "tokens": self.step * cfg.batch_size,
-                "lr": self.slots[0].lr * factor,
-                "tokens_per_s": (self.step * cfg.batch_size - tok0) / max(elapsed, 1e-9),
-                "saes": logs,
-            }
-            self.history.append(entry)
-            bar.set_postfix(fvu=f"{logs[0]['fvu']:.3f}", l0=f"{logs[0]['l0']:.1f}", dead=f"{logs[0]['dead_fraction']:.2f}")
-            if self.rank == 0:
-                for cb in self.callbacks:
-                    cb(entry)
+            self._log(logs, factor, t0, tok0, bar)
 
-    @staticmethod
-    def _check_finite(x: Tensor, what: str) -> None:
-        if not torch.isfinite(x).all():
-            raise TrainingError(
-                f"{what} contains NaN or inf: the activations are corrupt or overflowed; "
-                f"harvest again in float32 (HarvestConfig(dtype='float32'))"
-            )
+    def _optimise(self, slot: _Slot, batch: dict[str, Tensor], factor: float) -> SaeOutput:
+        """Forward, backward (gradients averaged over ranks), the SAE's constraints and Adam's step at lr * factor."""
+        sae, cfg = slot.sae, self.cfg
+        dead_F = slot.tokens_since_fired >= cfg.dead_after
+        kwargs = {"target_BD": batch[slot.target]} if slot.target is not None else {}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            out = sae(batch[self.input_key], dead_mask=dead_F, progress=self.step / cfg.steps, **kwargs)
+        slot.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        dd.average_gradients_(sae)
+        sae.before_optimizer_step()
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.max_grad_norm)
+        for g in slot.opt.param_groups:
+            g["lr"] = slot.lr * factor
+        slot.opt.step()
+        sae.after_optimizer_step()
+        return out
 
-    def _metrics(self, slot: _Slot, out) -> dict[str, Any]:
+    def _track(self, slot: _Slot, out: SaeOutput, x: Tensor) -> None:
+        """Dead-latent counters (OR over ranks), buffers averaged over ranks, the density window, resampling."""
+        sae, cfg = slot.sae, self.cfg
+        fired_F = dd.any_rank(out.fired)
+        dd.average_float_buffers_(sae)
+        slot.tokens_since_fired += cfg.batch_size
+        slot.tokens_since_fired[fired_F] = 0
+        slot.window_fires += fire_counts(out.acts.detach(), out.indices, sae.n_latents)
+        slot.window_tokens += x.shape[0]
+        rows = sae.on_step(self.step + 1, x, slot.tokens_since_fired >= cfg.dead_after, self.generator)
+        if rows is not None and rows.numel():
+            dd.broadcast_module_(sae)
+            slot.reset_optimizer_rows(rows)
+            slot.tokens_since_fired[rows] = 0
+
+    def _metrics(self, slot: _Slot, out: SaeOutput) -> dict[str, Any]:
         """Plain numbers for one SAE: averaged over ranks; the density window is summed and then reset."""
         scalars = torch.stack([out.loss.detach(), out.fvu.detach(), out.aux_loss.detach(), out.l0.detach()]).float()
         fires, tokens = slot.window_fires.clone(), torch.tensor([slot.window_tokens], device=self.device)
-        if self.world_size > 1:
-            dist.all_reduce(scalars)
-            scalars /= self.world_size
-            dist.all_reduce(fires)
-            dist.all_reduce(tokens)
+        dd.mean_over_ranks_(scalars)
+        dd.sum_over_ranks_(fires)
+        dd.sum_over_ranks_(tokens)
         loss, fvu_, aux, l0 = scalars.tolist()
         density_F = fires.double().cpu() / max(int(tokens.item()), 1)
         slot.window_fires.zero_()
@@ -386,49 +354,21 @@ class Trainer:
             "architecture": slot.sae.architecture,
         }
 
-    # -- data parallel --------------------------------------------------------------------------
-
-    def _all_reduce_grads(self, sae: Sae) -> None:
-        if self.world_size == 1:
-            return
-        grads = [p.grad for p in sae.parameters() if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
-
-    def _any_rank(self, mask: Tensor) -> Tensor:
-        if self.world_size == 1:
-            return mask
-        m = mask.to(torch.uint8)
-        dist.all_reduce(m, op=dist.ReduceOp.MAX)
-        return m.bool()
-
-    def _average_buffers(self, sae: Sae) -> None:
-        if self.world_size == 1:
-            return
-        for b in sae.buffers():
-            if b.is_floating_point():
-                dist.all_reduce(b)
-                b /= self.world_size
-
-    def _broadcast_params(self, sae: Sae) -> None:
-        if self.world_size == 1:
-            return
-        with torch.no_grad():
-            for t in itertools.chain(sae.parameters(), sae.buffers()):
-                dist.broadcast(t.data, src=0)
-
-    def _broadcast_scales(self) -> None:
-        if self.world_size == 1:
-            return
-        keys = sorted(self.scales)
-        t = torch.tensor([self.scales[k] for k in keys], dtype=torch.float64, device=self.device)
-        dist.broadcast(t, src=0)
-        self.scales = dict(zip(keys, t.tolist()))
+    def _log(self, logs: list[dict[str, Any]], factor: float, t0: float, tok0: int, bar) -> None:
+        """Append a history entry and hand it to the callbacks (rank 0 only)."""
+        tokens = self.step * self.cfg.batch_size
+        entry = {
+            "step": self.step,
+            "tokens": tokens,
+            "lr": self.slots[0].lr * factor,
+            "tokens_per_s": (tokens - tok0) / max(time.perf_counter() - t0, 1e-9),
+            "saes": logs,
+        }
+        self.history.append(entry)
+        bar.set_postfix(fvu=f"{logs[0]['fvu']:.3f}", l0=f"{logs[0]['l0']:.1f}", dead=f"{logs[0]['dead_fraction']:.2f}")
+        if self.rank == 0:
+            for cb in self.callbacks:
+                cb(entry)
 
     # -- results --------------------------------------------------------------------------------
 
@@ -462,101 +402,26 @@ class Trainer:
                 s.save(p)
         return paths
 
-    # -- checkpoints ----------------------------------------------------------------------------
+    # -- checkpoints (the format and the crash-safe write live in checkpoint.py) ----------------
 
     def checkpoint(self, path: str | Path) -> Path:
         """Everything needed to continue exactly: weights (unfolded), Adam state, step, scales, RNG, counters.
 
         Crash-safe: written into `path.tmp`, then swapped in by renames (the old checkpoint is kept as
-        `path.old` until the new one is in place; `resume` falls back to it).
+        `path.old` until the new one is in place; `resume` falls back to it). Rank 0 writes, all ranks wait.
         """
         if self.folded:
             raise TrainingError("this trainer's SAEs are already folded for saving; checkpoint before fold()/save()")
         path = Path(path)
         if self.rank == 0:
-            self._write_checkpoint(path)
-        if self.world_size > 1:
-            dist.barrier()
+            write_checkpoint(self, path)
+        dd.barrier()
         return path
-
-    def _write_checkpoint(self, path: Path) -> None:
-        tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        tensors: dict[str, Tensor] = {"rng_cpu": torch.get_rng_state(), "rng_trainer": self.generator.get_state()}
-        if torch.cuda.is_available():
-            tensors["rng_cuda"] = torch.cuda.get_rng_state()
-        for i, slot in enumerate(self.slots):
-            slot.sae.save(tmp / f"sae_{i}")
-            tensors[f"{i}.tokens_since_fired"] = slot.tokens_since_fired.cpu()
-            tensors[f"{i}.window_fires"] = slot.window_fires.cpu()
-            for j, p in enumerate(slot.sae.parameters()):
-                st = slot.opt.state.get(p, {})
-                for key in ("exp_avg", "exp_avg_sq", "step"):
-                    if key in st:
-                        tensors[f"{i}.opt.{j}.{key}"] = torch.as_tensor(st[key]).detach().cpu().contiguous()
-        save_file(tensors, str(tmp / STATE_TENSORS))
-        state = {
-            "step": self.step,
-            "data_position": {"batches": self.step, "tokens": self.step * self.cfg.batch_size},
-            "scales": self.scales,
-            "input_key": self.input_key,
-            "initialised": self.initialised,
-            "cfg": self.cfg.to_dict(),
-            "history": self.history,
-            "n_saes": len(self.slots),
-            "window_tokens": [s.window_tokens for s in self.slots],
-        }
-        dump_json(state, tmp / STATE_JSON)  # written last: its presence marks a complete checkpoint
-        if path.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old.exists():
-            shutil.rmtree(old)
 
     @classmethod
     def resume(cls, path: str | Path, cfg: TrainConfig | None = None) -> "Trainer":
         """Rebuild a trainer from `checkpoint(path)`; `fit` on the same data then continues the same run."""
-        path = Path(path)
-        if not (path / STATE_JSON).exists():
-            old = path.with_name(path.name + ".old")
-            if (old / STATE_JSON).exists():  # killed between the two renames of `checkpoint`
-                path = old
-            else:
-                raise TrainingError(
-                    f"{path} is not a training checkpoint (no {STATE_JSON}); checkpoints come from Trainer.checkpoint"
-                )
-        state = json.loads((path / STATE_JSON).read_text())
-        saved_cfg = TrainConfig(**state["cfg"])
-        if cfg is not None and cfg != saved_cfg:
-            raise TrainingError(f"resume with a different TrainConfig ({cfg} vs saved {saved_cfg}); resume with cfg=None")
-        saes = [Sae.load(path / f"sae_{i}") for i in range(state["n_saes"])]
-        trainer = cls(saes, saved_cfg)
-        tensors = load_file(str(path / STATE_TENSORS))
-        for i, slot in enumerate(trainer.slots):
-            slot.tokens_since_fired = tensors[f"{i}.tokens_since_fired"].to(trainer.device)
-            slot.window_fires = tensors[f"{i}.window_fires"].to(trainer.device)
-            slot.window_tokens = state["window_tokens"][i]
-            for j, p in enumerate(slot.sae.parameters()):
-                if f"{i}.opt.{j}.exp_avg" in tensors:
-                    slot.opt.state[p] = {
-                        "exp_avg": tensors[f"{i}.opt.{j}.exp_avg"].to(trainer.device),
-                        "exp_avg_sq": tensors[f"{i}.opt.{j}.exp_avg_sq"].to(trainer.device),
-                        "step": tensors[f"{i}.opt.{j}.step"].float(),
-                    }
-        torch.set_rng_state(tensors["rng_cpu"])
-        trainer.generator.set_state(tensors["rng_trainer"])
-        if "rng_cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors["rng_cuda"])
-        trainer.step = state["step"]
-        trainer.scales = state["scales"]
-        trainer.input_key = state["input_key"]
-        trainer.initialised = state["initialised"]
-        trainer.history = state["history"]
-        return trainer
+        return resume_trainer(cls, path, cfg)
 
 
 def train(
@@ -577,7 +442,7 @@ def train(
     """
     cfg = cfg or TrainConfig()
     if isinstance(data, ActivationCache):
-        hp = data._check_hookpoint(hookpoint)
+        hp = data.check_hookpoint(hookpoint)
         d_in = data.d[hp]
         meta = {"hookpoint": hp, "model_name": data.info.get("model")}
     else:
