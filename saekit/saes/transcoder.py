@@ -23,6 +23,7 @@ checks that a model has a separable MLP input and output before anything is harv
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -33,8 +34,11 @@ from .base import SaeOutput, geometric_median
 from .kernels import sparse_decode, topk_encode
 from .topk import TopKSae, sparse_fired_l0
 
+if TYPE_CHECKING:
+    from ..lm import Model
 
-def transcoder_hookpoints(model, layer: int) -> tuple[str, str]:
+
+def transcoder_hookpoints(model: Model, layer: int) -> tuple[str, str]:
     """('mlp_in.L', 'mlp_out.L') for `model`, or a ConfigError when its MLP input/output are not separable."""
     from ..hookpoints import HookPointError
 
@@ -61,7 +65,7 @@ def transcoder_hookpoints(model, layer: int) -> tuple[str, str]:
     return names
 
 
-def _submodule(model, path: str):
+def _submodule(model: Model, path: str):
     hf = getattr(model, "hf_model", None)
     if hf is None:
         return None
