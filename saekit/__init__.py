@@ -14,7 +14,7 @@ from .data import TokenContexts, contexts, corpus
 from .harvest import harvest
 from .interventions import Ablate, Clamp, Effects, Generation, LossChange, Splice, Steer, feature_means, generate, loss_change, measure
 from .metrics import EvalResult, evaluate
-from .model import DEFAULT_MODEL, Model, load_model
+from .lm import DEFAULT_MODEL, Model, load_model
 from .saes import (
     BatchTopKSae,
     GatedSae,

@@ -10,7 +10,7 @@ import functools
 import inspect
 import json
 import textwrap
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 from .errors import ConfigError
 
@@ -108,7 +108,8 @@ class SaeConfig:
 
     def _check_architecture_fields(self) -> None:
         arch = self.architecture
-        for name, example in _REQUIRED_FIELDS.get(arch, ()):
+        rules = ARCHITECTURE_FIELDS.get(arch, ArchitectureFields())
+        for name, example in rules.required.items():
             _check(
                 getattr(self, name) is not None,
                 f"SaeConfig(architecture={arch!r}) needs {name}: set e.g. {name}={example}.",
@@ -152,9 +153,8 @@ class SaeConfig:
                 f"SaeConfig.matryoshka_prefixes={tuple(p)} exceeds n_latents={self.n_latents}: every prefix is a number "
                 f"of latents, so keep them <= n_latents (or raise n_latents to {p[-1]}).",
             )
-        needs_target = arch in _TRANSCODERS
         _check(
-            needs_target or self.target_hookpoint is None,
+            rules.predicts_target or self.target_hookpoint is None,
             f"SaeConfig.target_hookpoint={self.target_hookpoint!r} is for transcoders, but architecture={arch!r} "
             f"reconstructs its input: drop target_hookpoint or use architecture='transcoder'.",
         )
@@ -176,15 +176,21 @@ class SaeConfig:
         return cls(**kw)
 
 
-_REQUIRED_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
-    "jumprelu": (("target_l0", "32"),),
-    "matryoshka": (("matryoshka_prefixes", "(128, 512, 2048)"),),
-    "transcoder": (("target_hookpoint", "'mlp_out.6' with hookpoint='mlp_in.6'"),),
-    "skip_transcoder": (("target_hookpoint", "'mlp_out.6' with hookpoint='mlp_in.6'"),),
-}
-"""Architecture-specific fields without a safe default."""
+@dataclass(frozen=True)
+class ArchitectureFields:
+    """What `SaeConfig` checks for one architecture; each SAE class declares its own (`saekit.saes`)."""
 
-_TRANSCODERS = ("transcoder", "skip_transcoder")
+    required: dict[str, str] = field(default_factory=dict)
+    """Fields without a safe default, each with an example value for the error message: {name: example}."""
+
+    predicts_target: bool = False
+    """Reads `hookpoint` and predicts `target_hookpoint` (transcoders); others must leave target_hookpoint None."""
+
+
+ARCHITECTURE_FIELDS: dict[str, ArchitectureFields] = {}
+"""{architecture name: its ArchitectureFields}, filled by `saekit.saes.Sae` as each SAE class is defined
+(from the class's `required_fields` and `predicts_target`), so that adding an architecture touches only
+its own file. An architecture that is not registered gets no architecture-specific checks here."""
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Interventions as plain data, and the measurements of what they do.
 
-Edits (applied by `model.py` inside one trace, locally or on NDIF):
+Edits (each plans itself as plain data, `specs(model, edits)`; the door, `saekit.lm`, runs the plan
+inside one trace, locally or on NDIF):
 
     Splice(sae, error_term)          replace x at the SAE's hook point by x_hat (error_term=False), or keep
                                      the error term x - x_hat (error_term=True: the exact model, on which
@@ -12,7 +13,9 @@ Edits (applied by `model.py` inside one trace, locally or on NDIF):
 With the error term kept, a feature edit is exact: x' = x + sum_f (target_f - a_f(x)) W_dec[f], so
 nothing but the edited features changes. Edits on one SAE at one hook point are merged and encode
 once; `Splice(sae, error_term=False)` next to `Ablate(sae, ...)` ablates within the reconstruction.
-Edits act on every prompt position but BOS and padding, and on every generated token.
+Edits at one hook point apply in the order given (the edits of one SAE at the place of the first).
+Edits act on every prompt position but BOS and padding, and on every generated token. An SAE's encoder
+travels as the plain-tensor description its class makes (`Sae.plain_encoder`).
 
 Measurements: `measure` (per-position effects of edits on one text: next-token log-prob changes for
 chosen tokens, the tokens whose probability moved most, the loss change), `loss_change` (on many
@@ -25,11 +28,16 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
+
 from .errors import InterventionError
+from .lm.in_trace import encode_latents, encoder_rows
+
+if TYPE_CHECKING:
+    from .lm import Model
 
 __all__ = [
     "Splice",
@@ -41,6 +49,9 @@ __all__ = [
     "LossChange",
     "Generation",
     "compile_edits",
+    "check_fit",
+    "check_sae",
+    "feature_indices",
     "measure",
     "loss_change",
     "generate",
@@ -52,7 +63,8 @@ __all__ = [
 # -- validation helpers -----------------------------------------------------------------------------
 
 
-def _check_sae(sae: Any, who: str) -> None:
+def check_sae(sae: Any, who: str) -> None:
+    """Raise `InterventionError` (naming `who`, the caller) unless `sae` is a saekit SAE."""
     if not all(hasattr(sae, a) for a in ("W_enc", "W_dec", "b_enc", "b_dec", "cfg", "n_latents", "d_in")):
         raise InterventionError(f"{who} needs a saekit SAE (saekit.Sae), got {type(sae).__name__}")
 
@@ -82,7 +94,9 @@ def _feature(sae: Any, f: Any, who: str) -> int:
     return f
 
 
-def _features(sae: Any, features: Any, who: str) -> tuple[int, ...]:
+def feature_indices(sae: Any, features: Any, who: str) -> tuple[int, ...]:
+    """`features` (an int, a sequence or a tensor of ints) as a tuple of distinct valid feature indices of
+    `sae`; raises `InterventionError` naming `who` (the caller) and the fix otherwise."""
     if isinstance(features, Tensor):
         features = features.reshape(-1).tolist()
     elif isinstance(features, int) or hasattr(features, "__index__") and not isinstance(features, (list, tuple)):
@@ -113,12 +127,13 @@ class Splice:
     True is the exact model, on which Ablate/Clamp edits of the same SAE then act."""
 
     def __post_init__(self) -> None:
-        _check_sae(self.sae, "Splice")
+        check_sae(self.sae, "Splice")
         if not isinstance(self.error_term, bool):
             raise InterventionError(f"Splice.error_term must be True or False, got {self.error_term!r}")
 
-    def specs(self, model: Any) -> list:
-        return compile_edits(model, [self])
+    def specs(self, model: Model, edits: Sequence[Any] | None = None) -> list[tuple[str, dict]]:
+        """This edit's plan on `model` as [(hookpoint, spec)] of plain tensors (see `compile_edits`)."""
+        return _sae_specs(self, model, edits)
 
     def __repr__(self) -> str:
         return f"Splice({_sae_label(self.sae)}, error_term={self.error_term})"
@@ -141,8 +156,8 @@ class Ablate:
     """Keep the SAE's error term (exact model except for these features); False edits the reconstruction."""
 
     def __post_init__(self) -> None:
-        _check_sae(self.sae, "Ablate")
-        object.__setattr__(self, "features", _features(self.sae, self.features, "Ablate"))
+        check_sae(self.sae, "Ablate")
+        object.__setattr__(self, "features", feature_indices(self.sae, self.features, "Ablate"))
         if self.mode not in ("zero", "mean"):
             raise InterventionError(f"Ablate.mode must be 'zero' or 'mean', got {self.mode!r}")
         if self.mode == "mean":
@@ -176,8 +191,9 @@ class Ablate:
             return {f: 0.0 for f in self.features}
         return dict(zip(self.features, self.means))
 
-    def specs(self, model: Any) -> list:
-        return compile_edits(model, [self])
+    def specs(self, model: Model, edits: Sequence[Any] | None = None) -> list[tuple[str, dict]]:
+        """This edit's plan on `model` as [(hookpoint, spec)] of plain tensors (see `compile_edits`)."""
+        return _sae_specs(self, model, edits)
 
     def __repr__(self) -> str:
         return f"Ablate({_sae_label(self.sae)}, features={list(self.features)}, mode={self.mode!r})"
@@ -195,7 +211,7 @@ class Clamp:
     """Keep the SAE's error term (exact model except for these features); False edits the reconstruction."""
 
     def __post_init__(self) -> None:
-        _check_sae(self.sae, "Clamp")
+        check_sae(self.sae, "Clamp")
         if not isinstance(self.values, Mapping) or not self.values:
             raise InterventionError(f"Clamp.values must be a non-empty {{feature: value}} dict, got {self.values!r}")
         vals = {_feature(self.sae, f, "Clamp"): _finite(v, f"Clamp value of feature {f}") for f, v in self.values.items()}
@@ -204,8 +220,9 @@ class Clamp:
     def targets(self) -> dict[int, float]:
         return dict(self.values)
 
-    def specs(self, model: Any) -> list:
-        return compile_edits(model, [self])
+    def specs(self, model: Model, edits: Sequence[Any] | None = None) -> list[tuple[str, dict]]:
+        """This edit's plan on `model` as [(hookpoint, spec)] of plain tensors (see `compile_edits`)."""
+        return _sae_specs(self, model, edits)
 
     def __repr__(self) -> str:
         vals = ", ".join(f"{f}: {v:g}" for f, v in sorted(self.values.items()))
@@ -229,7 +246,7 @@ class Steer:
         if isinstance(d, tuple):
             if len(d) != 2:
                 raise InterventionError("Steer.direction as a tuple is (sae, feature)")
-            _check_sae(d[0], "Steer")
+            check_sae(d[0], "Steer")
             object.__setattr__(self, "direction", (d[0], _feature(d[0], d[1], "Steer")))
             if self.hookpoint is None:
                 object.__setattr__(self, "hookpoint", d[0].cfg.hookpoint)
@@ -251,8 +268,18 @@ class Steer:
         v = d[0].W_dec[d[1]].detach().float().cpu() if isinstance(d, tuple) else d
         return (self.strength * v).clone()
 
-    def specs(self, model: Any) -> list:
-        return compile_edits(model, [self])
+    def specs(self, model: Model, edits: Sequence[Any] | None = None) -> list[tuple[str, dict]]:
+        """This edit's plan on `model`: [(hookpoint, {'op': 'add', 'vector' [d_model]})], checked against it."""
+        try:
+            model.resolve(self.hookpoint)
+        except ValueError as err:
+            raise InterventionError(f"{self!r}: {err}") from None
+        v = self.vector()
+        if v.numel() != model.d_model:
+            raise InterventionError(
+                f"{self!r}: the direction has {v.numel()} entries but {model.name} has d_model {model.d_model}"
+            )
+        return [(self.hookpoint, {"op": "add", "vector": v})]
 
     def __repr__(self) -> str:
         d = self.direction
@@ -273,7 +300,7 @@ def describe_edits(edits: Any) -> str:
 # -- compiling edits into plain tensors (what the trace, and NDIF, receive) -----------------------------
 
 
-def check_fit(model: Any, sae: Any, hookpoint: str | None = None) -> str:
+def check_fit(model: Model, sae: Any, hookpoint: str | None = None) -> str:
     """The hook point `sae` reads on `model` (default: its own `cfg.hookpoint`); raises `InterventionError`
     naming the fix when the SAE records none, the model has no such hook point, or the widths differ."""
     hookpoint = hookpoint or sae.cfg.hookpoint
@@ -294,127 +321,114 @@ def check_fit(model: Any, sae: Any, hookpoint: str | None = None) -> str:
     return hookpoint
 
 
-def encoder_spec(sae: Any, rows: Tensor | None = None) -> dict:
-    """The SAE's encoder as plain tensors: rule 'topk' (k), 'relu', or 'threshold' (JumpReLU / BatchTopK
-    at inference). With `rows` and a per-latent rule, only those latents' rows are included.
+def _checked_encoder(sae: Any) -> dict:
+    """The SAE's encoder as plain tensors, as its class describes it (`Sae.plain_encoder`; evaluated inside
+    traces by `saekit.lm.encode_latents`), checked against `sae.encode` on a few vectors: an SAE whose
+    encoder has no such description, or whose description disagrees with its `encode`, raises here."""
+    try:
+        enc = sae.plain_encoder()
+    except (AttributeError, NotImplementedError):
+        enc = None
+    if enc is not None:
+        gen = torch.Generator().manual_seed(0)
+        rows = enc["W_enc"][torch.randperm(enc["W_enc"].shape[0], generator=gen)[:8]]
+        # vectors along a few encoder rows (so that some latents fire), plus noise
+        x = enc["x_offset"] + 4 * rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        x = x + 0.1 * torch.randn(x.shape, generator=gen)
+        with torch.no_grad():
+            want = sae.encode(x.to(sae.W_enc.device, sae.W_enc.dtype)).float().cpu()
+            lat = encode_latents(enc, x)
+            if "vals" in lat:
+                got = torch.zeros(x.shape[0], sae.n_latents).scatter(-1, lat["idx"], lat["vals"])
+            else:
+                got = lat["dense"]
+        if torch.allclose(got, want, atol=1e-4 * (1 + float(want.abs().max())), rtol=1e-3):
+            return enc
+    raise InterventionError(
+        f"saekit cannot express the encoder of this {getattr(sae, 'architecture', '?')!r} SAE for feature edits "
+        f"(its class's plain_encoder() is missing or disagrees with its encode())"
+    )
 
-    Checked against `sae.encode` on a few vectors: an architecture this cannot express raises here.
+
+def compile_edits(model: Model, edits: Sequence[Any]) -> list[tuple[str, Any]]:
+    """Edit objects -> [(hookpoint, spec)] of plain tensors, checked against `model` (nothing runs): the
+    plan the door runs, made by asking each edit for its own (`edit.specs(model, edits)`).
+
+    Edits of one SAE at one hook point merge into one spec (one encode), in the place of the first of
+    them; later feature targets win.
     """
-    arch = getattr(sae, "architecture", "")
-    thr = getattr(sae, "threshold", None)
-    W_enc = sae.W_enc.detach().float().cpu()
-    b_enc = sae.b_enc.detach().float().cpu()
-    b_dec = sae.b_dec.detach().float().cpu()
-    if isinstance(thr, Tensor) and bool((thr >= 0).all()):
-        spec = {"rule": "threshold", "threshold": thr.detach().float().cpu()}
-    elif arch == "relu":
-        spec = {"rule": "relu"}
-    elif getattr(sae.cfg, "k", None):
-        spec = {"rule": "topk", "k": int(sae.cfg.k)}
-    else:
-        raise InterventionError(f"saekit cannot apply feature edits with a {arch!r} SAE's encoder")
-    spec.update(W_enc=W_enc, b_enc=b_enc, b_dec=b_dec, rows_only=False)
-    _verify_encoder(sae, spec)
-    if rows is not None and spec["rule"] != "topk":
-        spec.update(W_enc=W_enc[rows].clone(), b_enc=b_enc[rows].clone(), rows_only=True)
-        if spec["rule"] == "threshold" and spec["threshold"].numel() > 1:
-            spec["threshold"] = spec["threshold"][rows].clone()
-    return spec
-
-
-def _verify_encoder(sae: Any, spec: dict) -> None:
-    from .model import _sae_latents
-
-    gen = torch.Generator().manual_seed(0)
-    rows = spec["W_enc"][torch.randperm(spec["W_enc"].shape[0], generator=gen)[:8]]
-    # vectors along a few encoder rows (so that some latents fire), plus noise
-    x = spec["b_dec"] + 4 * rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    x = x + 0.1 * torch.randn(x.shape, generator=gen)
-    with torch.no_grad():
-        want = sae.encode(x.to(sae.W_enc.device, sae.W_enc.dtype)).float().cpu()
-        lat = _sae_latents(spec, x, None)
-        if "vals" in lat:
-            got = torch.zeros(x.shape[0], sae.n_latents).scatter(-1, lat["idx"], lat["vals"])
-        else:
-            got = lat["dense"]
-    if not torch.allclose(got, want, atol=1e-4 * (1 + float(want.abs().max())), rtol=1e-3):
-        raise InterventionError(
-            f"saekit cannot express the encoder of this {getattr(sae, 'architecture', '?')!r} SAE for feature edits "
-            f"(supported: TopK, ReLU, JumpReLU-style thresholds)"
-        )
-
-
-def compile_edits(model: Any, edits: Sequence[Any]) -> list[tuple[str, Any]]:
-    """Edit objects -> [(hookpoint, spec)] of plain tensors, checked against `model` (nothing runs).
-
-    Edits of one SAE at one hook point merge into one spec (one encode); later feature targets win.
-    """
-    out: list[tuple[str, Any]] = []
-    groups: dict[tuple[str, int], dict] = {}
-    order: list[tuple[str, int]] = []
+    edits = list(edits)
     for e in edits:
-        if isinstance(e, Steer):
-            try:
-                model.resolve(e.hookpoint)
-            except ValueError as err:
-                raise InterventionError(f"{e!r}: {err}") from None
-            v = e.vector()
-            if v.numel() != model.d_model:
-                raise InterventionError(
-                    f"{e!r}: the direction has {v.numel()} entries but {model.name} has d_model {model.d_model}"
-                )
-            out.append((e.hookpoint, {"op": "add", "vector": v}))
-            continue
-        if not isinstance(e, (Splice, Ablate, Clamp)):
+        if not isinstance(e, (Splice, Ablate, Clamp, Steer)):
             raise InterventionError(f"not an edit: {e!r}")
-        hp = check_fit(model, e.sae)
-        key = (hp, id(e.sae))
-        if key not in groups:
-            groups[key] = {"sae": e.sae, "targets": {}, "error_term": None, "splice": None}
-            order.append(key)
-        g = groups[key]
+    return [pair for e in edits for pair in e.specs(model, edits)]
+
+
+def _edit_objects(edits: Any) -> list[Any]:
+    """The edit objects among `edits` (any form the door's running methods take)."""
+    if edits is None or isinstance(edits, Mapping):
+        return []
+    return [e for e in (edits if isinstance(edits, (list, tuple)) else [edits]) if hasattr(e, "specs")]
+
+
+def _sae_specs(edit: Any, model: Model, edits: Sequence[Any] | None) -> list[tuple[str, dict]]:
+    """The plan of an SAE edit (Splice, Ablate, Clamp) among the edit objects `edits` of one run: all
+    edits of its SAE merge into one spec, which the first of them returns (the others return [])."""
+    edits = [edit] if edits is None else list(edits)
+    if not any(e is edit for e in edits):
+        edits.append(edit)
+    group = [e for e in edits if isinstance(e, (Splice, Ablate, Clamp)) and e.sae is edit.sae]
+    if group[0] is not edit:
+        return []
+    sae = edit.sae
+    hp = check_fit(model, sae)
+    if getattr(sae.cfg, "target_hookpoint", None) is not None:
+        raise InterventionError(
+            f"{edit!r}: this SAE is a transcoder (it predicts {sae.cfg.target_hookpoint!r} from {hp!r}), so its "
+            f"output cannot replace its input; Splice, Ablate and Clamp need an SAE that reconstructs its hook point"
+        )
+    targets: dict[int, float] = {}
+    edit_error_term = splice = None
+    for e in group:
         if isinstance(e, Splice):
-            g["splice"] = e.error_term
+            splice = e.error_term
         else:
-            if g["error_term"] is not None and g["error_term"] != e.error_term:
+            if edit_error_term is not None and edit_error_term != e.error_term:
                 raise InterventionError(
                     f"edits of the same SAE disagree about error_term ({e!r}); use one value, or add "
                     f"Splice(sae, error_term=...) to decide"
                 )
-            g["error_term"] = e.error_term
-            g["targets"].update(e.targets())
-    for key in order:
-        g = groups[key]
-        sae = g["sae"]
-        error_term = g["splice"] if g["splice"] is not None else g["error_term"]
-        if error_term and not g["targets"]:
-            continue  # the exact model: nothing to do
-        feats = sorted(g["targets"])
-        rows = torch.tensor(feats, dtype=torch.long) if feats else None
-        spec: dict[str, Any] = {
-            "op": "sae",
-            "error_term": bool(error_term),
-            "rows": rows,
-            "enc": encoder_spec(sae, rows if error_term else None),
-        }
-        if rows is not None:
-            spec["target"] = torch.tensor([g["targets"][f] for f in feats], dtype=torch.float32)
-            spec["dec_rows"] = sae.W_dec.detach().float().cpu()[rows].clone()
-        if not error_term:
-            spec["W_dec"] = sae.W_dec.detach().float().cpu()
-            spec["b_dec"] = sae.b_dec.detach().float().cpu()
-        out.append((key[0], spec))
-    return out
+            edit_error_term = e.error_term
+            targets.update(e.targets())
+    error_term = splice if splice is not None else edit_error_term
+    if error_term and not targets:
+        return []  # the exact model: nothing to do
+    feats = sorted(targets)
+    rows = torch.tensor(feats, dtype=torch.long) if feats else None
+    enc = _checked_encoder(sae)
+    spec: dict[str, Any] = {
+        "op": "sae",
+        "error_term": bool(error_term),
+        "rows": rows,
+        "enc": encoder_rows(enc, rows) if rows is not None and error_term else enc,
+    }
+    if rows is not None:
+        spec["target"] = torch.tensor([targets[f] for f in feats], dtype=torch.float32)
+        spec["dec_rows"] = sae.W_dec.detach().float().cpu()[rows].clone()
+    if not error_term:
+        spec["W_dec"] = sae.W_dec.detach().float().cpu()
+        spec["b_dec"] = sae.b_dec.detach().float().cpu()
+    return [(hp, spec)]
 
 
 # -- measurements -----------------------------------------------------------------------------------
 
 
-def _token_strings(model: Any, ids: Iterable[int]) -> list[str]:
+def _token_strings(model: Model, ids: Iterable[int]) -> list[str]:
     return [model.tokenizer.decode([int(i)]) for i in ids]
 
 
-def _token_ids(model: Any, tokens: Sequence[int | str] | None) -> list[int] | None:
+def _token_ids(model: Model, tokens: Sequence[int | str] | None) -> list[int] | None:
     if tokens is None:
         return None
     if isinstance(tokens, (str, int)):
@@ -482,7 +496,7 @@ class Effects:
 
 
 def measure(
-    model: Any,
+    model: Model,
     text: str,
     edits: Any,
     *,
@@ -541,7 +555,7 @@ class LossChange:
 
 
 def loss_change(
-    model: Any,
+    model: Model,
     texts: Any,
     edits: Any,
     *,
@@ -553,7 +567,7 @@ def loss_change(
     nnsight session (one request when remote). BOS and padding targets are not scored."""
     from .data import TokenContexts, contexts
 
-    model._plan(edits)  # validate before tokenising
+    compile_edits(model, _edit_objects(edits))  # validate the edit objects before tokenising
     ctx = texts if isinstance(texts, TokenContexts) else contexts(model, texts, context_len=context_len, n_tokens=n_tokens)
     batches = [
         (ctx.input_ids[s : s + batch_size], ctx.attention_mask[s : s + batch_size]) for s in range(0, len(ctx), batch_size)
@@ -600,7 +614,7 @@ class Generation:
 
 
 def generate(
-    model: Any,
+    model: Model,
     prompt: str,
     edits: Any,
     *,
@@ -634,11 +648,9 @@ def generate(
 def _mean_latents(sae_enc: dict, n_latents: int):
     """A reduction for `Model.capture_batches`: (sum of latents [F], kept tokens) of a batch."""
 
-    from .model import _sae_latents as latents_of  # travels by value with the closure
-
     def reduce(acts_BTD: Tensor, keep_BT: Tensor) -> tuple[Tensor, int]:
         x = acts_BTD[keep_BT.to(acts_BTD.device)].float()
-        lat = latents_of(sae_enc, x, None)
+        lat = encode_latents(sae_enc, x)  # saekit's in-trace encoder: travels by value with the closure
         if "vals" in lat:
             total = torch.zeros(n_latents, device=x.device).index_add_(0, lat["idx"].reshape(-1), lat["vals"].reshape(-1))
         else:
@@ -649,7 +661,7 @@ def _mean_latents(sae_enc: dict, n_latents: int):
 
 
 def feature_means(
-    model: Any, sae: Any, texts: Any = None, *, n_tokens: int = 4096, context_len: int = 64, batch_size: int = 8
+    model: Model, sae: Any, texts: Any = None, *, n_tokens: int = 4096, context_len: int = 64, batch_size: int = 8
 ) -> Tensor:
     """Mean activation of every feature [n_latents] over `texts` (default: the built-in corpus's train
     split), BOS and padding left out; for `Ablate(..., mode='mean')`. One session when remote."""
@@ -660,7 +672,7 @@ def feature_means(
     batches = [
         (ctx.input_ids[s : s + batch_size], ctx.attention_mask[s : s + batch_size]) for s in range(0, len(ctx), batch_size)
     ]
-    parts = model.capture_batches(batches, hp, _mean_latents(encoder_spec(sae), sae.n_latents))
+    parts = model.capture_batches(batches, hp, _mean_latents(_checked_encoder(sae), sae.n_latents))
     total = sum(p[0] for p in parts)
     n = sum(p[1] for p in parts)
     return total / max(n, 1)

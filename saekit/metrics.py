@@ -32,10 +32,17 @@ def l0(latents_NF: Tensor) -> float:
     return float((latents_NF != 0).sum(-1).float().mean())
 
 
-def fvu(x_ND: Tensor, x_hat_ND: Tensor) -> float:
-    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
-    x_ND, x_hat_ND = x_ND.detach().double(), x_hat_ND.detach().double()
-    return float((x_ND - x_hat_ND).pow(2).sum() / (x_ND - x_ND.mean(0)).pow(2).sum().clamp_min(1e-30))
+def total_variance(x_ND: Tensor) -> Tensor:
+    """sum ||x - mean(x)||^2 over the rows (at least 1e-12): FVU's denominator, and the scale every saekit
+    training objective is divided by."""
+    return (x_ND - x_ND.mean(0)).pow(2).sum().clamp_min(1e-12)
+
+
+def fvu(x_ND: Tensor, x_hat_ND: Tensor, total_var: Tensor | None = None) -> Tensor:
+    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2, a scalar tensor
+    (`float(fvu(...))` for a number). Differentiable, in the inputs' dtype: the one FVU, also the SAEs'
+    training loss, which passes `total_var` (= `total_variance(x)`) when it has it already."""
+    return (x_ND - x_hat_ND).pow(2).sum() / (total_variance(x_ND) if total_var is None else total_var)
 
 
 def cosine_similarity(x_ND: Tensor, x_hat_ND: Tensor) -> float:
@@ -211,6 +218,7 @@ __all__ = [
     "evaluate",
     "l0",
     "fvu",
+    "total_variance",
     "cosine_similarity",
     "ce_loss_recovered",
     "kl_divergence",

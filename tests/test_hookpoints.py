@@ -94,7 +94,7 @@ def test_bad_hookpoints_raise_listing_valid_names(bad):
 
 def test_prebuilt_module_without_tokenizer_source_is_a_clear_error():
     import saekit
-    from saekit.model import ModelLoadError
+    from saekit.errors import ModelLoadError
 
     hf = tiny_hf_model("llama")
     hf.config._name_or_path = ""
@@ -104,7 +104,7 @@ def test_prebuilt_module_without_tokenizer_source_is_a_clear_error():
 
 def test_unknown_model_name_is_a_clear_error():
     import saekit
-    from saekit.model import ModelLoadError
+    from saekit.errors import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="gemma-3-270m"):
         saekit.load_model("no-such-model")

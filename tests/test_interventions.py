@@ -246,3 +246,51 @@ def test_loss_change_batches_are_independent(model, sae, setup):
     for (ids, mask), r in zip(batches, model.compare_batches(batches, Ablate(sae, [f]))):
         torch.testing.assert_close(r["nll_clean"], model.token_nll(ids, mask))
         torch.testing.assert_close(r["nll_edited"], model.token_nll(ids, mask, edits=Ablate(sae, [f])))
+
+
+# -- every architecture's encoder, inside the trace ------------------------------------------------------
+
+
+def _sae_of(arch: str) -> Sae:
+    """An SAE of `arch` at HP whose biases, thresholds and gates are off their initial values."""
+    extra = {"jumprelu": {"target_l0": 4}, "matryoshka": {"matryoshka_prefixes": (16,)}}.get(arch, {})
+    sae = Sae(SaeConfig(d_in=32, n_latents=64, k=4, hookpoint=HP, architecture=arch, **extra), seed=1)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        sae.b_dec.copy_(0.1 * torch.randn(32, generator=g))
+        sae.b_enc.copy_(0.1 * torch.randn(64, generator=g))
+        if arch in ("batchtopk", "matryoshka"):
+            sae.threshold.fill_(0.05)
+        if arch == "jumprelu":
+            sae.threshold.copy_(0.1 * torch.rand(64, generator=g))
+        if arch == "gated":
+            sae.r_mag.copy_(0.2 * torch.randn(64, generator=g))
+            sae.b_mag.copy_(0.1 * torch.randn(64, generator=g))
+    return sae
+
+
+@pytest.mark.parametrize("arch", [a for a in saekit.saes.architectures() if not Sae.class_for(a).predicts_target])
+def test_feature_edits_are_exact_for_every_architecture(model, arch):
+    """Ablate and Clamp act through each architecture's own encoder (its plain-tensor description)."""
+    sae = _sae_of(arch)
+    ids = model.encode_prompt(TEXT)
+    acts = model.capture(ids, [HP])[HP]
+    lat = sae.encode(acts).detach()
+    f = int((lat[0, 1:] > 0).sum(0).argmax())
+    assert (lat[0, 1:, f] > 0).any()
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    keep[:, 0] = False
+    row = sae.W_dec[f].detach()
+    ablated = model.token_nll(ids, edits=Ablate(sae, [f]))
+    torch.testing.assert_close(ablated, model.token_nll(ids, edits=manual(keep, acts - lat[..., f : f + 1] * row)))
+    clamped = model.token_nll(ids, edits=Clamp(sae, {f: 2.5}, error_term=False))
+    edited = lat.clone()
+    edited[..., f] = 2.5
+    torch.testing.assert_close(clamped, model.token_nll(ids, edits=manual(keep, sae.decode(edited).detach())))
+
+
+def test_transcoders_are_refused_for_feature_edits(model):
+    """A transcoder predicts another hook point: its output cannot replace its input (a clear error, not a wrong run)."""
+    tc = Sae(SaeConfig(d_in=32, n_latents=64, k=4, architecture="transcoder", hookpoint="mlp_in.1", target_hookpoint="mlp_out.1"))
+    with pytest.raises(InterventionError, match="transcoder"):
+        model.token_nll(model.encode_prompt(TEXT), edits=Ablate(tc, [1]))

@@ -15,7 +15,7 @@ from tiny import ARCHS, byte_tokenizer, tiny_hf_model
 
 import saekit
 from saekit import Ablate, Clamp, SaeConfig, Sae, Splice, Steer
-from saekit.model import ModelLoadError, RemoteError
+from saekit.errors import ModelLoadError, RemoteError
 
 HP = "resid_post.1"
 TEXTS = [f"the quick brown fox number {i} jumps over the lazy dog" for i in range(12)]

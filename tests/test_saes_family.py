@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saekit import ConfigError, Sae, SaeConfig, TrainConfig, Trainer
-from saekit.saes import BatchTopKSae, GatedSae, JumpReluSae, MatryoshkaSae, ReluSae, SkipTranscoder, Transcoder
+from saekit.saes import BatchTopKSae, GatedSae, JumpReluSae, MatryoshkaSae, ReluSae, SkipTranscoder, Transcoder, architectures
 from saekit.saes.transcoder import transcoder_hookpoints
 
 D, F, K = 16, 64, 4
@@ -358,3 +358,50 @@ def test_trainer_asks_for_the_target_hook_point_in_the_cache():
 def test_threshold_like_parameters_scale_with_input(cls):
     """Parameters in input units are declared for folding."""
     assert cls.scale_with_input
+
+
+# -- the plain-tensor encoder: what edits and on-server encodes run inside a trace ---------------------
+
+
+@pytest.mark.parametrize("arch", architectures())
+@pytest.mark.parametrize("state", ["fresh", "trained"])
+def test_plain_encoder_used_inside_traces_equals_encode(arch, state):
+    """Every registered architecture describes its encoder in plain tensors (`plain_encoder`), and the one
+    in-trace evaluator (`saekit.lm.encode_latents`) gives `encode`'s latents, also for a subset of latents."""
+    from saekit.lm import encode_latents
+    from saekit.lm.in_trace import encoder_rows
+
+    sae = Sae(make_cfg(arch)) if state == "fresh" else trained(arch)
+    x, _ = data(64, seed=7)
+    with torch.no_grad():
+        want = sae.encode(x)
+    enc = sae.plain_encoder()
+    assert all(not t.requires_grad for t in enc.values() if isinstance(t, torch.Tensor))
+    lat = encode_latents(enc, x)
+    got = torch.zeros(len(x), F).scatter(-1, lat["idx"], lat["vals"]) if "vals" in lat else lat["dense"]
+    torch.testing.assert_close(got, want)
+    assert (want > 0).any()
+    rows = torch.tensor([1, 5, 9, 40])
+    sub = encode_latents(encoder_rows(enc, rows), x, rows)
+    torch.testing.assert_close(sub["a_S"], want[:, rows])
+
+
+def test_an_architecture_is_one_class():
+    """A new SAE class registers its name, its required config fields and its plain encoder by itself."""
+    from saekit.config import ARCHITECTURE_FIELDS
+
+    class NeedsKAux(ReluSae, architecture="_test_needs_k_aux"):
+        required_fields = {"k_aux": "16"}
+
+    assert Sae.class_for("_test_needs_k_aux") is NeedsKAux
+    assert "_test_needs_k_aux" not in architectures()  # private names stay out of the public list (the CLI's)
+    with pytest.raises(ConfigError, match="needs k_aux: set e.g. k_aux=16"):
+        SaeConfig(d_in=D, n_latents=F, architecture="_test_needs_k_aux")
+    sae = Sae(SaeConfig(d_in=D, n_latents=F, architecture="_test_needs_k_aux", k_aux=16))
+    assert type(sae) is NeedsKAux and sae.plain_encoder()["rule"] == "relu"
+    del Sae.registry["_test_needs_k_aux"], ARCHITECTURE_FIELDS["_test_needs_k_aux"]
+
+
+def test_public_architectures_are_the_registry():
+    """`architectures()` (the CLI's --architecture choices) lists every registered public architecture."""
+    assert set(architectures()) == set(ARCHS) == {a for a in Sae.registry if not a.startswith("_")}

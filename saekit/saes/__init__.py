@@ -1,6 +1,12 @@
-"""The SAE family: one interface (`base.Sae`), one file per architecture."""
+"""The SAE family: one interface (`base.Sae`), one file per architecture.
 
-from .base import Sae, SaeOutput, fvu, geometric_median
+An architecture's file holds everything about it: the recipe (`forward`), the encoder (`encode_raw`, and
+`plain_encoder` for edits inside traces), and the config fields it needs (`required_fields`); defining
+the class registers it (`architectures()` lists the names). Every objective's FVU is `saekit.metrics.fvu`.
+"""
+
+from ..metrics import fvu
+from .base import Sae, SaeOutput, architectures, geometric_median
 from .batchtopk import BatchTopKSae
 from .gated import GatedSae
 from .jumprelu import JumpReluSae
@@ -20,6 +26,7 @@ __all__ = [
     "SkipTranscoder",
     "TopKSae",
     "Transcoder",
+    "architectures",
     "fvu",
     "geometric_median",
     "transcoder_hookpoints",

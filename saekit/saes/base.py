@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..config import ConfigError, SaeConfig, dump_json
+from ..config import ARCHITECTURE_FIELDS, ArchitectureFields, ConfigError, SaeConfig, dump_json
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
@@ -46,12 +46,6 @@ class SaeOutput(NamedTuple):
     """Mean number of active latents per row (scalar)."""
 
 
-def fvu(x_BD: Tensor, x_hat_BD: Tensor) -> Tensor:
-    """Fraction of variance unexplained: ||x - x_hat||^2 / ||x - mean(x)||^2 over the batch."""
-    total_variance = (x_BD - x_BD.mean(0)).pow(2).sum()
-    return (x_BD - x_hat_BD).pow(2).sum() / total_variance.clamp_min(1e-12)
-
-
 def geometric_median(x_ND: Tensor, iters: int = 50, eps: float = 1e-6) -> Tensor:
     """Weiszfeld's algorithm; robust to the outlier tokens that drag the mean."""
     x_ND = x_ND.float()
@@ -66,22 +60,39 @@ def geometric_median(x_ND: Tensor, iters: int = 50, eps: float = 1e-6) -> Tensor
     return median_D
 
 
+def architectures() -> list[str]:
+    """The registered architecture names, in registration order (names starting with '_' are private
+    ones, from tests and benchmarks): what `SaeConfig.architecture` and the CLI's --architecture accept."""
+    return [name for name in Sae.registry if not name.startswith("_")]
+
+
 class Sae(nn.Module):
     """Base class and factory: `Sae(SaeConfig(...))` builds the architecture the config names.
 
     Subclasses register with `class TopKSae(Sae, architecture="topk")` and implement `encode_raw`
-    (sparse or dense code) and `forward`; everything else (init from data, decoder norms, folding the
-    input scale, save/load) is shared.
+    (sparse or dense code), `forward` and `plain_encoder` (the encoder as plain tensors, for edits inside
+    traces), and declare the config fields they need (`required_fields`); everything else (init from
+    data, decoder norms, folding the input scale, save/load) is shared. One file under `saes/` per
+    architecture is all an architecture needs.
     """
 
     registry: ClassVar[dict[str, type["Sae"]]] = {}
     architecture: ClassVar[str] = ""
+
+    required_fields: ClassVar[dict[str, str]] = {}
+    """SaeConfig fields this architecture needs but that have no safe default: {name: example value}
+    (SaeConfig refuses a config without them, naming the example)."""
+
+    predicts_target: ClassVar[bool] = False
+    """True for transcoders: they read `cfg.hookpoint` and predict `cfg.target_hookpoint` (required then,
+    refused for every other architecture)."""
 
     def __init_subclass__(cls, architecture: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if architecture is not None:
             cls.architecture = architecture
             Sae.registry[architecture] = cls
+            ARCHITECTURE_FIELDS[architecture] = ArchitectureFields(dict(cls.required_fields), cls.predicts_target)
 
     def __new__(cls, cfg: SaeConfig | None = None, *args: Any, **kwargs: Any):
         if cls is Sae:
@@ -149,6 +160,27 @@ class Sae(nn.Module):
     def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
         """(acts, indices) for rows x [B, D]: sparse [B, K] pairs, or dense [B, F] and an empty index."""
         raise NotImplementedError
+
+    def plain_encoder(self) -> dict[str, Any]:
+        """This SAE's encoder as plain tensors, for code that runs inside a trace (on NDIF, where saekit is
+        not installed): {'rule', 'W_enc' [F, D], 'b_enc' [F], 'x_offset' [D], and the rule's extras}.
+
+        `saekit.lm.encode_latents` evaluates it (its docstring lists the rules) and gives `encode`'s
+        latents; tests/test_saes_family.py checks that for every architecture. Feature edits
+        (`saekit.interventions`) and on-server encodes use it.
+        """
+        raise NotImplementedError(f"the {self.architecture!r} architecture has no plain-tensor encoder")
+
+    def _plain(self, rule: str, *, x_offset: Tensor | None = None, **extras: Any) -> dict[str, Any]:
+        """The description's common part: rule, W_enc, b_enc, x_offset (default b_dec), detached fp32 on the CPU."""
+        plain = lambda t: t.detach().float().cpu()  # noqa: E731
+        return {
+            "rule": rule,
+            "W_enc": plain(self.W_enc),
+            "b_enc": plain(self.b_enc),
+            "x_offset": plain(self.b_dec if x_offset is None else x_offset),
+            **extras,
+        }
 
     def decode_raw(self, acts: Tensor, indices: Tensor) -> Tensor:
         if indices.numel() == 0:

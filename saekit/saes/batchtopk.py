@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..config import SaeConfig
-from .kernels import _encode_backward
+from .kernels import encode_backward
 from .topk import TopKSae
 
 
@@ -48,7 +48,7 @@ class _BatchTopKEncode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_acts_BK: Tensor, _grad_idx):
         x_BD, W_enc_FD, idx_BK, acts_BK = ctx.saved_tensors
-        return (*_encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK), None)
+        return (*encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK), None)
 
 
 def batch_topk_encode(x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -68,6 +68,11 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
             return super().encode_raw(x_BD)
         pre_BF = torch.addmm(self.b_enc, x_BD - self.b_dec, self.W_enc.t()).relu_()
         return pre_BF * (pre_BF > self.threshold.to(pre_BF.dtype)), pre_BF.new_empty(0, dtype=torch.long)
+
+    def plain_encoder(self) -> dict:
+        if float(self.threshold) < 0:  # never trained: per-token TopK, as encode_raw
+            return super().plain_encoder()
+        return self._plain("threshold", threshold=self.threshold.detach().float().cpu())
 
     @torch.no_grad()
     def update_threshold(self, acts_BK: Tensor) -> None:

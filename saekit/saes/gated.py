@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import SaeConfig
+from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
 from .relu import sparsity_coefficient
 
@@ -52,18 +53,21 @@ class GatedSae(Sae, architecture="gated"):
         gate_BF, mag_BF = self._paths(x_BD)
         return (gate_BF > 0) * mag_BF.relu(), gate_BF.new_empty(0, dtype=torch.long)
 
+    def plain_encoder(self) -> dict:
+        return self._plain("gated", mag_scale=self.r_mag.detach().exp().float().cpu(), b_mag=self.b_mag.detach().float().cpu())
+
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
         gate_BF, mag_BF = self._paths(x_BD)
         latents_BF = (gate_BF > 0) * mag_BF.relu()
         x_hat_BD = latents_BF @ self.W_dec + self.b_dec
-        total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
-        fvu_ = (x_BD - x_hat_BD).pow(2).sum() / total_variance
+        total_variance = total_variance_of(x_BD)
+        fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         gate_relu_BF = gate_BF.relu()
         lam = sparsity_coefficient(self.l1_coefficient, progress, self.cfg.sparsity_warmup)
         l1 = gate_relu_BF.sum() / total_variance
         x_gate_BD = gate_relu_BF @ self.W_dec.detach() + self.b_dec.detach()
-        gate_recon = (x_BD - x_gate_BD).pow(2).sum() / total_variance
+        gate_recon = fvu(x_BD, x_gate_BD, total_variance)
         aux = lam * l1 + gate_recon
         active_BF = latents_BF > 0
         return SaeOutput(

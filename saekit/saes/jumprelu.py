@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import SaeConfig
+from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
 from .relu import sparsity_coefficient
 
@@ -83,6 +84,7 @@ def step(pre_BF: Tensor, theta_F: Tensor, bandwidth: float) -> Tensor:
 
 class JumpReluSae(Sae, architecture="jumprelu"):
     scale_with_input = ("threshold",)
+    required_fields = {"target_l0": "32"}
 
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
         super().__init__(cfg, device=device, seed=seed)
@@ -95,13 +97,16 @@ class JumpReluSae(Sae, architecture="jumprelu"):
         pre_BF = self._pre(x_BD)
         return pre_BF * (pre_BF > self.threshold), pre_BF.new_empty(0, dtype=torch.long)
 
+    def plain_encoder(self) -> dict:
+        return self._plain("threshold", threshold=self.threshold.detach().float().cpu())
+
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
         pre_BF = self._pre(x_BD)
         latents_BF = jumprelu(pre_BF, self.threshold, self.cfg.bandwidth)
         x_hat_BD = latents_BF @ self.W_dec + self.b_dec
-        total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
-        fvu_ = (x_BD - x_hat_BD).pow(2).sum() / total_variance
+        total_variance = total_variance_of(x_BD)
+        fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         l0 = step(pre_BF, self.threshold, self.cfg.bandwidth).sum(-1).mean()
         lam = sparsity_coefficient(self.cfg.l0_coefficient, progress, self.cfg.sparsity_warmup)
         aux = lam * (l0 / self.cfg.target_l0 - 1).pow(2)

@@ -38,7 +38,8 @@ def _gather_dots(idx_BK: Tensor, W_FD: Tensor, v_BD: Tensor, chunk: int = 256) -
     return out_BK
 
 
-def _encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK):
+def encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK):
+    """Gradients (x, W_enc, b_enc) of a sparse code (acts, idx): the backward of TopK-style encoders."""
     g_BK = grad_acts_BK * (acts_BK > 0)
     grad_x = grad_W = grad_b = None
     if ctx.needs_input_grad[0]:
@@ -65,7 +66,7 @@ class _TopKEncode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_acts_BK: Tensor, _grad_idx):
         x_BD, W_enc_FD, idx_BK, acts_BK = ctx.saved_tensors
-        return (*_encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK), None)
+        return (*encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK), None)
 
 
 def topk_encode(x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k: int) -> tuple[Tensor, Tensor]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..metrics import fvu, total_variance as total_variance_of
 from .base import SaeOutput
 from .batchtopk import BatchTopKSae
 from .kernels import sparse_decode
@@ -26,18 +27,20 @@ from .topk import sparse_fired_l0
 
 
 class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
+    required_fields = {"matryoshka_prefixes": "(128, 512, 2048)"}
+
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
         x_in_BD = x_BD - self.b_dec
         acts_BK, idx_BK = self._encode_train(x_in_BD)
-        total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
+        total_variance = total_variance_of(x_BD)
         levels = self.cfg.matryoshka_levels
         fvus = []
         x_hat_BD = x_BD
         for m in levels:
             acts_m_BK = acts_BK * (idx_BK < m) if m < self.n_latents else acts_BK
             x_hat_BD = sparse_decode(acts_m_BK, idx_BK, self.W_dec) + self.b_dec
-            fvus.append((x_BD - x_hat_BD).pow(2).sum() / total_variance)
+            fvus.append(fvu(x_BD, x_hat_BD, total_variance))
         fvu_ = fvus[-1]  # x_hat_BD is now the full dictionary's reconstruction
         nested = sum(fvus) / len(fvus)
         aux = nested - fvu_

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..config import SaeConfig
+from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
 
 INIT_NORM = 0.1
@@ -64,12 +65,15 @@ class ReluSae(Sae, architecture="relu"):
         pre_BF = torch.addmm(self.b_enc, x_BD - self.b_dec, self.W_enc.t())
         return pre_BF.relu_(), pre_BF.new_empty(0, dtype=torch.long)
 
+    def plain_encoder(self) -> dict:
+        return self._plain("relu")
+
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
         latents_BF = torch.addmm(self.b_enc, x_BD - self.b_dec, self.W_enc.t()).relu()
         x_hat_BD = latents_BF @ self.W_dec + self.b_dec
-        total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
-        fvu_ = (x_BD - x_hat_BD).pow(2).sum() / total_variance
+        total_variance = total_variance_of(x_BD)
+        fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         l1 = (latents_BF * self.W_dec.norm(dim=-1)).sum() / total_variance
         lam = sparsity_coefficient(self.l1_coefficient, progress, self.cfg.sparsity_warmup)
         aux = lam * l1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
 from .kernels import sparse_decode, topk_encode
 
@@ -21,6 +22,9 @@ from .kernels import sparse_decode, topk_encode
 class TopKSae(Sae, architecture="topk"):
     def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
         return topk_encode(x_BD - self.b_dec, self.W_enc, self.b_enc, self.cfg.k)
+
+    def plain_encoder(self) -> dict:
+        return self._plain("topk", k=int(self.cfg.k))
 
     def _encode_train(self, x_in_BD: Tensor) -> tuple[Tensor, Tensor]:
         """The sparse code used while training (BatchTopK overrides it to select across the batch)."""
@@ -31,8 +35,8 @@ class TopKSae(Sae, architecture="topk"):
         x_in_BD = x_BD - self.b_dec
         acts_BK, idx_BK = self._encode_train(x_in_BD)
         x_hat_BD = sparse_decode(acts_BK, idx_BK, self.W_dec) + self.b_dec
-        total_variance = (x_BD - x_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
-        fvu_ = (x_BD - x_hat_BD).pow(2).sum() / total_variance
+        total_variance = total_variance_of(x_BD)
+        fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         aux = x_BD.new_zeros(())
         if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
             aux = self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)

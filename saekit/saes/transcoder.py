@@ -23,17 +23,22 @@ checks that a model has a separable MLP input and output before anything is harv
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from ..config import ConfigError, SaeConfig
+from ..metrics import fvu, total_variance as total_variance_of
 from .base import SaeOutput, geometric_median
 from .kernels import sparse_decode, topk_encode
 from .topk import TopKSae, sparse_fired_l0
 
+if TYPE_CHECKING:
+    from ..lm import Model
 
-def transcoder_hookpoints(model, layer: int) -> tuple[str, str]:
+
+def transcoder_hookpoints(model: Model, layer: int) -> tuple[str, str]:
     """('mlp_in.L', 'mlp_out.L') for `model`, or a ConfigError when its MLP input/output are not separable."""
     from ..hookpoints import HookPointError
 
@@ -60,7 +65,7 @@ def transcoder_hookpoints(model, layer: int) -> tuple[str, str]:
     return names
 
 
-def _submodule(model, path: str):
+def _submodule(model: Model, path: str):
     hf = getattr(model, "hf_model", None)
     if hf is None:
         return None
@@ -71,11 +76,17 @@ def _submodule(model, path: str):
 
 
 class Transcoder(TopKSae, architecture="transcoder"):
+    required_fields = {"target_hookpoint": "'mlp_out.6' with hookpoint='mlp_in.6'"}
+    predicts_target = True
+
     def skip(self, x_BD: Tensor) -> Tensor | float:
         return 0.0
 
     def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
         return topk_encode(x_BD, self.W_enc, self.b_enc, self.cfg.k)
+
+    def plain_encoder(self) -> dict:
+        return self._plain("topk", x_offset=torch.zeros_like(self.b_dec), k=int(self.cfg.k))  # no b_dec on the input
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """The predicted target [..., D] (MLP output) for inputs x [..., D] (MLP input)."""
@@ -98,8 +109,8 @@ class Transcoder(TopKSae, architecture="transcoder"):
         y_BD = target_BD.to(self.W_enc.dtype)
         acts_BK, idx_BK = topk_encode(x_BD, self.W_enc, self.b_enc, self.cfg.k)
         y_hat_BD = sparse_decode(acts_BK, idx_BK, self.W_dec) + self.b_dec + self.skip(x_BD)
-        total_variance = (y_BD - y_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
-        fvu_ = (y_BD - y_hat_BD).pow(2).sum() / total_variance
+        total_variance = total_variance_of(y_BD)
+        fvu_ = fvu(y_BD, y_hat_BD, total_variance)
         aux = y_BD.new_zeros(())
         if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
             aux = self.auxk_loss(x_BD, (y_BD - y_hat_BD).detach(), dead_mask, total_variance)

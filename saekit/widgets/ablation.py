@@ -8,7 +8,7 @@ from typing import Any
 
 import traitlets
 
-from ..interventions import Ablate, Effects, _features, feature_means, measure
+from ..interventions import Ablate, Effects, feature_indices, feature_means, measure
 from .base import SaeWidget
 from .steering import _FeaturePicker, _message, _short, check_model_sae
 
@@ -73,7 +73,7 @@ class AblationPanel(_FeaturePicker, SaeWidget):
 
     def edits(self) -> Ablate:
         """The edit the current settings stand for; raises when they are invalid."""
-        feats = _features(self._sae, self.features, "AblationPanel")
+        feats = feature_indices(self._sae, self.features, "AblationPanel")
         if self.mode == "mean":
             if self._means is None:
                 self._means = feature_means(self._model, self._sae)
@@ -105,7 +105,7 @@ class AblationPanel(_FeaturePicker, SaeWidget):
     def _on_settings(self, change: dict) -> None:
         try:
             if self.features:
-                _features(self._sae, self.features, "AblationPanel")
+                feature_indices(self._sae, self.features, "AblationPanel")
             if self.top < 0:
                 raise ValueError(f"top must be a non-negative int, got {self.top}")
         except Exception as e:

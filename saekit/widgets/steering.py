@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import traitlets
 
-from ..interventions import Clamp, Generation, InterventionError, Steer, _check_sae, _features, check_fit, generate
+from ..interventions import Clamp, Generation, InterventionError, Steer, check_fit, check_sae, feature_indices, generate
 from .base import SaeWidget
 
 MODES = ("steer", "clamp")
@@ -43,7 +43,7 @@ def selection_source(obj: Any) -> tuple[Any, str] | None:
 def check_model_sae(model: Any, sae: Any, who: str) -> None:
     if not (hasattr(model, "tokenizer") and hasattr(model, "encode_prompt") and hasattr(model, "generate")):
         raise TypeError(f"{who} needs a saekit model (saekit.load_model(...)), got {type(model).__name__}")
-    _check_sae(sae, who)
+    check_sae(sae, who)
     try:
         check_fit(model, sae)
     except InterventionError as e:
@@ -70,7 +70,7 @@ class _FeaturePicker:
             self._source = src
             f = int(getattr(*src))
             return [f] if f >= 0 else []
-        return list(_features(sae, features, who))
+        return list(feature_indices(sae, features, who))
 
     def _link_source(self, on_pick: Callable[[int], None]) -> None:
         if self._source is None:
@@ -197,7 +197,7 @@ class SteeringPanel(_FeaturePicker, SaeWidget):
 
     def edits(self) -> list:
         """The edits the current settings stand for (`Steer`s or one `Clamp`); raises when they are invalid."""
-        feats = list(_features(self._sae, self.features, "SteeringPanel"))
+        feats = list(feature_indices(self._sae, self.features, "SteeringPanel"))
         if len(self.strengths) != len(feats):
             raise InterventionError(f"SteeringPanel: {len(feats)} features but {len(self.strengths)} strengths")
         if self.mode == "clamp":
