@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import traitlets
 
 from ..interventions import Ablate, Effects, _features, feature_means, measure
-from .base import SaeWidget, error_message
+from .base import SaeWidget
 from .steering import FeaturePicker, check_model_sae
 
 if TYPE_CHECKING:
@@ -86,14 +86,9 @@ class AblationPanel(FeaturePicker, SaeWidget):
     def run(self) -> Effects | None:
         """Ablate and measure (what the Run button does); None (and `error` set) when it fails."""
         settings = {"prompt": self.prompt, "features": list(self.features), "mode": self.mode, "top": self.top}
-        self._busy = True
-        try:
-            eff = measure(self._model, self.prompt, self.edits(), top=self.top)
-        except Exception as e:  # shown in the widget: bad settings must not break the view
-            self.set_trait("error", error_message(e))
+        eff = self._attempt(lambda: measure(self._model, self.prompt, self.edits(), top=self.top))
+        if eff is None:
             return None
-        finally:
-            self._busy = False
         self.effects = eff
         rows = lambda lst: [[[tok, pc, pe] for tok, pc, pe in pos] for pos in lst]  # noqa: E731
         with self.hold_sync():

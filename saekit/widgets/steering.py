@@ -55,7 +55,8 @@ class FeaturePicker:
 
     Their `features` come as indices, or as a `FeatureBrowser` / `FeatureTable` / `FeatureDashboard` whose
     selected feature joins the panel each time it changes (`unlink()` stops that). A panel has `prompt`,
-    `mode`, `features` and a read-only `error` trait, which `_show_check` sets from a settings check.
+    `mode`, `features`, `_busy` and a read-only `error` trait: `_attempt` runs the panel's action and
+    `_show_check` a settings check, each putting a failure into `error`.
     """
 
     _source: tuple[Any, str] | None = None
@@ -99,6 +100,18 @@ class FeaturePicker:
     def close(self) -> None:
         self.unlink()
         super().close()  # type: ignore[misc]
+
+    def _attempt(self, action: Callable[[], Any]) -> Any:
+        """Run `action` with `_busy` set: its result, or None with its failure in `error` (a bad setting
+        must not break the view)."""
+        self._busy = True
+        try:
+            return action()
+        except Exception as e:
+            self.set_trait("error", error_message(e))
+            return None
+        finally:
+            self._busy = False
 
     def _show_check(self, check: Callable[[], Any]) -> None:
         """Run a settings check: its failure goes to the `error` trait, success clears it."""
@@ -228,17 +241,11 @@ class SteeringPanel(FeaturePicker, SaeWidget):
             "strengths": _finite_or_none(self.strengths), "max_new_tokens": self.max_new_tokens,
             "do_sample": self.do_sample, "seed": self.seed,
         }
-        self._busy = True
-        try:
-            edits = self.edits()
-            gen = generate(
-                self._model, self.prompt, edits, max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, seed=self.seed
-            )
-        except Exception as e:  # shown in the widget: bad settings must not break the view
-            self.set_trait("error", error_message(e))
+        gen = self._attempt(lambda: generate(
+            self._model, self.prompt, self.edits(), max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, seed=self.seed
+        ))
+        if gen is None:
             return None
-        finally:
-            self._busy = False
         self.generation = gen
         with self.hold_sync():
             self.set_trait("error", "")
