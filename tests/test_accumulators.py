@@ -6,15 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saekit.features.accumulators import (
-    HIST_EDGES,
-    ActivationHistogram,
-    ContextSample,
-    CooccurrenceSample,
-    FiringStats,
-    LatentBatch,
-    TopContexts,
-)
+from saekit.features.accumulators import HIST_EDGES, ActivationHistogram, ContextSample, CooccurrenceSample
+from saekit.features.accumulators import FiringStats, LatentBatch, TopContexts
 
 F, T, WINDOW = 7, 9, (3, 2)
 
