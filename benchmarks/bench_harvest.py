@@ -11,8 +11,7 @@ import time
 import torch
 
 import saekit
-from saekit.config import HarvestConfig
-from saekit.harvest import iter_activations
+from saekit.stream import stream_activations
 
 
 def main():
@@ -24,11 +23,10 @@ def main():
     a = p.parse_args()
     model = saekit.load_model()
     ctx = saekit.contexts(model, saekit.corpus(), context_len=128, n_tokens=a.tokens)
-    cfg = HarvestConfig(hookpoints=(a.hookpoint,), batch_size=a.batch)
-    for _ in iter_activations(model, ctx[:a.batch], cfg, progress=False):  # warm-up
+    for _ in stream_activations(model, ctx[:a.batch], [a.hookpoint], batch_size=a.batch):  # warm-up
         pass
     t = time.perf_counter()
-    kept = sum(acts[a.hookpoint].shape[0] for _, acts, _ in iter_activations(model, ctx, cfg, progress=False))
+    kept = sum(b.n_tokens for b in stream_activations(model, ctx, [a.hookpoint], batch_size=a.batch))
     early = kept / (time.perf_counter() - t)
     t = time.perf_counter()
     with torch.inference_mode():

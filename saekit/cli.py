@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .config import HarvestConfig, SaeConfig, TrainConfig, field_docs
 
 if TYPE_CHECKING:
-    from .model import Model
+    from .lm import Model
 
 DEFAULT_OUT = "runs/sae"
 

@@ -90,9 +90,18 @@ def _wiki_file(name: str) -> Path:
     raise CorpusError(f"{WIKI_PACKAGE} is installed but has no data/{name}; reinstall it")
 
 
+def wiki_articles(source: str) -> dict[str, dict]:
+    """The raw entries of one built-in Wikipedia source ('wiki_en', 'wiki_es' or 'wiki_fr'), as shipped:
+    {key: {'title': ..., 'extract': lead section, ...}}. Spanish and French keys are the title linked
+    from their vital-article lists (often the English title), `title` the resolved article title."""
+    if source not in WIKI_FILES:
+        raise CorpusError(f"unknown Wikipedia source {source!r}; built-in ones: {', '.join(WIKI_FILES)}")
+    return json.loads(_wiki_file(WIKI_FILES[source]).read_text(encoding="utf-8"))
+
+
 def wiki_documents(source: str) -> list[Document]:
     """Lead sections of one language's vital articles, sorted by key."""
-    data = json.loads(_wiki_file(WIKI_FILES[source]).read_text(encoding="utf-8"))
+    data = wiki_articles(source)
     docs = []
     for key in sorted(data):
         text = (data[key].get("extract") or "").strip()

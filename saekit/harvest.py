@@ -1,11 +1,11 @@
-"""Batched activation capture: one forward per batch, stopped after the deepest hook point, BOS and
-padding positions left out, finite values checked, written shard by shard so a kill loses no
-finished work (and a rerun with the same settings resumes where it stopped)."""
+"""Harvest: the activation stream (`saekit.stream`) written to an `ActivationCache`, shard by shard, so
+a kill loses no finished work (and a rerun with the same settings resumes where it stopped). One forward
+per batch, stopped after the deepest hook point; the separator and padding left out; finite values checked."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -15,58 +15,17 @@ from .errors import HarvestError
 from .config import HarvestConfig
 from .data import Document, TokenContexts, contexts, corpus
 from .store import ActivationCache
+from .stream import ActivationBatch, stream_activations
 from .tokens import keep_mask
+
+if TYPE_CHECKING:
+    from .lm import Model
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def iter_activations(
-    model,
-    ctx: TokenContexts,
-    cfg: HarvestConfig,
-    *,
-    start: int = 0,
-    progress: bool = True,
-) -> Iterator[tuple[int, dict[str, Tensor], dict[str, Tensor]]]:
-    """Yield (contexts done, {hookpoint: [n, D]}, {token_ids, context_index, position: [n]}) per batch."""
-    for h in cfg.hookpoints:
-        model.resolve(h)  # raise on an unknown hook point before any forward runs
-    dtype = _DTYPES[cfg.dtype]
-    keep_NT = keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id, cfg.drop_bos, cfg.drop_pad)
-    N, T = ctx.input_ids.shape
-    device = model.device
-    bar = tqdm(total=int(keep_NT.sum()), desc="harvest", unit="tok", disable=not progress)
-    bar.update(int(keep_NT[:start].sum()))
-    for s in range(start, N, cfg.batch_size):
-        ids_BT = ctx.input_ids[s : s + cfg.batch_size]
-        mask_BT = ctx.attention_mask[s : s + cfg.batch_size]
-        keep_BT = keep_NT[s : s + cfg.batch_size]
-        acts = model.capture(ids_BT.to(device), cfg.hookpoints, attention_mask=mask_BT.to(device))
-        out = {}
-        for h in cfg.hookpoints:
-            a_BTD = acts[h]
-            rows_nD = a_BTD[keep_BT.to(a_BTD.device)].to("cpu", dtype)  # [n, D]
-            if not torch.isfinite(rows_nD).all():
-                bad = int((~torch.isfinite(rows_nD)).any(-1).sum())
-                raise HarvestError(
-                    f"{bad} activation vectors at {h!r} are NaN or inf (contexts {s}..{s + len(ids_BT) - 1}); "
-                    f"the model overflowed: load it in float32 (load_model(..., dtype=torch.float32)) or harvest in float32."
-                )
-            out[h] = rows_nD
-        pos_BT = torch.arange(T).expand_as(ids_BT)
-        ctx_BT = torch.arange(s, s + len(ids_BT))[:, None].expand_as(ids_BT)
-        meta = {
-            "token_ids": ids_BT[keep_BT].to(torch.int32),
-            "context_index": ctx_BT[keep_BT].to(torch.int32),
-            "position": pos_BT[keep_BT].to(torch.int16),
-        }
-        bar.update(int(keep_BT.sum()))
-        yield s + len(ids_BT), out, meta
-    bar.close()
-
-
 def harvest(
-    model,
+    model: Model,
     texts: Iterable[Document] | Sequence[str] | str | TokenContexts | None = None,
     *,
     hookpoints: Sequence[str] | str | None = None,
@@ -113,24 +72,48 @@ def harvest(
     cache, start = _open_or_create(out, list(cfg.hookpoints), d, info)
     if start >= len(ctx):
         return cache
+    keep_NT = keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id, cfg.drop_bos, cfg.drop_pad)
+    bar = tqdm(total=int(keep_NT.sum()), initial=int(keep_NT[:start].sum()), desc="harvest", unit="tok", disable=not progress)
     pending: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = []
     rows = 0
     kept = cache.n_tokens
-    for done, acts, meta in iter_activations(model, ctx, cfg, start=start, progress=progress):
-        take = min(acts[cfg.hookpoints[0]].shape[0], n_tokens - kept)
-        acts = {k: v[:take] for k, v in acts.items()}
-        meta = {k: v[:take] for k, v in meta.items()}
+    batches = stream_activations(
+        model, ctx, cfg.hookpoints, batch_size=cfg.batch_size, start=start,
+        drop_separator=cfg.drop_bos, drop_pad=cfg.drop_pad, dtype=_DTYPES[cfg.dtype],
+    )
+    for batch in batches:
+        _check_finite(batch)
+        bar.update(batch.n_tokens)
+        take = min(batch.n_tokens, n_tokens - kept)
+        acts = {k: v[:take] for k, v in batch.acts.items()}
+        meta = {
+            "token_ids": batch.token_ids[:take].to(torch.int32),
+            "context_index": batch.context_index[:take].to(torch.int32),
+            "position": batch.position[:take].to(torch.int16),
+        }
         pending.append((acts, meta))
         rows += take
         kept += take
         if rows >= shard_tokens or kept >= n_tokens:
-            cache.append(*_concat(pending), contexts_done=done)
+            cache.append(*_concat(pending), contexts_done=batch.end)
             pending, rows = [], 0
         if kept >= n_tokens:
             break
+    bar.close()
     if pending:
         cache.append(*_concat(pending), contexts_done=len(ctx))
     return cache
+
+
+def _check_finite(batch: ActivationBatch) -> None:
+    for h, rows_nD in batch.acts.items():
+        if not torch.isfinite(rows_nD).all():
+            bad = int((~torch.isfinite(rows_nD)).any(-1).sum())
+            c = batch.context
+            raise HarvestError(
+                f"{bad} activation vectors at {h!r} are NaN or inf (contexts {int(c[0])}..{int(c[-1])}); "
+                f"the model overflowed: load it in float32 (load_model(..., dtype=torch.float32)) or harvest in float32."
+            )
 
 
 def _concat(pending):

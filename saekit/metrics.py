@@ -2,23 +2,31 @@
 
 Reconstruction: L0, FVU (fraction of variance unexplained), explained variance (1 - FVU), cosine
 similarity, dead and dense fractions, feature densities. Downstream, with the reconstruction spliced
-in at the SAE's hook point: CE loss, Delta LM loss, CE-loss recovered against zero-ablation, and the
-KL divergence from the clean model. BOS and padding positions are neither spliced nor scored
-(BOS activations are outliers no SAE is trained on; SAELens's evaluations also leave BOS alone).
+in at the SAE's hook point (`Splice(sae, error_term=False)`): CE loss, Delta LM loss, CE-loss recovered
+against zero-ablation, and the KL divergence from the clean model. The context separator (BOS) and
+padding positions are neither spliced nor scored (BOS activations are outliers no SAE is trained on;
+SAELens's evaluations also leave BOS alone).
+
+`evaluate` reads the activation stream (`saekit.stream`) and sums each batch's contributions
+(`EvalSums.of_batch`, the per-batch step); `EvalSums.result` reduces the sums to an `EvalResult`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+import copy
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data import Document, TokenContexts, contexts, corpus
-from .interventions import check_fit
-from .tokens import keep_mask
+from .interventions import Splice, check_fit
+from .stream import ActivationBatch, stream_activations
+
+if TYPE_CHECKING:
+    from .lm import Model
 
 DENSE_THRESHOLD = 0.1
 """A latent active on more than this fraction of tokens counts as dense."""
@@ -120,8 +128,99 @@ class EvalResult:
         return ax
 
 
+@dataclass
+class EvalSums:
+    """Running sums of an evaluation: what each batch adds (`of_batch`), merged with `+`, reduced by `result`."""
+
+    fired: Tensor
+    """[F] tokens on which each latent was active."""
+    n: int = 0
+    """Scored activations (kept tokens)."""
+    err: float = 0.0
+    """Sum of squared reconstruction errors."""
+    cos: float = 0.0
+    """Sum of cosine similarities between activation and reconstruction."""
+    l0: float = 0.0
+    """Sum of active latents."""
+    x_sum: Tensor | None = None
+    """[D] sum of activations (float64), for the total variance."""
+    x_sqsum: float = 0.0
+    """Sum of squared activations."""
+    n_ce: int = 0
+    """Scored next-token predictions."""
+    ce_clean: float = 0.0
+    ce_spliced: float = 0.0
+    ce_zero: float = 0.0
+    kl: float = 0.0
+
+    @classmethod
+    def of_batch(cls, model: Model, sae, batch: ActivationBatch, hookpoint: str, splice: Splice) -> "EvalSums":
+        """One batch's contributions: reconstruction of its kept activations, and the next-token losses of
+        the clean model and the model with `splice` applied (one forward, two invokes, with the full
+        next-token distributions for the KL), and with the hook point zero-ablated (a second forward)."""
+        x_ND = batch.acts[hookpoint]
+        with torch.no_grad():
+            latents_NF = sae.encode(x_ND)
+            x_hat_ND = sae.decode(latents_NF).float()
+        x, x_hat = x_ND.double(), x_hat_ND.double()
+        ids_BT, mask_BT = batch.input_ids.to(model.device), batch.attention_mask.to(model.device)
+        score_BT = batch.attention_mask[:, 1:].bool()  # next-token predictions whose target is a real token
+        runs = model.compare(ids_BT, splice, mask_BT, tokens=range(model.vocab_size), top=0)
+        nll_clean, nll_splice = runs["nll_clean"], runs["nll_edited"]
+        kl_BT = kl_divergence(runs.pop("logp_clean")[:, :-1], runs.pop("logp_edited")[:, :-1])
+        nll_zero = model.token_nll(ids_BT, mask_BT, edits={hookpoint: _zero_at(batch.keep)})
+        return cls(
+            fired=(latents_NF > 0).sum(0).cpu(),
+            n=x_ND.shape[0],
+            err=float((x_ND - x_hat_ND).double().pow(2).sum()),
+            cos=float(torch.nn.functional.cosine_similarity(x, x_hat, dim=-1).sum()),
+            l0=float((latents_NF != 0).sum()),
+            x_sum=x.sum(0),
+            x_sqsum=float(x.pow(2).sum()),
+            n_ce=int(score_BT.sum()),
+            ce_clean=float(nll_clean[score_BT].sum()),
+            ce_spliced=float(nll_splice[score_BT].sum()),
+            ce_zero=float(nll_zero[score_BT].sum()),
+            kl=float(kl_BT[score_BT].sum()),
+        )
+
+    def __add__(self, other: "EvalSums") -> "EvalSums":
+        x_sum = other.x_sum if self.x_sum is None else self.x_sum + other.x_sum
+        return EvalSums(
+            self.fired + other.fired, self.n + other.n, self.err + other.err, self.cos + other.cos,
+            self.l0 + other.l0, x_sum, self.x_sqsum + other.x_sqsum, self.n_ce + other.n_ce,
+            self.ce_clean + other.ce_clean, self.ce_spliced + other.ce_spliced, self.ce_zero + other.ce_zero,
+            self.kl + other.kl,
+        )
+
+    def result(self, d_in: int) -> EvalResult:
+        """The metrics these sums stand for, for an SAE of input width `d_in`."""
+        n, n_ce = self.n, max(self.n_ce, 1)
+        total_var = self.x_sqsum - float((self.x_sum**2).sum()) / n
+        fvu_ = self.err / max(total_var, 1e-30)
+        density_F = self.fired.double() / n
+        ce_c, ce_s, ce_z = self.ce_clean / n_ce, self.ce_spliced / n_ce, self.ce_zero / n_ce
+        return EvalResult(
+            n_tokens=n,
+            l0=self.l0 / n,
+            fvu=fvu_,
+            explained_variance=1 - fvu_,
+            cosine_similarity=self.cos / n,
+            mse=self.err / (n * d_in),
+            dead_fraction=float((self.fired == 0).double().mean()),
+            dense_fraction=float((density_F > DENSE_THRESHOLD).double().mean()),
+            ce_clean=ce_c,
+            ce_spliced=ce_s,
+            ce_zero_ablation=ce_z,
+            delta_lm_loss=ce_s - ce_c,
+            ce_loss_recovered=ce_loss_recovered(ce_c, ce_s, ce_z),
+            kl_divergence=self.kl / n_ce,
+            density=density_F.float(),
+        )
+
+
 def evaluate(
-    model,
+    model: Model,
     sae,
     texts: Iterable[Document] | Sequence[str] | TokenContexts | None = None,
     *,
@@ -137,84 +236,38 @@ def evaluate(
         ctx = texts
     else:
         ctx = contexts(model, corpus(split="test") if texts is None else texts, context_len=context_len, n_tokens=n_tokens)
-    device = model.device
-    bos = model.separator_id
-    F_ = sae.n_latents
-    fired_F = torch.zeros(F_, dtype=torch.long)
-    sums = {"err": 0.0, "cos": 0.0, "l0": 0.0, "n": 0, "ce_clean": 0.0, "ce_spliced": 0.0, "ce_zero": 0.0, "kl": 0.0, "n_ce": 0}
-    xs_sum = None
-    xs_sqsum = 0.0
+    splice = Splice(_reading(sae, hookpoint), error_term=False)
+    sums = EvalSums(fired=torch.zeros(sae.n_latents, dtype=torch.long))
     bar = tqdm(total=len(ctx), desc="evaluate", unit="ctx", disable=not progress)
-    for s in range(0, len(ctx), batch_size):
-        ids_BT = ctx.input_ids[s : s + batch_size].to(device)
-        mask_BT = ctx.attention_mask[s : s + batch_size].to(device)
-        keep_BT = keep_mask(ids_BT, mask_BT, bos)
-        acts_BTD = model.capture(ids_BT, [hookpoint], attention_mask=mask_BT)[hookpoint].float()
-        x_ND = acts_BTD[keep_BT]
-        with torch.no_grad():
-            latents_NF = sae.encode(x_ND)
-            x_hat_ND = sae.decode(latents_NF).float()
-        fired_F += (latents_NF > 0).sum(0).cpu()
-        sums["err"] += float((x_ND - x_hat_ND).double().pow(2).sum())
-        sums["cos"] += float(torch.nn.functional.cosine_similarity(x_ND.double(), x_hat_ND.double(), dim=-1).sum())
-        sums["l0"] += float((latents_NF != 0).sum())
-        sums["n"] += x_ND.shape[0]
-        xs_sum = x_ND.double().sum(0) if xs_sum is None else xs_sum + x_ND.double().sum(0)
-        xs_sqsum += float(x_ND.double().pow(2).sum())
-
-        x_hat_BTD = acts_BTD.clone()
-        x_hat_BTD[keep_BT] = x_hat_ND
-        splice = _replace_at(keep_BT, x_hat_BTD)
-        zero = _replace_at(keep_BT, torch.zeros_like(acts_BTD))
-        # score next-token predictions whose target is a real token
-        score_BT = mask_BT[:, 1:].bool()
-        nll_clean, logp_clean = model.token_nll(ids_BT, mask_BT, return_logprobs=True)
-        nll_splice, logp_splice = model.token_nll(ids_BT, mask_BT, edits={hookpoint: splice}, return_logprobs=True)
-        kl_BT = kl_divergence(logp_clean[:, :-1], logp_splice[:, :-1])
-        del logp_clean, logp_splice
-        nll_zero = model.token_nll(ids_BT, mask_BT, edits={hookpoint: zero})
-        sums["ce_clean"] += float(nll_clean[score_BT].sum())
-        sums["ce_spliced"] += float(nll_splice[score_BT].sum())
-        sums["ce_zero"] += float(nll_zero[score_BT].sum())
-        sums["kl"] += float(kl_BT[score_BT].sum())
-        sums["n_ce"] += int(score_BT.sum())
-        bar.update(len(ids_BT))
+    for batch in stream_activations(model, ctx, [hookpoint], batch_size=batch_size, device=sae.device):
+        sums = sums + EvalSums.of_batch(model, sae, batch, hookpoint, splice)
+        bar.update(len(batch.context))
     bar.close()
-    n, n_ce = sums["n"], max(sums["n_ce"], 1)
-    total_var = xs_sqsum - float((xs_sum**2).sum()) / n
-    fvu_ = sums["err"] / max(total_var, 1e-30)
-    density_F = fired_F.double() / n
-    ce_c, ce_s, ce_z = sums["ce_clean"] / n_ce, sums["ce_spliced"] / n_ce, sums["ce_zero"] / n_ce
-    return EvalResult(
-        n_tokens=n,
-        l0=sums["l0"] / n,
-        fvu=fvu_,
-        explained_variance=1 - fvu_,
-        cosine_similarity=sums["cos"] / n,
-        mse=sums["err"] / (n * sae.d_in),
-        dead_fraction=float((fired_F == 0).double().mean()),
-        dense_fraction=float((density_F > DENSE_THRESHOLD).double().mean()),
-        ce_clean=ce_c,
-        ce_spliced=ce_s,
-        ce_zero_ablation=ce_z,
-        delta_lm_loss=ce_s - ce_c,
-        ce_loss_recovered=ce_loss_recovered(ce_c, ce_s, ce_z),
-        kl_divergence=sums["kl"] / n_ce,
-        density=density_F.float(),
-    )
+    return sums.result(sae.d_in)
 
 
-def _replace_at(keep_BT: Tensor, new_BTD: Tensor):
-    """An edit that puts `new` where `keep` is set and leaves the other positions alone."""
+def _reading(sae, hookpoint: str):
+    """`sae` itself when it reads `hookpoint` (its `cfg.hookpoint`), else a shallow copy sharing its weights
+    whose config names `hookpoint`, so that `Splice` acts where `evaluate(hookpoint=...)` was asked to."""
+    if sae.cfg.hookpoint == hookpoint:
+        return sae
+    placed = copy.copy(sae)
+    placed.cfg = replace(sae.cfg, hookpoint=hookpoint)
+    return placed
+
+
+def _zero_at(keep_BT: Tensor):
+    """An edit that zero-ablates the positions `keep` marks and leaves the others alone."""
 
     def edit(acts_BTD: Tensor) -> Tensor:
-        return torch.where(keep_BT[..., None].to(acts_BTD.device), new_BTD.to(acts_BTD.device, acts_BTD.dtype), acts_BTD)
+        return torch.where(keep_BT[..., None].to(acts_BTD.device), torch.zeros((), device=acts_BTD.device, dtype=acts_BTD.dtype), acts_BTD)
 
     return edit
 
 
 __all__ = [
     "EvalResult",
+    "EvalSums",
     "evaluate",
     "l0",
     "fvu",

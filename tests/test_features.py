@@ -8,16 +8,21 @@ import pytest
 import torch
 
 import saekit
-from saekit.feature_search import (
+from saekit.features import (
+    FeatureError,
+    FeatureStats,
+    cooccurrence,
+    decoder_neighbours,
+    feature_stats,
     features_for_text,
     features_for_tokens,
+    logit_effects,
     multilingual_features,
     parallel_articles,
     prompt_activations,
+    unembedding,
 )
-from saekit.features import FeatureError, FeatureStats, cooccurrence, decoder_neighbours, feature_stats, logit_effects
 from saekit.tokens import keep_mask
-from saekit.unembed import unembedding
 from tiny import tiny_model
 
 HOSTILE = '<script>window.__pwned=1</script> and <img src=x onerror="window.__pwned=1"> stay text'

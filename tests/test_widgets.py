@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from saekit.feature_search import features_for_tokens
+from saekit.features import features_for_tokens
 from saekit.widgets import FeatureBrowser, FeatureDashboard, PromptInspector
 from saekit.widgets.base import asset_dir, embed_json
 from test_features import HOSTILE, make_tiny_stats

@@ -4,16 +4,19 @@ traitlets; the results are plain data in `results`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import traitlets
 
 from ..interventions import Ablate, Effects, feature_indices, feature_means, measure
 from .base import SaeWidget
-from .steering import _FeaturePicker, _message, _short, check_model_sae
+from .steering import FeaturePicker, check_model_sae
+
+if TYPE_CHECKING:
+    from ..lm import Model
 
 
-class AblationPanel(_FeaturePicker, SaeWidget):
+class AblationPanel(FeaturePicker, SaeWidget):
     """`AblationPanel(model, sae, features=None, *, prompt="", mode="zero")`: what ablating features changes.
 
     `features` is a list of feature indices, or a `FeatureBrowser` / `FeatureTable` / `FeatureDashboard` whose
@@ -53,7 +56,7 @@ class AblationPanel(_FeaturePicker, SaeWidget):
     _busy = traitlets.Bool(False).tag(sync=True)
     _n_latents = traitlets.Int(0).tag(sync=True)
 
-    def __init__(self, model: Any, sae: Any, features: Any = None, *, means: Any = None, **kwargs: Any) -> None:
+    def __init__(self, model: Model, sae: Any, features: Any = None, *, means: Any = None, **kwargs: Any) -> None:
         check_model_sae(model, sae, "AblationPanel")
         self._model, self._sae, self._means = model, sae, means
         self.effects: Effects | None = None
@@ -83,14 +86,9 @@ class AblationPanel(_FeaturePicker, SaeWidget):
     def run(self) -> Effects | None:
         """Ablate and measure (what the Run button does); None (and `error` set) when it fails."""
         settings = {"prompt": self.prompt, "features": list(self.features), "mode": self.mode, "top": self.top}
-        self._busy = True
-        try:
-            eff = measure(self._model, self.prompt, self.edits(), top=self.top)
-        except Exception as e:  # shown in the widget: bad settings must not break the view
-            self.set_trait("error", _message(e))
+        eff = self._attempt(lambda: measure(self._model, self.prompt, self.edits(), top=self.top))
+        if eff is None:
             return None
-        finally:
-            self._busy = False
         self.effects = eff
         rows = lambda lst: [[[tok, pc, pe] for tok, pc, pe in pos] for pos in lst]  # noqa: E731
         with self.hold_sync():
@@ -103,18 +101,13 @@ class AblationPanel(_FeaturePicker, SaeWidget):
         return eff
 
     def _on_settings(self, change: dict) -> None:
-        try:
-            if self.features:
-                feature_indices(self._sae, self.features, "AblationPanel")
-            if self.top < 0:
-                raise ValueError(f"top must be a non-negative int, got {self.top}")
-        except Exception as e:
-            self.set_trait("error", _message(e))
-        else:
-            self.set_trait("error", "")
+        self._show_check(self._check_settings)
 
-    def _repr_args(self) -> str:
-        return f"mode={self.mode!r}, features={list(self.features)}, prompt={_short(self.prompt)}"
+    def _check_settings(self) -> None:
+        if self.features:
+            feature_indices(self._sae, self.features, "AblationPanel")
+        if self.top < 0:
+            raise ValueError(f"top must be a non-negative int, got {self.top}")
 
 
 __all__ = ["AblationPanel"]

@@ -66,6 +66,16 @@ def embed_json(obj: Any) -> str:
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
+def error_message(e: BaseException) -> str:
+    """How a widget shows an error in its view (and in its `error` trait): 'TypeName: message'."""
+    return f"{type(e).__name__}: {e}"
+
+
+def short_text(text: str, n: int = 32) -> str:
+    """`repr` of `text` cut to `n` characters (with an ellipsis), for widgets' short reprs."""
+    return repr(text if len(text) <= n else text[: n - 1] + "…")
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (bytes, bytearray, memoryview)):
         return {"$bytes": base64.b64encode(bytes(o)).decode("ascii")}
@@ -199,4 +209,4 @@ STATIC_PAGE_CSS = """body { margin: 16px; font-family: system-ui, sans-serif; ba
 .saekit-static { margin-bottom: 24px; }"""
 
 
-__all__ = ["SaeWidget", "asset", "asset_dir", "embed_json", "export_html"]
+__all__ = ["SaeWidget", "asset", "asset_dir", "embed_json", "error_message", "export_html", "short_text"]

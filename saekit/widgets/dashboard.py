@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import traitlets
 
-from ..features import FeatureError, FeatureStats
+from ..features import FeatureError, FeatureStats, features_for_tokens
 from .base import SaeWidget, export_html
 
 
@@ -66,8 +66,6 @@ class FeatureDashboard(SaeWidget):
             self._views = {str(f): view}
 
     def _on_token(self, change) -> None:
-        from ..feature_search import features_for_tokens
-
         tok = change["new"]
         if not tok.strip():
             return

@@ -4,13 +4,15 @@ Python code can read, set and observe."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import traitlets
 
-from ..feature_search import PromptActivations, prompt_activations
-from ..features import FeatureStats
-from .base import SaeWidget
+from ..features import FeatureStats, PromptActivations, prompt_activations
+from .base import SaeWidget, error_message
+
+if TYPE_CHECKING:
+    from ..lm import Model
 
 
 class PromptInspector(SaeWidget):
@@ -31,7 +33,7 @@ class PromptInspector(SaeWidget):
     _info = traitlets.Dict({}).tag(sync=True)
     _error = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, model, sae, text: str = "", *, stats: FeatureStats | None = None, max_features: int = 32, **kwargs: Any) -> None:
+    def __init__(self, model: Model, sae, text: str = "", *, stats: FeatureStats | None = None, max_features: int = 32, **kwargs: Any) -> None:
         self._model, self._sae, self.stats, self._max_features = model, sae, stats, max_features
         self.activations: PromptActivations | None = None
         super().__init__(text=text, **kwargs)
@@ -46,7 +48,7 @@ class PromptInspector(SaeWidget):
         try:
             pa = prompt_activations(self._model, self._sae, self.text, max_features=self._max_features)
         except Exception as e:  # shown in the widget: a bad prompt must not break the view
-            self._error = f"{type(e).__name__}: {e}"
+            self._error = error_message(e)
             return
         self.activations = pa
         info: dict[str, str] = {}

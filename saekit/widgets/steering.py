@@ -5,12 +5,15 @@ side by side. The settings and the last outputs are traitlets that Python code c
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import traitlets
 
 from ..interventions import Clamp, Generation, InterventionError, Steer, check_fit, check_sae, feature_indices, generate
-from .base import SaeWidget
+from .base import SaeWidget, error_message, short_text
+
+if TYPE_CHECKING:
+    from ..lm import Model
 
 MODES = ("steer", "clamp")
 
@@ -22,10 +25,6 @@ def _finite_or_none(values: Any, _widget: Any = None) -> list:
 
 def _floats_from_json(values: Any, _widget: Any = None) -> list:
     return [float("nan") if v is None else float(v) for v in values]
-
-
-def _short(text: str, n: int = 32) -> str:
-    return repr(text if len(text) <= n else text[: n - 1] + "…")
 
 
 def selection_source(obj: Any) -> tuple[Any, str] | None:
@@ -40,7 +39,8 @@ def selection_source(obj: Any) -> tuple[Any, str] | None:
     return None
 
 
-def check_model_sae(model: Any, sae: Any, who: str) -> None:
+def check_model_sae(model: Model, sae: Any, who: str) -> None:
+    """Raise, naming `who`, unless `model` is a saekit model and `sae` a saekit SAE that fits it."""
     if not (hasattr(model, "tokenizer") and hasattr(model, "encode_prompt") and hasattr(model, "generate")):
         raise TypeError(f"{who} needs a saekit model (saekit.load_model(...)), got {type(model).__name__}")
     check_sae(sae, who)
@@ -50,8 +50,14 @@ def check_model_sae(model: Any, sae: Any, who: str) -> None:
         raise InterventionError(f"{who}: {e}") from None
 
 
-class _FeaturePicker:
-    """Mixin: `features` given as indices or as a feature browser whose selection adds features."""
+class FeaturePicker:
+    """Mixin of the panels that act on chosen SAE features (`SteeringPanel`, `AblationPanel`).
+
+    Their `features` come as indices, or as a `FeatureBrowser` / `FeatureTable` / `FeatureDashboard` whose
+    selected feature joins the panel each time it changes (`unlink()` stops that). A panel has `prompt`,
+    `mode`, `features`, `_busy` and a read-only `error` trait: `_attempt` runs the panel's action and
+    `_show_check` a settings check, each putting a failure into `error`.
+    """
 
     _source: tuple[Any, str] | None = None
 
@@ -95,8 +101,32 @@ class _FeaturePicker:
         self.unlink()
         super().close()  # type: ignore[misc]
 
+    def _attempt(self, action: Callable[[], Any]) -> Any:
+        """Run `action` with `_busy` set: its result, or None with its failure in `error` (a bad setting
+        must not break the view)."""
+        self._busy = True
+        try:
+            return action()
+        except Exception as e:
+            self.set_trait("error", error_message(e))
+            return None
+        finally:
+            self._busy = False
 
-class SteeringPanel(_FeaturePicker, SaeWidget):
+    def _show_check(self, check: Callable[[], Any]) -> None:
+        """Run a settings check: its failure goes to the `error` trait, success clears it."""
+        try:
+            check()
+        except Exception as e:
+            self.set_trait("error", error_message(e))
+        else:
+            self.set_trait("error", "")
+
+    def _repr_args(self) -> str:
+        return f"mode={self.mode!r}, features={list(self.features)}, prompt={short_text(self.prompt)}"
+
+
+class SteeringPanel(FeaturePicker, SaeWidget):
     """`SteeringPanel(model, sae, features=None, *, prompt="", mode="steer")`: steer generation with SAE features.
 
     `features` is a list of feature indices, or a `FeatureBrowser` / `FeatureTable` / `FeatureDashboard` whose
@@ -153,7 +183,7 @@ class SteeringPanel(_FeaturePicker, SaeWidget):
     _busy = traitlets.Bool(False).tag(sync=True)
     _n_latents = traitlets.Int(0).tag(sync=True)
 
-    def __init__(self, model: Any, sae: Any, features: Any = None, **kwargs: Any) -> None:
+    def __init__(self, model: Model, sae: Any, features: Any = None, **kwargs: Any) -> None:
         check_model_sae(model, sae, "SteeringPanel")
         self._model, self._sae = model, sae
         self.generation: Generation | None = None
@@ -211,17 +241,11 @@ class SteeringPanel(_FeaturePicker, SaeWidget):
             "strengths": _finite_or_none(self.strengths), "max_new_tokens": self.max_new_tokens,
             "do_sample": self.do_sample, "seed": self.seed,
         }
-        self._busy = True
-        try:
-            edits = self.edits()
-            gen = generate(
-                self._model, self.prompt, edits, max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, seed=self.seed
-            )
-        except Exception as e:  # shown in the widget: bad settings must not break the view
-            self.set_trait("error", _message(e))
+        gen = self._attempt(lambda: generate(
+            self._model, self.prompt, self.edits(), max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, seed=self.seed
+        ))
+        if gen is None:
             return None
-        finally:
-            self._busy = False
         self.generation = gen
         with self.hold_sync():
             self.set_trait("error", "")
@@ -236,22 +260,13 @@ class SteeringPanel(_FeaturePicker, SaeWidget):
         self.generate()
 
     def _on_settings(self, change: dict) -> None:
-        try:
-            if self.features:
-                self.edits()
-            if self.max_new_tokens <= 0:
-                raise InterventionError(f"max_new_tokens must be a positive int, got {self.max_new_tokens}")
-        except Exception as e:
-            self.set_trait("error", _message(e))
-        else:
-            self.set_trait("error", "")
+        self._show_check(self._check_settings)
 
-    def _repr_args(self) -> str:
-        return f"mode={self.mode!r}, features={list(self.features)}, prompt={_short(self.prompt)}"
+    def _check_settings(self) -> None:
+        if self.features:
+            self.edits()
+        if self.max_new_tokens <= 0:
+            raise InterventionError(f"max_new_tokens must be a positive int, got {self.max_new_tokens}")
 
 
-def _message(e: Exception) -> str:
-    return f"{type(e).__name__}: {e}"
-
-
-__all__ = ["SteeringPanel"]
+__all__ = ["FeaturePicker", "SteeringPanel", "check_model_sae", "selection_source"]

@@ -1,6 +1,7 @@
 """Per-feature statistics over a corpus, as plain data: `feature_stats(model, sae, texts) -> FeatureStats`.
 
-One pass over the corpus collects, for every SAE latent ("feature"):
+One pass over the activation stream (`saekit.stream`) feeds one accumulator per statistic
+(`saekit.features.accumulators`), which collect for every SAE latent ("feature"):
 
 - density (fraction of tokens where it fires, act > 0), mean activation when firing, max activation;
 - top-activating contexts: per context the feature's strongest token, the `top_k` strongest contexts
@@ -12,7 +13,8 @@ One pass over the corpus collects, for every SAE latent ("feature"):
 - co-occurring features: Jaccard similarity of firing sets, counted on the first `cooccurrence_tokens`
   tokens (sparse, so memory grows with tokens x L0, never with features squared);
 - logit effects (top and bottom output tokens of each decoder direction through the model's final norm
-  and unembedding, see `saekit.unembed`) and nearest features by decoder cosine similarity.
+  and unembedding, see `saekit.features.unembed`) and nearest features by decoder cosine similarity
+  (`saekit.features.geometry`), which need no corpus pass.
 
 Memory is bounded by features x (top_k + n_samples) x window, about 100 MB for 16k features with the
 defaults; nothing grows with the corpus except the co-occurrence sample, which is capped. Results save to
@@ -22,28 +24,37 @@ a folder (`stats.safetensors` + `stats.json` + `labels.json`, no pickles) and `F
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .errors import FeatureError
-from .data import TokenContexts, contexts
-from .feature_geometry import cooccurrence, decoder_neighbours, logit_effects
-from .tokens import keep_mask
-from .store import ActivationCache
+from ..data import TokenContexts, as_documents, contexts, corpus
+from ..errors import FeatureError
+from ..store import ActivationCache
+from ..stream import ActivationBatch, cached_activations, stream_activations
+from ..tokens import keep_mask
+from .accumulators import (
+    HIST_EDGES,
+    ActivationHistogram,
+    ContextSample,
+    CooccurrenceSample,
+    FiringStats,
+    LatentBatch,
+    TopContexts,
+)
+from .geometry import decoder_neighbours, logit_effects
+
+if TYPE_CHECKING:
+    from ..lm import Model
 
 STATS_FILE = "stats.safetensors"
 META_FILE = "stats.json"
 LABELS_FILE = "labels.json"
-HIST_EDGES = 2.0 ** torch.arange(-10, 16.01, 0.25)
-"""Histogram bin edges shared by every feature: 4 bins per octave from 2^-10 to 2^16 (activations
-below the first edge go to the first bin, above the last to the last)."""
 
 
 @dataclass
@@ -298,83 +309,9 @@ def _dedupe(examples: list[dict]) -> list[dict]:
 # -- the streaming pass ---------------------------------------------------------------------------
 
 
-class _TopK:
-    """Per-feature streaming top-k of per-context candidates, each with its window of tokens and acts."""
-
-    def __init__(self, F: int, k: int, W: int) -> None:
-        self.values = torch.full((F, k), -math.inf)
-        self.context = torch.full((F, k), -1, dtype=torch.long)
-        self.tokens = torch.full((F, k, W), -1, dtype=torch.int32)
-        self.acts = torch.zeros((F, k, W))
-
-    def update(self, keys_FB: Tensor, vals_FB: Tensor, ctx_B: Tensor, windows, keys_FK: Tensor | None = None) -> None:
-        """Merge candidates (one per feature and context) ranked by `keys_FB` (the values themselves for
-        a top-k, random numbers for a reservoir). `windows(f_idx, b_idx) -> (tokens, acts)` cuts windows."""
-        K = self.values.shape[1]
-        old_keys = self.values if keys_FK is None else keys_FK
-        merged = torch.cat([old_keys, keys_FB], dim=1)
-        kk = min(K, merged.shape[1])
-        top_keys, sel = merged.topk(kk, dim=1)
-        is_new = (sel >= K) & torch.isfinite(top_keys)
-        keep_old = sel < K
-        F = self.values.shape[0]
-        rows = torch.arange(F)[:, None].expand_as(sel)
-        new_vals = torch.full_like(self.values, -math.inf)
-        new_ctx = torch.full_like(self.context, -1)
-        new_tok = torch.full_like(self.tokens, -1)
-        new_acts = torch.zeros_like(self.acts)
-        old_j = sel.clamp(max=K - 1)
-        new_vals[keep_old] = self.values[rows[keep_old], old_j[keep_old]]
-        new_ctx[keep_old] = self.context[rows[keep_old], old_j[keep_old]]
-        new_tok[keep_old] = self.tokens[rows[keep_old], old_j[keep_old]]
-        new_acts[keep_old] = self.acts[rows[keep_old], old_j[keep_old]]
-        if bool(is_new.any()):
-            f_idx = rows[is_new]
-            b_idx = sel[is_new] - K
-            new_vals[is_new] = vals_FB[f_idx, b_idx]
-            new_ctx[is_new] = ctx_B[b_idx]
-            tok, acts = windows(f_idx, b_idx)
-            new_tok[is_new] = tok
-            new_acts[is_new] = acts
-        self.values, self.context, self.tokens, self.acts = new_vals, new_ctx, new_tok, new_acts
-        if keys_FK is not None:
-            keys_FK.copy_(torch.where(torch.isfinite(top_keys), top_keys, torch.full_like(top_keys, -math.inf)))
-
-
-def _batches_from_contexts(model, ctx: TokenContexts, hookpoint: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
-    keep_NT = keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id)
-    for s in range(0, len(ctx), batch_size):
-        ids = ctx.input_ids[s : s + batch_size]
-        acts = model.capture(ids.to(model.device), [hookpoint], attention_mask=ctx.attention_mask[s : s + batch_size].to(model.device))
-        yield acts[hookpoint].float().cpu(), ids, keep_NT[s : s + batch_size], torch.arange(s, s + len(ids))
-
-
-def _batches_from_cache(cache: ActivationCache, hookpoint: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """Rebuild [B, T] grids of contexts from a harvest's rows (token id, context index, position)."""
-    T = int(cache.info.get("context_len") or 0)
-    if not T:
-        raise FeatureError("this activation cache does not record context_len; harvest it again with saekit.harvest")
-    acts = cache.load(hookpoint)
-    tok = cache.load("token_ids").long()
-    cidx = cache.load("context_index").long()
-    pos = cache.load("position").long()
-    uniq = torch.unique_consecutive(cidx)
-    for s in range(0, len(uniq), batch_size):
-        chunk = uniq[s : s + batch_size]
-        rows = ((cidx >= chunk[0]) & (cidx <= chunk[-1])).nonzero().squeeze(-1)
-        b = torch.searchsorted(chunk, cidx[rows])
-        x = torch.zeros(len(chunk), T, acts.shape[-1])
-        ids = torch.full((len(chunk), T), -1, dtype=torch.long)
-        keep = torch.zeros(len(chunk), T, dtype=torch.bool)
-        x[b, pos[rows]] = acts[rows].float()
-        ids[b, pos[rows]] = tok[rows]
-        keep[b, pos[rows]] = True
-        yield x, ids, keep, chunk
-
-
 @torch.no_grad()
 def feature_stats(
-    model,
+    model: Model | None,
     sae,
     texts=None,
     *,
@@ -398,14 +335,12 @@ def feature_stats(
     `ActivationCache` harvested at the SAE's hook point (then no forward runs; `model` may be None, and
     logit effects are skipped when it is). `window` = (tokens before, tokens after) the strongest token.
     """
-    hookpoint = sae.cfg.hookpoint
-    F = sae.n_latents
     left, right = window
     if left < 0 or right < 0:
         raise FeatureError(f"window must be two non-negative ints (before, after), got {window!r}")
     if top_k < 1 or n_samples < 0:
         raise FeatureError(f"top_k must be >= 1 and n_samples >= 0, got top_k={top_k}, n_samples={n_samples}")
-    W = left + 1 + right
+    hookpoint = sae.cfg.hookpoint
     meta: dict[str, Any] = {
         "hookpoint": hookpoint,
         "sae": {k: v for k, v in sae.cfg.to_dict().items()},
@@ -413,120 +348,66 @@ def feature_stats(
         "documents": [],
         "context_doc": [],
     }
-    if isinstance(texts, ActivationCache):
-        hp = hookpoint if hookpoint in texts.hookpoints else None
-        if hp is None:
-            raise FeatureError(
-                f"the cache holds {texts.hookpoints} but the SAE reads {hookpoint!r}: harvest at the SAE's hook point"
-            )
-        total = texts.n_tokens
-        batches = _batches_from_cache(texts, hp, batch_size)
-        meta["model"] = texts.info.get("model")
-    else:
-        if model is None:
-            raise FeatureError("pass a model to run texts through, or pass an ActivationCache as texts")
-        if hookpoint is None:
-            raise FeatureError("the SAE has no cfg.hookpoint: set sae.cfg.hookpoint to the hook point it was trained on")
-        if isinstance(texts, TokenContexts):
-            ctx = texts
-        else:
-            from .data import as_documents, corpus
-
-            docs = corpus(split=split) if texts is None else as_documents(texts)
-            ctx = contexts(model, docs, context_len=context_len, n_tokens=n_tokens)
-        meta["model"] = model.name
-        meta["documents"] = [[d.source, d.key] for d in ctx.documents]
-        meta["context_doc"] = ctx.doc_index.tolist()
-        total = int(keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id).sum())
-        batches = _batches_from_contexts(model, ctx, hookpoint, batch_size)
-
-    count = torch.zeros(F, dtype=torch.long)
-    total_act = torch.zeros(F, dtype=torch.float64)
-    max_act = torch.zeros(F)
-    hist = torch.zeros(F, len(HIST_EDGES) - 1, dtype=torch.int32)
-    top = _TopK(F, top_k, W)
-    res = _TopK(F, max(n_samples, 1), W)
-    res_keys = torch.full((F, max(n_samples, 1)), -math.inf)
-    gen = torch.Generator().manual_seed(seed)
-    co_rows: list[Tensor] = []
-    co_feats: list[Tensor] = []
-    co_seen = 0
-    seen = 0
-    offsets = torch.arange(-left, right + 1)
+    batches, total = _activation_source(model, sae, texts, meta, n_tokens=n_tokens, context_len=context_len,
+                                        batch_size=batch_size, split=split)
+    F = sae.n_latents
+    firing = FiringStats(F)
+    accumulators = [firing, ActivationHistogram(F), TopContexts(F, top_k, window)]
+    if n_samples:
+        accumulators.append(ContextSample(F, n_samples, window, seed))
+    accumulators.append(CooccurrenceSample(F, cooccurrence_tokens, n_cooccurring))
     bar = tqdm(total=min(total, n_tokens), desc="feature stats", unit="tok", disable=not progress)
-    for x_BTD, ids_BT, keep_BT, ctx_B in batches:
-        if seen >= n_tokens:
+    for batch in batches:
+        if firing.n_tokens >= n_tokens:
             break
-        B, T, _ = x_BTD.shape
-        z_BTF = sae.encode(x_BTD).float()
-        z_BTF[~keep_BT] = 0.0
-        fired_BTF = z_BTF > 0
-        count += fired_BTF.sum((0, 1))
-        total_act += z_BTF.sum((0, 1), dtype=torch.float64)
-        max_act = torch.maximum(max_act, z_BTF.amax((0, 1)))
-        t_i, f_i = fired_BTF.reshape(B * T, F).nonzero(as_tuple=True)
-        v = z_BTF.reshape(B * T, F)[t_i, f_i]
-        bins = (torch.bucketize(v, HIST_EDGES) - 1).clamp(0, hist.shape[1] - 1)
-        hist.view(-1).index_add_(0, f_i * hist.shape[1] + bins, torch.ones_like(bins, dtype=torch.int32))
-        if co_seen < cooccurrence_tokens:
-            kept_rows = keep_BT.reshape(-1).nonzero().squeeze(-1)[: cooccurrence_tokens - co_seen]
-            row_of = torch.full((B * T,), -1, dtype=torch.long)
-            row_of[kept_rows] = torch.arange(len(kept_rows)) + co_seen
-            m = row_of[t_i] >= 0
-            co_rows.append(row_of[t_i][m])
-            co_feats.append(f_i[m])
-            co_seen += len(kept_rows)
-
-        m_BF, pos_BF = z_BTF.max(1)  # each context's strongest token per feature
-
-        def windows(f_idx: Tensor, b_idx: Tensor) -> tuple[Tensor, Tensor]:
-            p = pos_BF[b_idx, f_idx][:, None] + offsets  # [n, W]
-            ok = (p >= 0) & (p < T)
-            pc = p.clamp(0, T - 1)
-            b2 = b_idx[:, None].expand_as(pc)
-            ok &= keep_BT[b2, pc]
-            tok = torch.where(ok, ids_BT[b2, pc], -1).to(torch.int32)
-            acts = torch.where(ok, z_BTF[b2, pc, f_idx[:, None].expand_as(pc)], 0.0)
-            return tok, acts
-
-        vals_FB = m_BF.T.contiguous()
-        fires_FB = vals_FB > 0
-        top.update(torch.where(fires_FB, vals_FB, -math.inf), vals_FB, ctx_B, windows)
-        if n_samples:
-            rnd = torch.rand(vals_FB.shape, generator=gen)
-            res.update(torch.where(fires_FB, rnd, -math.inf), vals_FB, ctx_B, windows, keys_FK=res_keys)
-        n = int(keep_BT.sum())
-        seen += n
-        bar.update(n)
+        latents = LatentBatch.encode(sae, batch, hookpoint)
+        for acc in accumulators:
+            acc.update(latents)
+        bar.update(latents.n_tokens)
     bar.close()
-    if seen == 0:
+    if firing.n_tokens == 0:
         raise FeatureError("the corpus gave no tokens to analyse: pass longer texts or a larger n_tokens")
 
-    tensors: dict[str, Tensor] = {
-        "density": (count.double() / seen).float(),
-        "mean_act": torch.where(count > 0, total_act / count.clamp_min(1), 0.0).float(),
-        "max_act": max_act,
-        "hist": hist,
-    }
-    for name, tk in (("top", top), ("sample", res)):
-        if name == "sample" and not n_samples:
-            continue
-        tensors[f"{name}_values"] = torch.where(torch.isfinite(tk.values), tk.values, 0.0)
-        tensors[f"{name}_context"] = tk.context
-        tensors[f"{name}_tokens"] = tk.tokens
-        tensors[f"{name}_acts"] = tk.acts
-    if co_rows:
-        idx, jac = cooccurrence(torch.cat(co_rows), torch.cat(co_feats), F, co_seen, n_cooccurring)
-        tensors["cooc_index"], tensors["cooc_jaccard"] = idx, jac
+    tensors: dict[str, Tensor] = {}
+    for acc in accumulators:
+        tensors.update(acc.result())
     if n_neighbours:
         tensors["neighbour_index"], tensors["neighbour_cos"] = decoder_neighbours(sae, n_neighbours)
     if model is not None and n_logits:
-        for k, v in logit_effects(model, sae, n_logits, progress=progress).items():
-            tensors[k] = v
+        tensors.update(logit_effects(model, sae, n_logits, progress=progress))
     used = set(torch.unique(torch.cat([t.reshape(-1) for k, t in tensors.items() if k.endswith(("_tokens", "_ids"))])).tolist())
     used.discard(-1)
     tok = getattr(model, "tokenizer", None)
-    return FeatureStats(seen, tensors, token_strings(tok, sorted(used)), meta)
+    return FeatureStats(firing.n_tokens, tensors, token_strings(tok, sorted(used)), meta)
+
+
+def _activation_source(
+    model: Model | None, sae, texts, meta: dict[str, Any], *, n_tokens: int, context_len: int, batch_size: int, split: str
+) -> tuple[Iterator[ActivationBatch], int]:
+    """(batches of activations at the SAE's hook point, tokens available) from a harvest or from the model;
+    fills in `meta`'s model and documents."""
+    hookpoint = sae.cfg.hookpoint
+    if isinstance(texts, ActivationCache):
+        if hookpoint not in texts.hookpoints:
+            raise FeatureError(
+                f"the cache holds {texts.hookpoints} but the SAE reads {hookpoint!r}: harvest at the SAE's hook point"
+            )
+        meta["model"] = texts.info.get("model")
+        return cached_activations(texts, [hookpoint], batch_size=batch_size), texts.n_tokens
+    if model is None:
+        raise FeatureError("pass a model to run texts through, or pass an ActivationCache as texts")
+    if hookpoint is None:
+        raise FeatureError("the SAE has no cfg.hookpoint: set sae.cfg.hookpoint to the hook point it was trained on")
+    if isinstance(texts, TokenContexts):
+        ctx = texts
+    else:
+        docs = corpus(split=split) if texts is None else as_documents(texts)
+        ctx = contexts(model, docs, context_len=context_len, n_tokens=n_tokens)
+    meta["model"] = model.name
+    meta["documents"] = [[d.source, d.key] for d in ctx.documents]
+    meta["context_doc"] = ctx.doc_index.tolist()
+    total = int(keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id).sum())
+    return stream_activations(model, ctx, [hookpoint], batch_size=batch_size, device=sae.device), total
 
 
 def token_strings(tokenizer, ids: Sequence[int]) -> dict[int, str]:
@@ -536,12 +417,4 @@ def token_strings(tokenizer, ids: Sequence[int]) -> dict[int, str]:
     return {int(i): tokenizer.decode([int(i)]) for i in ids}
 
 
-__all__ = [
-    "FeatureError",
-    "FeatureStats",
-    "cooccurrence",
-    "decoder_neighbours",
-    "feature_stats",
-    "logit_effects",
-    "token_strings",
-]
+__all__ = ["FeatureError", "FeatureStats", "HIST_EDGES", "feature_stats", "token_strings"]

@@ -1,12 +1,19 @@
 """Per-feature quantities that need no corpus pass, or only a sparse sample of one: co-occurrence
 (Jaccard of firing sets), nearest features by decoder cosine, and logit effects through the final norm
-and unembedding (`saekit.unembed`). `saekit.features.feature_stats` calls all three."""
+and unembedding (`saekit.features.unembed`). `saekit.features.feature_stats` calls all three."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from .unembed import unembedding
+
+if TYPE_CHECKING:
+    from ..lm import Model
 
 
 def cooccurrence(rows: Tensor, feats: Tensor, F: int, n_rows: int, n_top: int, block: int = 512) -> tuple[Tensor, Tensor]:
@@ -58,14 +65,12 @@ def decoder_neighbours(sae, n: int = 8, block: int = 2048) -> tuple[Tensor, Tens
 
 
 @torch.no_grad()
-def logit_effects(model, sae, n: int = 10, block: int = 128, progress: bool = True) -> dict[str, Tensor]:
+def logit_effects(model: Model, sae, n: int = 10, block: int = 128, progress: bool = True) -> dict[str, Tensor]:
     """Top and bottom `n` output tokens of every decoder direction through the final norm and W_U.
 
     Returns logit_top_ids / logit_top_values / logit_bottom_ids / logit_bottom_values, each [F, n].
-    See `saekit.unembed` for how the final norm is applied (Gemma's (1 + weight) gain included).
+    See `saekit.features.unembed` for how the final norm is applied (Gemma's (1 + weight) gain included).
     """
-    from .unembed import unembedding
-
     U = unembedding(model)
     W = sae.W_dec.detach()
     F = W.shape[0]

@@ -18,10 +18,15 @@ A final logit soft-cap (Gemma 2's tanh) is monotone and is not applied.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from .errors import UnembedError
+
+from ..errors import UnembedError
+
+if TYPE_CHECKING:
+    from ..lm import Model
 
 
 @dataclass
@@ -79,7 +84,7 @@ def find_final_norm(hf: nn.Module) -> nn.Module | None:
     return None
 
 
-def unembedding(model) -> Unembedding:
+def unembedding(model: Model | nn.Module) -> Unembedding:
     """The final norm and W_U [V, D] of a saekit `Model` (or a transformers causal LM)."""
     hf = getattr(model, "hf_model", model)
     head = hf.get_output_embeddings()
@@ -88,7 +93,7 @@ def unembedding(model) -> Unembedding:
     return Unembedding(find_final_norm(hf), head.weight.detach())
 
 
-def direction_logits(model, dirs_ND: Tensor) -> Tensor:
+def direction_logits(model: Model | nn.Module, dirs_ND: Tensor) -> Tensor:
     """Logits [N, V] that directions [N, D] (e.g. SAE decoder rows) produce through the read-out."""
     return unembedding(model).logits(dirs_ND)
 

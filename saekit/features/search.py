@@ -15,18 +15,22 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data import WIKI_FILES, Document, _wiki_file
-from .features import FeatureError, FeatureStats, token_strings
-from .tokens import keep_mask
+from ..data import WIKI_FILES, Document, wiki_articles
+from ..errors import FeatureError
+from ..stream import stream_activations
+from .accumulators import LatentBatch
+from .stats import FeatureStats, token_strings
+
+if TYPE_CHECKING:
+    from ..lm import Model
 
 LANGUAGES = ("wiki_en", "wiki_es", "wiki_fr")
 
@@ -68,34 +72,37 @@ class PromptActivations:
                 "features": self.features, "values": self.values}
 
 
-@torch.no_grad()
-def _latents(model, sae, texts: Sequence[str], max_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Dense latents [B, T, F], token ids [B, T] and a keep mask [B, T] (BOS and padding dropped)."""
-    hp = sae.cfg.hookpoint
-    if hp is None:
-        raise FeatureError("the SAE has no cfg.hookpoint: set sae.cfg.hookpoint to the hook point it was trained on")
+def _prompt_batch(model: Model, texts: Sequence[str], max_tokens: int) -> tuple[Tensor, Tensor]:
+    """Input ids and attention mask [B, T] of `texts`, one row each: the separator, then up to
+    `max_tokens - 1` tokens, padded on the right to the longest."""
     tok = model.tokenizer
-    bos = model.separator_id
+    sep = model.separator_id
     enc = [tok(t, add_special_tokens=False)["input_ids"][: max_tokens - 1] for t in texts]
     T = max(len(e) for e in enc) + 1
     ids = torch.full((len(enc), T), model.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(enc), T), dtype=torch.long)
     for i, e in enumerate(enc):
-        ids[i, : len(e) + 1] = torch.tensor([bos, *e])
+        ids[i, : len(e) + 1] = torch.tensor([sep, *e])
         mask[i, : len(e) + 1] = 1
-    x = model.capture(ids.to(model.device), [hp], attention_mask=mask.to(model.device))[hp]
-    z = sae.encode(x).float().cpu()
-    keep = keep_mask(ids, mask, bos)
-    z[~keep] = 0.0
-    return z, ids, keep
+    return ids, mask
 
 
-def prompt_activations(model, sae, text: str, *, max_features: int = 32, max_tokens: int = 512) -> PromptActivations:
+def _latents(model: Model, sae, texts: Sequence[str], max_tokens: int) -> LatentBatch:
+    """The SAE's latents on `texts` (one forward): grid [B, T, F], 0 at the separator and padding."""
+    hp = sae.cfg.hookpoint
+    if hp is None:
+        raise FeatureError("the SAE has no cfg.hookpoint: set sae.cfg.hookpoint to the hook point it was trained on")
+    ids, mask = _prompt_batch(model, texts, max_tokens)
+    (batch,) = stream_activations(model, (ids, mask), [hp], batch_size=len(ids), device=sae.device)
+    return LatentBatch.encode(sae, batch, hp)
+
+
+def prompt_activations(model: Model, sae, text: str, *, max_features: int = 32, max_tokens: int = 512) -> PromptActivations:
     """Run `text` through the model and SAE; keep each token's `max_features` strongest features."""
     if not isinstance(text, str) or not text.strip():
         raise FeatureError("pass a non-empty string of text to inspect")
-    z, ids, keep = _latents(model, sae, [text], max_tokens)
-    z_TF, ids_T = z[0][keep[0]], ids[0][keep[0]]
+    lat = _latents(model, sae, [text], max_tokens)
+    z_TF, ids_T = lat.z[0][lat.keep[0]], lat.token_ids[0][lat.keep[0]]
     k = min(max_features, z_TF.shape[-1])
     v, i = z_TF.topk(k, dim=-1)
     feats, vals = [], []
@@ -110,7 +117,7 @@ def prompt_activations(model, sae, text: str, *, max_features: int = 32, max_tok
 # -- search ---------------------------------------------------------------------------------------
 
 
-def features_for_text(model, sae, text: str | Sequence[str], stats: FeatureStats | None = None, *, top: int = 20):
+def features_for_text(model: Model, sae, text: str | Sequence[str], stats: FeatureStats | None = None, *, top: int = 20):
     """Features that fire most on `text`, as a DataFrame (feature, max_on_text, mean_on_text, score, ...).
 
     With `stats`, score = max on the text / the feature's max over the corpus (1 means "as strongly as it
@@ -121,8 +128,8 @@ def features_for_text(model, sae, text: str | Sequence[str], stats: FeatureStats
     texts = [text] if isinstance(text, str) else list(text)
     if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
         raise FeatureError("pass a non-empty string (or a list of them) to search features for")
-    z, _, keep = _latents(model, sae, texts, 512)
-    zk = z[keep]  # [n, F]
+    lat = _latents(model, sae, texts, 512)
+    zk = lat.z[lat.keep]  # [n, F]
     mx, mean = zk.amax(0), zk.mean(0)
     score = mx / stats.max_act.clamp_min(1e-6) if stats is not None else mx
     score = torch.where(mx > 0, score, torch.zeros_like(score))
@@ -192,9 +199,9 @@ def parallel_articles(languages: Sequence[str] = LANGUAGES, *, limit: int | None
     bad = [lang for lang in languages if lang not in WIKI_FILES]
     if bad or "wiki_en" not in languages:
         raise FeatureError(f"languages must include 'wiki_en' and come from {sorted(WIKI_FILES)}, got {list(languages)}")
+    raw = {lang: wiki_articles(lang) for lang in languages}
     by_lang: dict[str, dict[str, Document]] = {}
-    for lang in languages:
-        data = json.loads(_wiki_file(WIKI_FILES[lang]).read_text(encoding="utf-8"))
+    for lang, data in raw.items():
         docs: dict[str, Document] = {}
         for key, entry in data.items():
             text = (entry.get("extract") or "").strip()
@@ -202,9 +209,8 @@ def parallel_articles(languages: Sequence[str] = LANGUAGES, *, limit: int | None
                 docs.setdefault(key, Document(text, lang, key))
                 docs.setdefault(entry.get("title") or key, Document(text, lang, key))
         by_lang[lang] = docs
-    en = json.loads(_wiki_file(WIKI_FILES["wiki_en"]).read_text(encoding="utf-8"))
     out = []
-    for key in sorted(en):
+    for key in sorted(raw["wiki_en"]):
         if all(key in by_lang[lang] for lang in languages):
             out.append(ParallelArticle(key, {lang: by_lang[lang][key] for lang in languages}))
             if limit is not None and len(out) >= limit:
@@ -262,7 +268,7 @@ class MultilingualFeatures:
 
 
 def multilingual_features(
-    model, sae, articles: Sequence[ParallelArticle], *, tokens_per_doc: int = 48, batch_size: int = 16, progress: bool = True
+    model: Model, sae, articles: Sequence[ParallelArticle], *, tokens_per_doc: int = 48, batch_size: int = 16, progress: bool = True
 ) -> MultilingualFeatures:
     """Run each article's lead (first `tokens_per_doc` tokens) in every language through model and SAE."""
     if not articles:
@@ -273,7 +279,7 @@ def multilingual_features(
     for li, lang in enumerate(languages):
         docs = [a.docs[lang] for a in articles]
         for s in range(0, len(docs), batch_size):
-            z, _, _ = _latents(model, sae, [d.text for d in docs[s : s + batch_size]], tokens_per_doc)
+            z = _latents(model, sae, [d.text for d in docs[s : s + batch_size]], tokens_per_doc).z
             out[li, s : s + len(z)] = z.amax(1)
             bar.update(len(z))
     bar.close()
