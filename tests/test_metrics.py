@@ -93,11 +93,7 @@ RESIDUAL_ARCHS = {
 
 @pytest.mark.parametrize(
     "arch",
-    [
-        pytest.param(a, marks=pytest.mark.xfail(strict=True, reason="Splice needs the SAE's own in-trace encoder (issue 8 item 3)"))
-        if a == "gated" else a
-        for a in RESIDUAL_ARCHS
-    ],
+    RESIDUAL_ARCHS,
 )
 def test_evaluate_splices_the_saes_own_reconstruction(model, arch):
     """The spliced CE is the CE with the SAE's reconstruction (sae.encode/decode) put in at the kept positions."""
