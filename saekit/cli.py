@@ -17,7 +17,6 @@ import argparse
 import inspect
 import json
 import os
-import shutil
 import sys
 import time
 import types
@@ -249,8 +248,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="activation cache folder: reused when it already holds this harvest, written otherwise "
         "(default: <out>/activations). Harvest once, train several SAEs from it.",
     )
+    t.add_argument(
+        "--shard-tokens",
+        type=int,
+        metavar="INT",
+        default=_default_of(harvest, "shard_tokens"),
+        help="activation vectors per cache shard (a kill loses at most the shard being written). Default: %(default)s.",
+    )
     t.add_argument("--eval-tokens", type=int, default=4096, metavar="INT", help="held-out tokens for evaluation (0 skips it). Default: %(default)s.")
     t.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder for cfg.json + sae.safetensors. Default: %(default)s.")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train again from scratch even when --out holds a finished or interrupted run (its SAE and checkpoint "
+        "are deleted first; the activation cache is kept). Without it a rerun resumes an interrupted run, says a "
+        "finished one is finished, and refuses options that differ from the run's.",
+    )
     _add_text_arg(t)
     for section in TRAIN:
         add_config_options(t, section)
@@ -279,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(h)
     h.add_argument("--tokens", type=int, metavar="INT", default=_default_of(harvest, "n_tokens"), help="activations to harvest. Default: %(default)s.")
     h.add_argument("--split", default=_default_of(harvest, "split"), choices=["train", "test"], help="corpus split. Default: %(default)s.")
+    h.add_argument(
+        "--shard-tokens",
+        type=int,
+        metavar="INT",
+        default=_default_of(harvest, "shard_tokens"),
+        help="activation vectors per cache shard (a kill loses at most the shard being written). Default: %(default)s.",
+    )
     h.add_argument("--out", required=True, metavar="DIR", help="cache folder (an interrupted harvest resumes when rerun).")
     _add_text_arg(h)
     for section in HARVEST:
@@ -322,11 +342,49 @@ def _texts(args):
     return text_documents([Path(t) for t in args.text])
 
 
+def _finished_run(out: Path) -> dict[str, Any] | None:
+    """The cfg.json of a finished `saekit train` run in `out` (SAE saved, checkpoint removed), else None."""
+    from .saes.base import CFG_FILE, weights_file
+
+    if not (out / CFG_FILE).exists() or weights_file(out) is None:
+        return None
+    try:
+        raw = json.loads((out / CFG_FILE).read_text())
+    except ValueError:
+        return None
+    return raw if isinstance(raw, dict) and "saekit" in raw else None
+
+
+def _differences(what: str, saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """'Config.field: saved -> wanted' for every field whose saved value differs from the requested one."""
+    def norm(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    return [
+        f"{what}.{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in wanted if norm(saved.get(k)) != norm(wanted[k])
+    ]
+
+
+def _refuse_changed_options(out: Path, state: str, diffs: list[str]) -> None:
+    from .errors import TrainingError
+
+    raise TrainingError(
+        f"{out} holds {state} run with other options ({'; '.join(diffs)}): rerun with the original options"
+        f"{' to resume it' if 'interrupted' in state else ''}, pass --overwrite to train again from scratch, "
+        f"or choose another --out"
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     sae_kw, train_kw, harvest_kw = _train_configs(args)
     import saekit
 
+    from . import durable
+    from .saes.base import CFG_FILE, WEIGHTS_FILES
+    from .train import STATE_JSON, remove_checkpoint
+
     out = Path(args.out)
+    ckpt = out / "checkpoint"
     t0 = time.time()
     model = saekit.load_model(args.model, device=train_kw["device"])
     hookpoint = sae_kw["hookpoint"] or model.default_hookpoint()
@@ -334,27 +392,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     hookpoints = (hookpoint,) + ((target,) if target else ())
     for h in hookpoints:
         model.resolve(h)
-    n_harvest = min(train_kw["tokens"], args.harvest_tokens)
-    cache_dir = Path(args.cache) if args.cache else out / "activations"
-    if (cache_dir / "manifest.json").exists():
-        cache = _reuse(cache_dir, hookpoints, model)
-    else:
-        hcfg = HarvestConfig(hookpoints=hookpoints, **harvest_kw)
-        cache = saekit.harvest(model, _texts(args), cfg=hcfg, n_tokens=n_harvest, out=cache_dir)
-    t_harvest = time.time() - t0
     cfg = TrainConfig(**train_kw)
     sae_cfg = SaeConfig(d_in=model.d_model, model_name=model.name, **{**sae_kw, "hookpoint": hookpoint})
+    for p in (ckpt, ckpt.with_name(ckpt.name + ".old"), ckpt.with_name(ckpt.name + ".tmp")):
+        durable.remove_leftovers(p)  # what a kill while deleting a checkpoint left behind
+    if args.overwrite:
+        remove_checkpoint(ckpt)
+        for name in (CFG_FILE, "eval.json", TRAIN_FILE, *WEIGHTS_FILES):
+            if (out / name).exists():
+                (out / name).unlink()
+    resuming = (ckpt / STATE_JSON).exists() or (ckpt.with_name(ckpt.name + ".old") / STATE_JSON).exists()
+    finished = None if resuming else _finished_run(out)
+    if finished is not None:
+        saved_train = json.loads((out / TRAIN_FILE).read_text()) if (out / TRAIN_FILE).exists() else {}
+        diffs = _differences("SaeConfig", finished["saekit"], sae_cfg.to_dict())
+        diffs += _differences("TrainConfig", saved_train, cfg.to_dict()) if saved_train else []
+        if diffs:
+            _refuse_changed_options(out, "a finished", diffs)
+        print(
+            f"saekit: {out} already holds this finished run (cfg.json + {WEIGHTS_FILES[0]}): nothing to do. "
+            f"`saekit eval {out}` evaluates it; --overwrite trains it again."
+        )
+        return 0
+    trainer = None
+    if resuming:
+        trainer = saekit.Trainer.resume(ckpt)  # falls back to checkpoint.old after a kill between its renames
+        diffs = _differences("TrainConfig", trainer.cfg.to_dict(), cfg.to_dict())
+        diffs += _differences("SaeConfig", trainer.sae.cfg.to_dict(), sae_cfg.to_dict())
+        if diffs:
+            _refuse_changed_options(out, "an interrupted", diffs)
+    n_harvest = min(train_kw["tokens"], args.harvest_tokens)
+    cache_dir = Path(args.cache) if args.cache else out / "activations"
+    cache = _train_cache(cache_dir, model, HarvestConfig(hookpoints=hookpoints, **harvest_kw), n_harvest, args)
+    t_harvest = time.time() - t0
     t1 = time.time()
-    ckpt = out / "checkpoint"
-    if (ckpt / "trainer_state.json").exists():
-        trainer = saekit.Trainer.resume(ckpt)
+    if trainer is not None:
         print(f"saekit: resuming the interrupted run in {ckpt} at step {trainer.step}")
     else:
         trainer = saekit.Trainer(saekit.Sae(sae_cfg, seed=cfg.seed), cfg)
+    step0 = trainer.step
     trainer.fit(cache, hookpoint, checkpoint_dir=ckpt)
+    durable.write_json(cfg.to_dict(), out / TRAIN_FILE)
     trainer.save(out)
-    shutil.rmtree(ckpt, ignore_errors=True)
+    durable.crash_point("cli.after_save")
+    remove_checkpoint(ckpt)
     t_train = time.time() - t1
+    steps_here = trainer.step - step0  # this process's steps only: a resumed run's earlier steps took other time
     last = trainer.history[-1]["saes"][0] if trainer.history else {}
     rows: list[tuple[str, object]] = [
         ("model", model.name),
@@ -365,31 +448,101 @@ def cmd_train(args: argparse.Namespace) -> int:
         ("training tokens", trainer.step * cfg.batch_size),
         ("harvest s", round(t_harvest, 1)),
         ("train s", round(t_train, 1)),
-        ("train tokens/s", round(trainer.step * cfg.batch_size / max(t_train, 1e-9))),
+        ("train tokens/s", round(steps_here * cfg.batch_size / max(t_train, 1e-9))),
         ("train fvu (last batch)", last.get("fvu", float("nan"))),
     ]
+    if step0:
+        rows.insert(-2, ("resumed at step", step0))
     if args.eval_tokens > 0 and target:
         rows.append(("held-out evaluation", "skipped: evaluate() splices SAEs that reconstruct their input, not transcoders"))
     elif args.eval_tokens > 0:
         r = saekit.evaluate(model, trainer.sae, _texts(args), n_tokens=args.eval_tokens, context_len=harvest_kw["context_len"])
-        (out / "eval.json").write_text(json.dumps(r.to_dict(), indent=2) + "\n")
+        durable.write_json(r.to_dict(), out / "eval.json")
         rows += [(f"held-out {k}", v) for k, v in r.to_dict().items()]
-    rows.append(("saved", str(out / "sae.safetensors")))
+    rows.append(("saved", str(out / WEIGHTS_FILES[0])))
     print("\nsaekit train: summary\n" + _fmt_table(rows))
     return 0
 
 
-def _reuse(cache_dir: Path, hookpoints: tuple[str, ...], model: Model):
-    from .store import ActivationCache
+TRAIN_FILE = "train.json"
+"""The TrainConfig of a finished `saekit train` run, next to its cfg.json (a rerun compares its options with it)."""
 
-    cache = ActivationCache.open(cache_dir)
-    if not set(hookpoints) <= set(cache.hookpoints) or cache.info.get("model") != model.name:
-        raise SystemExit(
-            f"saekit: {cache_dir} holds {cache.hookpoints} of {cache.info.get('model')!r}, not {list(hookpoints)} of "
-            f"{model.name!r}: pass another --cache folder"
-        )
-    print(f"saekit: reusing {cache}")
-    return cache
+_CACHE_SETTINGS = ("model", "context_len", "dtype", "drop_bos", "drop_pad", "split")
+"""The info fields of a cache that must match the harvest a command asks for."""
+
+
+def cache_differences(cache, model_name: str, hcfg: HarvestConfig, split: str, *, same_hookpoints: bool = False) -> list[str]:
+    """'setting: cached -> requested' for each harvest setting in which `cache` differs from the request."""
+    wanted = {"model": model_name, "context_len": hcfg.context_len, "dtype": hcfg.dtype, "drop_bos": hcfg.drop_bos,
+              "drop_pad": hcfg.drop_pad, "split": split}
+    diffs = [f"{k}: {cache.info.get(k)!r} -> {wanted[k]!r}" for k in _CACHE_SETTINGS if k in cache.info and cache.info[k] != wanted[k]]
+    held = list(cache.hookpoints)
+    if (list(hcfg.hookpoints) != held) if same_hookpoints else not set(hcfg.hookpoints) <= set(held):
+        diffs.insert(0, f"hook points: {held} -> {list(hcfg.hookpoints)}")
+    return diffs
+
+
+def _corpus_matches(cache, model, texts, hcfg: HarvestConfig, split: str) -> bool:
+    """Whether the cache's first shard holds the tokens this request would harvest (same text, same order)."""
+    import torch
+
+    from .data import contexts, corpus
+    from .tokens import keep_mask
+
+    span = cache.shards[0].get("contexts") if cache.shards else None
+    if not span or cache.info.get("context_len") != hcfg.context_len:
+        return True  # an older cache without context spans: nothing to compare
+    lo, hi = int(span[0]), int(span[1])
+    docs = corpus(split=split) if texts is None else texts
+    ctx = contexts(model, docs, context_len=hcfg.context_len, n_contexts=hi)
+    ids, mask = ctx.input_ids[lo:hi], ctx.attention_mask[lo:hi]
+    expected = ids[keep_mask(ids, mask, model.separator_id, hcfg.drop_bos, hcfg.drop_pad)].to(torch.int32)
+    got = cache.shard(0, "token_ids")
+    return got.shape[0] <= expected.shape[0] and torch.equal(got, expected[: got.shape[0]])
+
+
+def _train_cache(cache_dir: Path, model: Model, hcfg: HarvestConfig, n_tokens: int, args: argparse.Namespace):
+    """The cache `saekit train` trains on: harvested, resumed to the requested size, or reused when it holds this harvest."""
+    import saekit
+
+    from . import durable
+    from .errors import CacheError
+    from .store import MANIFEST, ActivationCache
+
+    split = "user" if args.text else "train"
+    if (cache_dir / MANIFEST).exists():
+        cache = ActivationCache.open(cache_dir)
+        if not cache.shards:
+            print(f"saekit: {cache_dir} holds an interrupted harvest with no finished shard; harvesting it again")
+            durable.remove_tree(cache_dir)
+        else:
+            diffs = cache_differences(cache, model.name, hcfg, split)
+            if not diffs and not _corpus_matches(cache, model, _texts(args), hcfg, split):
+                diffs = ["the text: its first shard holds other tokens than this corpus gives (--text differs)"]
+            if diffs:
+                raise CacheError(
+                    f"{cache_dir} holds a harvest with other settings ({'; '.join(diffs)}): pass another --cache "
+                    f"folder, or delete {cache_dir} to harvest again"
+                )
+            info = cache.info
+            requested = int(info.get("requested_tokens", 0))
+            complete = cache.n_tokens >= requested or int(info.get("contexts_done", 0)) >= int(info.get("n_contexts", 0))
+            if complete and cache.n_tokens < n_tokens and requested < n_tokens:
+                raise CacheError(
+                    f"{cache_dir} holds a finished harvest of {cache.n_tokens} tokens, fewer than the {n_tokens} asked "
+                    f"for: pass --harvest-tokens {cache.n_tokens} to train on it, or another --cache folder"
+                )
+            if complete:
+                print(f"saekit: reusing {cache}")
+                return cache
+            if requested != n_tokens or list(cache.hookpoints) != list(hcfg.hookpoints):
+                raise CacheError(
+                    f"{cache_dir} holds an interrupted harvest of {list(cache.hookpoints)} to {requested} tokens "
+                    f"({cache.n_tokens} so far), not of {list(hcfg.hookpoints)} to {n_tokens}: rerun with the same "
+                    f"--hookpoint and --harvest-tokens {requested} to finish it, or pass another --cache folder"
+                )
+            print(f"saekit: resuming the interrupted harvest in {cache_dir} at {cache.n_tokens} of {requested} tokens")
+    return saekit.harvest(model, _texts(args), cfg=hcfg, n_tokens=n_tokens, out=cache_dir, shard_tokens=args.shard_tokens)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -414,9 +567,34 @@ def cmd_harvest(args: argparse.Namespace) -> int:
 
     model = saekit.load_model(args.model, device=args.device)
     cfg = HarvestConfig(**{**harvest_kw, "hookpoints": harvest_kw["hookpoints"] or (model.default_hookpoint(),)})
-    cache = saekit.harvest(model, _texts(args), cfg=cfg, n_tokens=args.tokens, out=args.out, split=args.split)
+    _check_existing_cache(Path(args.out), model, cfg, "user" if args.text else args.split, args)
+    cache = saekit.harvest(
+        model, _texts(args), cfg=cfg, n_tokens=args.tokens, out=args.out, split=args.split, shard_tokens=args.shard_tokens
+    )
     print(f"\nsaekit harvest: {cache}")
     return 0
+
+
+def _check_existing_cache(out: Path, model: Model, cfg: HarvestConfig, split: str, args: argparse.Namespace) -> None:
+    """Before `saekit harvest` resumes into `out`: refuse a cache of other settings, naming them."""
+    from .errors import CacheError
+    from .store import MANIFEST, ActivationCache
+
+    if not (out / MANIFEST).exists():
+        return
+    cache = ActivationCache.open(out)
+    if not cache.shards:  # killed before its first shard: nothing to keep, start again whatever the settings
+        from . import durable
+
+        durable.remove_tree(out)
+        return
+    diffs = cache_differences(cache, model.name, cfg, split, same_hookpoints=True)
+    if not diffs and not _corpus_matches(cache, model, _texts(args), cfg, split):
+        diffs = ["the text: its first shard holds other tokens than this corpus gives (--text differs)"]
+    if "requested_tokens" in cache.info and cache.info["requested_tokens"] != args.tokens:
+        diffs.append(f"tokens: {cache.info['requested_tokens']!r} -> {args.tokens!r}")
+    if diffs:
+        raise CacheError(f"{out} holds a harvest with other settings ({'; '.join(diffs)}): choose another --out or delete it")
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:

@@ -3,6 +3,11 @@
 Every write goes to a temporary name in the same folder, is flushed and fsync-ed, renamed over the target,
 and the folder is fsync-ed so the rename itself survives a power cut. Folders are removed by renaming them
 out of the way first, so a kill mid-delete never leaves a half-deleted folder under the real name.
+
+Crash tests: `crash_point(name)` marks a moment where a kill must lose nothing. When the environment
+variable SAEKIT_TEST_KILL_AT is `name` (or `name@N`: the N-th time this process reaches it), the process
+SIGKILLs itself there; unset, it costs one dictionary lookup. tests/test_crash.py drives it, and the
+README's RELIABILITY section lists the points.
 """
 
 from __future__ import annotations
@@ -10,11 +15,29 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import save_file
 from torch import Tensor
+
+
+KILL_ENV = "SAEKIT_TEST_KILL_AT"
+_hits: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process here when SAEKIT_TEST_KILL_AT names this point (see the module docstring)."""
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    target, _, nth = spec.partition("@")
+    if target != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -66,6 +89,7 @@ def save_tensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[st
     tmp = _tmp(path)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     fsync_file(tmp)
+    crash_point("save_tensors.before_rename")
     replace(tmp, path)
 
 
@@ -79,4 +103,21 @@ def remove_tree(path: str | Path) -> None:
         shutil.rmtree(doomed)
     os.replace(path, doomed)
     fsync_dir(path.parent)
+    crash_point("remove_tree.after_rename")
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_leftovers(path: str | Path) -> None:
+    """Delete what killed `remove_tree` calls on `path` left behind (`.<name>.deleting-<pid>` folders)."""
+    path = Path(path)
+    for doomed in path.parent.glob(f".{path.name}.deleting-*"):
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """fsync every file and folder under `folder` (and `folder` itself), before it is renamed into place."""
+    folder = Path(folder)
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            fsync_file(Path(root) / name)
+        fsync_dir(root)

@@ -88,9 +88,11 @@ class ActivationCache:
         name = f"shard_{len(self.shards):05d}.safetensors"
         first = int(self.info.get("contexts_done", 0))
         durable.save_tensors({**acts, **meta}, self.path / name)
+        durable.crash_point("cache.before_manifest")  # the shard is in place, the manifest does not list it yet
         self._verified.add(len(self.shards))  # just written and hashed from the file itself
         self.shards.append({"file": name, "rows": n, "sha256": _sha256(self.path / name), "contexts": [first, contexts_done]})
         self._write_manifest(contexts_done)
+        durable.crash_point("cache.after_shard")
 
     def _write_manifest(self, contexts_done: int) -> None:
         assert self.path is not None

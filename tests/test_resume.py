@@ -168,3 +168,34 @@ def test_resume_refuses_a_different_config(cache, tmp_path):
     tr.checkpoint(tmp_path / "ckpt")
     with pytest.raises(TrainingError, match="cfg=None"):
         Trainer.resume(tmp_path / "ckpt", TrainConfig(tokens=STEPS * BATCH, batch_size=BATCH))
+
+
+def test_a_checkpoint_from_another_saekit_version_gives_a_training_error(cache, tmp_path):
+    """An unknown TrainConfig field, a damaged state json or a missing tensors file: a TrainingError naming the file."""
+    import json
+
+    tr = fresh()
+    _fit_steps(tr, cache, 2)
+    tr.checkpoint(tmp_path / "ckpt")
+    state_file = tmp_path / "ckpt" / STATE_JSON
+    good = state_file.read_text()
+    state = json.loads(good)
+    state["cfg"]["from_the_future"] = 1
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(TrainingError, match="from_the_future"):
+        Trainer.resume(tmp_path / "ckpt")
+    state_file.write_text(good[: len(good) // 2])
+    with pytest.raises(TrainingError, match="damaged"):
+        Trainer.resume(tmp_path / "ckpt")
+    state_file.write_text(good)
+    (tmp_path / "ckpt" / "trainer_state.safetensors").unlink()
+    with pytest.raises(TrainingError, match="damaged"):
+        Trainer.resume(tmp_path / "ckpt")
+
+
+def test_resume_names_the_differing_fields(cache, tmp_path):
+    tr = fresh()
+    _fit_steps(tr, cache, 2)
+    tr.checkpoint(tmp_path / "ckpt")
+    with pytest.raises(TrainingError, match="log_every: 2 -> 10"):
+        Trainer.resume(tmp_path / "ckpt", TrainConfig(**{**train_cfg().to_dict(), "log_every": 10}))

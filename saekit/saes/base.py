@@ -21,6 +21,8 @@ from ..config import ARCHITECTURE_FIELDS, ArchitectureFields, ConfigError, SaeCo
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
+WEIGHTS_FILES = (WEIGHTS_FILE,)
+"""The weights file names `Sae.load` reads, in order of preference."""
 SAELENS_VERSION_TAG = "6.0.0"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -44,6 +46,11 @@ class SaeOutput(NamedTuple):
     """Bool [F]: latents that were active on at least one row of the batch."""
     l0: Tensor
     """Mean number of active latents per row (scalar)."""
+
+
+def weights_file(folder: str | Path) -> Path | None:
+    """The weights file of the SAE folder `folder` (the first of WEIGHTS_FILES that exists), or None."""
+    return next((Path(folder) / n for n in WEIGHTS_FILES if (Path(folder) / n).exists()), None)
 
 
 def geometric_median(x_ND: Tensor, iters: int = 50, eps: float = 1e-6) -> Tensor:
@@ -300,10 +307,13 @@ class Sae(nn.Module):
 
     def save(self, path: str | Path) -> Path:
         """Write `cfg.json` + `sae.safetensors` into the folder `path` (created if needed)."""
+        from .. import durable
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file(self.saelens_state_dict(), str(path / WEIGHTS_FILE))
-        dump_json(self.saelens_cfg(), path / CFG_FILE)
+        durable.save_tensors(self.saelens_state_dict(), path / WEIGHTS_FILE)
+        durable.crash_point("sae.save.after_weights")
+        durable.write_json(self.saelens_cfg(), path / CFG_FILE)  # last: a folder with cfg.json is complete
         return path
 
     @classmethod

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from ..errors import TrainingError
-from .checkpoint import STATE_JSON, STATE_TENSORS, find_checkpoint
+from .checkpoint import STATE_JSON, STATE_TENSORS, find_checkpoint, remove_checkpoint
 from .distributed import init_distributed, pick_device, world
 from .trainer import INPUT, SAMPLE_ROWS, Trainer, fire_counts, input_scale, lr_factor, train
 
@@ -25,6 +25,7 @@ __all__ = [
     "input_scale",
     "lr_factor",
     "pick_device",
+    "remove_checkpoint",
     "train",
     "world",
 ]

@@ -11,24 +11,32 @@
 The step is the whole position of the run: it fixes the schedule, and the cache's batch order is a
 pure function of the seed and the batch index (streams are replayed by skipping `step` batches).
 
-Crash-safe: a checkpoint is written into `<path>.tmp`, then swapped in by two renames (the previous
-checkpoint becomes `<path>.old` until the new one is in place, then it is deleted). A kill between
-the renames leaves only `<path>.old`, which `find_checkpoint` (and so `resume_trainer`) falls back to.
+Crash-safe: a checkpoint is written into `<path>.tmp` and fsync-ed (every file and folder), then swapped
+in by two durable renames (the previous checkpoint becomes `<path>.old` until the new one is in place,
+then it is deleted). A kill between the renames leaves only `<path>.old`, which `find_checkpoint` (and so
+`resume_trainer`) falls back to. `remove_checkpoint` deletes one atomically (rename, then delete), so a
+kill while a finished run cleans up leaves the checkpoint either whole or gone.
+Crash points (`durable.crash_point`, for tests/test_crash.py): checkpoint.before_state (the SAEs and
+tensors written into the temporary folder, the state json not), checkpoint.before_first_rename,
+checkpoint.after_first_rename, checkpoint.after_second_rename.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor
 
-from ..config import TrainConfig, dump_json
+from .. import durable
+from ..config import ConfigError, TrainConfig
+from ..durable import crash_point
 from ..errors import TrainingError
 from ..saes import Sae
 
@@ -46,6 +54,8 @@ def write_checkpoint(trainer: Trainer, path: str | Path) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
+    for p in (path, path.with_name(path.name + ".old"), tmp):
+        durable.remove_leftovers(p)  # folders that killed deletions had renamed away
     tmp.mkdir(parents=True)
     tensors: dict[str, Tensor] = {"rng_cpu": torch.get_rng_state(), "rng_trainer": trainer.generator.get_state()}
     if torch.cuda.is_available():
@@ -59,7 +69,7 @@ def write_checkpoint(trainer: Trainer, path: str | Path) -> Path:
             for key in _ADAM_KEYS:
                 if key in st:
                     tensors[f"{i}.opt.{j}.{key}"] = torch.as_tensor(st[key]).detach().cpu().contiguous()
-    save_file(tensors, str(tmp / STATE_TENSORS))
+    durable.save_tensors(tensors, tmp / STATE_TENSORS)
     state = {
         "step": trainer.step,
         "data_position": {"batches": trainer.step, "tokens": trainer.step * trainer.cfg.batch_size},
@@ -71,7 +81,9 @@ def write_checkpoint(trainer: Trainer, path: str | Path) -> Path:
         "n_saes": len(trainer.slots),
         "window_tokens": [s.window_tokens for s in trainer.slots],
     }
-    dump_json(state, tmp / STATE_JSON)  # written last: its presence marks a complete checkpoint
+    crash_point("checkpoint.before_state")
+    durable.write_json(state, tmp / STATE_JSON)  # written last: its presence marks a complete checkpoint
+    durable.fsync_tree(tmp)
     _swap_in(tmp, path)
     return path
 
@@ -79,13 +91,24 @@ def write_checkpoint(trainer: Trainer, path: str | Path) -> Path:
 def _swap_in(tmp: Path, path: Path) -> None:
     """Replace `path` by the finished `tmp`, keeping the previous checkpoint as `path.old` until `tmp` is in place."""
     old = path.with_name(path.name + ".old")
+    crash_point("checkpoint.before_first_rename")
     if path.exists():
         if old.exists():
-            shutil.rmtree(old)
-        os.replace(path, old)
-    os.replace(tmp, path)
+            durable.remove_tree(old)
+        durable.replace(path, old)
+        crash_point("checkpoint.after_first_rename")
+    durable.replace(tmp, path)
+    crash_point("checkpoint.after_second_rename")
     if old.exists():
-        shutil.rmtree(old)
+        durable.remove_tree(old)
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    """Delete the checkpoint at `path` and its `.old`/`.tmp` companions, each atomically (rename, then delete)."""
+    path = Path(path)
+    for p in (path, path.with_name(path.name + ".old"), path.with_name(path.name + ".tmp")):
+        durable.remove_tree(p)
+        durable.remove_leftovers(p)
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -99,16 +122,60 @@ def find_checkpoint(path: str | Path) -> Path:
     raise TrainingError(f"{path} is not a training checkpoint (no {STATE_JSON}); checkpoints come from Trainer.checkpoint")
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """trainer_state.json of the checkpoint folder `path`, or a TrainingError naming the file."""
+    file = path / STATE_JSON
+    try:
+        state = json.loads(file.read_text())
+        if not isinstance(state, dict) or not {"step", "cfg", "n_saes"} <= set(state):
+            raise ValueError("not a trainer state")
+        return state
+    except (OSError, ValueError) as e:
+        raise TrainingError(f"{file} is damaged ({type(e).__name__}: {e}); delete {path} to start the run again") from None
+
+
+def saved_train_config(path: Path, state: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a checkpoint was written with; a TrainingError when it names fields this saekit lacks."""
+    saved = state["cfg"]
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(saved) - known) if isinstance(saved, dict) else ["(not a mapping)"]
+    if unknown:
+        raise TrainingError(
+            f"{path / STATE_JSON} holds TrainConfig fields this saekit does not know ({unknown}): it was written by "
+            f"another saekit version; resume it with that version or start a new run"
+        )
+    try:
+        return TrainConfig(**saved)
+    except (TypeError, ConfigError) as e:
+        raise TrainingError(f"{path / STATE_JSON} holds an invalid TrainConfig ({e}); start a new run") from None
+
+
+def describe_differences(saved: Any, wanted: Any) -> str:
+    """'field: saved -> wanted, ...' for two dataclasses of one type."""
+    diffs = [
+        f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(wanted, f.name)!r}"
+        for f in fields(saved)
+        if getattr(saved, f.name) != getattr(wanted, f.name)
+    ]
+    return ", ".join(diffs) or "no field differs"
+
+
 def resume_trainer(trainer_cls: type[Trainer], path: str | Path, cfg: TrainConfig | None = None) -> Trainer:
     """Rebuild the trainer that wrote the checkpoint at `path` (see `Trainer.resume`)."""
     path = find_checkpoint(path)
-    state = json.loads((path / STATE_JSON).read_text())
-    saved_cfg = TrainConfig(**state["cfg"])
+    state = read_state(path)
+    saved_cfg = saved_train_config(path, state)
     if cfg is not None and cfg != saved_cfg:
-        raise TrainingError(f"resume with a different TrainConfig ({cfg} vs saved {saved_cfg}); resume with cfg=None")
-    saes = [Sae.load(path / f"sae_{i}") for i in range(state["n_saes"])]
+        raise TrainingError(
+            f"{path} was written with another TrainConfig ({describe_differences(saved_cfg, cfg)}); "
+            f"resume with cfg=None (the saved config) or start a new run"
+        )
+    try:
+        saes = [Sae.load(path / f"sae_{i}") for i in range(state["n_saes"])]
+        tensors = load_file(str(path / STATE_TENSORS))
+    except (OSError, SafetensorError, ConfigError, KeyError, TypeError) as e:
+        raise TrainingError(f"{path} is damaged ({type(e).__name__}: {e}); delete it to start the run again") from None
     trainer = trainer_cls(saes, saved_cfg)
-    tensors = load_file(str(path / STATE_TENSORS))
     device = trainer.device
     for i, slot in enumerate(trainer.slots):
         slot.tokens_since_fired = tensors[f"{i}.tokens_since_fired"].to(device)

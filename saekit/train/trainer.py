@@ -43,6 +43,7 @@ from ..metrics import density_histogram
 from ..saes import Sae, SaeOutput
 from ..store import ActivationCache
 from . import distributed as dd
+from ..durable import crash_point
 from .checkpoint import resume_trainer, write_checkpoint
 
 SAMPLE_ROWS = 32_768
@@ -244,6 +245,7 @@ class Trainer:
         steps = cfg.steps
         bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=not progress or self.rank != 0)
         t0, tok0 = time.perf_counter(), self.step * cfg.batch_size
+        step0 = self.step
         while self.step < steps:
             if first is not None:
                 batch, first = first, None
@@ -254,8 +256,9 @@ class Trainer:
             self._train_step(batch, t0, tok0, bar)
             if checkpoint_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.checkpoint(checkpoint_dir)
+            crash_point("train.after_step")
         bar.close()
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and (self.step > step0 or not self.has_checkpoint(checkpoint_dir)):
             self.checkpoint(checkpoint_dir)
         return self
 
@@ -369,6 +372,13 @@ class Trainer:
         if self.rank == 0:
             for cb in self.callbacks:
                 cb(entry)
+
+    def has_checkpoint(self, checkpoint_dir: str | Path) -> bool:
+        """Whether `checkpoint_dir` already holds a checkpoint (a resumed, already finished run needs no new one)."""
+        from .checkpoint import STATE_JSON
+
+        path = Path(checkpoint_dir)
+        return (path / STATE_JSON).exists() or (path.with_name(path.name + ".old") / STATE_JSON).exists()
 
     # -- results --------------------------------------------------------------------------------
 
