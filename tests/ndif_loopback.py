@@ -3,7 +3,8 @@
 Run as a subprocess by the tests (`start_server`). It serves one model folder and answers what
 nnsight's `RemoteBackend` asks, the way NDIF does:
 
-    GET  /status              {"deployments": {...}}: the served model, RUNNING (saekit's reachability check)
+    GET  /status              {"deployments": {...}}: the served model, RUNNING (saekit's reachability check);
+                              401 when it carries a wrong `ndif-api-key` header
     GET  /subscribe           websocket: first message {"session_id"}, then the job's status updates
     POST /request             multipart form: `data` (RequestModel JSON), `blob` (the serialised trace,
                               zstd-compressed when `compress`); header `ndif-api-key`; answers RECEIVED
@@ -215,6 +216,10 @@ class Loopback:
                 if path == "/subscribe" and self.headers.get("Upgrade", "").lower() == "websocket":
                     return self._subscribe()
                 if path == "/status":
+                    given = self.headers.get("ndif-api-key")
+                    if server.api_key is not None and given is not None and given != server.api_key:
+                        server.stats["rejected_keys"] += 1
+                        return self._json(401, {"detail": "invalid API key"})
                     return self._json(200, {"deployments": {server.model_key: {
                         "repo_id": server.model_key, "model_key": server.model_key, "deployment_level": "HOT",
                         "application_state": "RUNNING", "revision": "main"}}})

@@ -151,6 +151,45 @@ def test_loopback_errors_come_back_clearly(local, folder, sae, server, key, monk
     assert KEY not in out.out + out.err
 
 
+def test_wrong_key_is_refused_at_load_and_the_key_leaks_nowhere(local, folder, server, key, monkeypatch):
+    """The status call carries the key: a server that checks it refuses a wrong key when the model is loaded.
+    No saekit error chains back to an HTTP error (whose request holds the key), and the backend a run uses
+    keeps no copy of the key (it would show in repr, vars or a pickle)."""
+    import pickle
+
+    monkeypatch.setenv("NDIF_API_KEY", "a-wrong-key-2718")
+    with pytest.raises(RemoteError, match="refused the API key") as err:
+        saekit.load_model(folder, remote=server)
+    assert err.value.__context__ is None and err.value.__cause__ is None
+    assert "a-wrong-key-2718" not in str(err.value)
+    with pytest.raises(RemoteError, match="cannot reach") as err:
+        saekit.load_model(folder, remote="http://127.0.0.1:9")
+    assert err.value.__context__ is None  # the httpx error (and its request headers) is not kept
+
+    monkeypatch.setenv("NDIF_API_KEY", KEY)
+    remote = saekit.load_model(folder, remote=server)
+    backend = remote._backend_kwargs()["backend"]
+    assert backend.api_key == KEY  # read from the environment when the request is built
+    dumped = repr(backend) + repr(vars(backend)) + repr(vars(remote))
+    assert KEY not in dumped
+    assert KEY.encode() not in pickle.dumps({k: v for k, v in vars(backend).items() if _picklable(v)})
+    ids = local.encode_prompt("hello")
+    monkeypatch.setenv("NDIF_API_KEY", "a-wrong-key-2718")
+    with pytest.raises(RemoteError, match="API key") as err:  # a key that goes bad later: refused at the trace
+        remote.capture(ids, [HP])
+    assert err.value.__context__ is None and err.value.__cause__ is None
+
+
+def _picklable(v) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(v)
+        return True
+    except Exception:
+        return False
+
+
 def test_nonblocking_submit_and_poll(folder, server, key):
     """The loopback server also answers nnsight's non-blocking mode (submit over HTTP, poll /response)."""
     import time

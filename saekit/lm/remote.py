@@ -46,20 +46,33 @@ def check_remote(remote: bool | str) -> str:
     host = ndif_host(remote)
     if not host.startswith(("http://", "https://")):
         raise ModelLoadError(f"remote={remote!r} is not a server URL: pass True (NDIF), 'local', or 'https://host:port'")
-    if not ndif_api_key():
+    key = ndif_api_key()
+    if not key:
         raise RemoteError(
             "no NDIF API key: set the environment variable NDIF_API_KEY (or run `nnsight login`) "
             "before load_model(..., remote=True); get a key at https://login.ndif.us"
         )
     import httpx
 
-    try:
-        httpx.get(f"{host}/status", timeout=httpx.Timeout(5.0, read=15.0)).raise_for_status()
+    failure = None
+    try:  # the key rides along, so a server that checks it refuses a wrong one now, not at the first trace
+        response = httpx.get(f"{host}/status", headers={"ndif-api-key": key}, timeout=httpx.Timeout(5.0, read=15.0))
+        code = response.status_code
     except httpx.HTTPError as e:
+        failure, code = f"{type(e).__name__}: {e}", None
+    # raised outside the except block: no exception chain (whose request carries the key) survives
+    if failure is not None:
         raise RemoteError(
-            f"cannot reach the NDIF server at {host} ({type(e).__name__}: {e}); check the network, "
+            f"cannot reach the NDIF server at {host} ({failure}); check the network, "
             f"$NDIF_HOST, or NDIF's status page, or run locally with remote=False"
-        ) from None
+        )
+    if code in (401, 403):
+        raise RemoteError(
+            f"the NDIF server at {host} refused the API key (HTTP {code}): set NDIF_API_KEY to a valid key "
+            f"(or run `nnsight login`); get one at https://login.ndif.us"
+        )
+    if code >= 400:
+        raise RemoteError(f"the NDIF server at {host} answered HTTP {code} to its status call; check NDIF's status page")
     return host
 
 
@@ -78,17 +91,25 @@ def model_key(nn_model: Any, name: str) -> str:
         raise RemoteError(f"could not resolve {name!r} on the Hugging Face Hub for NDIF: {e}") from None
 
 
-def remote_backend(nn_model: Any, remote: bool | str, key: str) -> Any:
-    """nnsight's blocking `RemoteBackend` for the server `remote` names, with the API key read now.
+def remote_backend(nn_model: Any, remote: bool | str, model_id: str) -> Any:
+    """nnsight's blocking `RemoteBackend` for the server `remote` names; the API key is read at each use.
 
     Built here rather than by nnsight's `remote=True`, so that the key is read when the run starts (not
-    at nnsight's import) and a URL string picks the server; the backend is never pickled into the request.
+    at nnsight's import) and a URL string picks the server. The backend object never holds the key (it
+    is a property reading `ndif_api_key()`), so printing, pickling or a traceback's locals cannot leak it.
     """
     from nnsight.intervention.backends.remote import RemoteBackend
 
-    return RemoteBackend(
-        key, host=ndif_host(remote), api_key=ndif_api_key(), env=nn_model._remoteable_get_env(), blocking=True
-    )
+    class KeylessBackend(RemoteBackend):
+        @property
+        def api_key(self) -> str:
+            return ndif_api_key() or ""
+
+        @api_key.setter
+        def api_key(self, value: str) -> None:  # nnsight's __init__ assigns it: keep nothing
+            pass
+
+    return KeylessBackend(model_id, host=ndif_host(remote), env=nn_model._remoteable_get_env(), blocking=True)
 
 
 @contextlib.contextmanager
@@ -96,9 +117,20 @@ def remote_errors(remote: bool | str) -> Iterator[None]:
     """nnsight's remote failures (a server error, a refused key) as saekit's `RemoteError`."""
     from nnsight.intervention.backends.remote import RemoteError as NnsightRemoteError
 
+    failure = None
     try:
         yield
     except NnsightRemoteError as e:
-        msg = str(e)
-        hint = " (check NDIF_API_KEY)" if any(w in msg.lower() for w in ("api key", "unauthor", "401", "403")) else ""
-        raise RemoteError(f"the remote run on {ndif_host(remote)} failed: {msg}{hint}") from None
+        failure = str(e)
+    if failure is not None:  # raised here, outside the handler: no chain back to nnsight's error and its request
+        hint = " (check NDIF_API_KEY)" if any(w in failure.lower() for w in ("api key", "unauthor", "401", "403")) else ""
+        _raise_unchained(RemoteError(f"the remote run on {ndif_host(remote)} failed: {failure}{hint}"))
+
+
+def _raise_unchained(err: Exception) -> None:
+    """Raise `err` with no `__context__`: the error being handled (nnsight's, httpx's) holds the request,
+    and the request holds the API key."""
+    try:
+        raise err
+    finally:
+        err.__context__ = None
