@@ -532,6 +532,11 @@ def _train_cache(cache_dir: Path, model: Model, hcfg: HarvestConfig, n_tokens: i
                     f"{cache_dir} holds a finished harvest of {cache.n_tokens} tokens, fewer than the {n_tokens} asked "
                     f"for: pass --harvest-tokens {cache.n_tokens} to train on it, or another --cache folder"
                 )
+            if complete and requested:
+                print(f"saekit: reusing {cache} (every shard checked against its checksum; damaged ones harvested again)")
+                return saekit.harvest(
+                    model, _texts(args), cfg=hcfg, n_tokens=requested, out=cache_dir, shard_tokens=args.shard_tokens
+                )
             if complete:
                 print(f"saekit: reusing {cache}")
                 return cache

@@ -70,6 +70,8 @@ def harvest(
         "requested_tokens": n_tokens,
     }
     cache, start = _open_or_create(out, list(cfg.hookpoints), d, info)
+    if cache.shards and cache.path is not None:
+        repair_shards(model, cache, ctx, cfg, progress=progress)  # a resume re-verifies what is already there
     if start >= len(ctx):
         return cache
     keep_NT = keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id, cfg.drop_bos, cfg.drop_pad)
@@ -103,6 +105,44 @@ def harvest(
     if pending:
         cache.append(*_concat(pending), contexts_done=len(ctx))
     return cache
+
+
+def repair_shards(
+    model: Model, cache: ActivationCache, ctx: TokenContexts, cfg: HarvestConfig, *, progress: bool = True
+) -> list[int]:
+    """Check every shard of the on-disk `cache` against its checksum and harvest the damaged or missing ones
+    again from their contexts (`ctx` must be the contexts the cache was harvested from). Returns their indices.
+
+    The other shards are left as they are: a flipped bit costs one shard's forwards, not the whole harvest.
+    """
+    bad = cache.bad_shards()
+    for i in tqdm(bad, desc="re-harvest damaged shards", disable=not progress or not bad):
+        record = cache.shards[i]
+        if "contexts" not in record:
+            raise HarvestError(
+                f"{cache.path}: shard {record['file']} is damaged and was written without its context range "
+                f"(an older saekit): delete {cache.path} and harvest again"
+            )
+        lo, hi = record["contexts"]
+        part = (ctx.input_ids[lo:hi], ctx.attention_mask[lo:hi])  # [hi - lo, T]: the shard's own contexts
+        pending = []
+        for batch in stream_activations(
+            model, part, cfg.hookpoints, batch_size=cfg.batch_size,
+            drop_separator=cfg.drop_bos, drop_pad=cfg.drop_pad, dtype=_DTYPES[cfg.dtype],
+        ):
+            _check_finite(batch)
+            meta = {
+                "token_ids": batch.token_ids.to(torch.int32),
+                "context_index": (batch.context_index + lo).to(torch.int32),
+                "position": batch.position.to(torch.int16),
+            }
+            pending.append((batch.acts, meta))
+        if not pending:
+            raise HarvestError(f"{cache.path}: contexts {lo}..{hi} of shard {record['file']} hold no kept tokens now")
+        acts, meta = _concat(pending)
+        n = record["rows"]  # the last shard stops at the requested token count
+        cache.replace_shard(i, {k: v[:n] for k, v in acts.items()}, {k: v[:n] for k, v in meta.items()})
+    return bad
 
 
 def _check_finite(batch: ActivationBatch) -> None:

@@ -94,6 +94,21 @@ class ActivationCache:
         self._write_manifest(contexts_done)
         durable.crash_point("cache.after_shard")
 
+    def replace_shard(self, i: int, acts: dict[str, Tensor], meta: dict[str, Tensor]) -> None:
+        """Write shard `i` again (a damaged or missing shard harvested anew) with the same rows and contexts."""
+        assert self.path is not None, "an in-memory cache has no shard files to replace"
+        n = next(iter(acts.values())).shape[0]
+        if n != self.shards[i]["rows"]:
+            raise CacheError(
+                f"shard {self.shards[i]['file']} held {self.shards[i]['rows']} rows but harvesting its contexts again "
+                f"gave {n}: the model or corpus changed since; delete {self.path} and harvest again"
+            )
+        file = self.path / self.shards[i]["file"]
+        durable.save_tensors({**acts, **meta}, file)
+        self.shards[i] = {**self.shards[i], "sha256": _sha256(file)}
+        self._verified.add(i)
+        self._write_manifest(int(self.info.get("contexts_done", 0)))
+
     def _write_manifest(self, contexts_done: int) -> None:
         assert self.path is not None
         self.info["contexts_done"] = contexts_done
@@ -140,8 +155,8 @@ class ActivationCache:
 
     def _fix(self, i: int) -> str:
         return (
-            f"delete {self.shards[i]['file']} and rerun the same saekit.harvest(..., out={str(self.path)!r}) "
-            f"(or `saekit harvest --out ...`): only the missing shard is harvested again"
+            f"rerun the same saekit.harvest(..., out={str(self.path)!r}) (or the same `saekit harvest` / "
+            f"`saekit train` command): it checks every shard and harvests only the damaged ones again"
         )
 
     def _verify_shard(self, i: int) -> None:

@@ -102,6 +102,32 @@ def test_killed_training_resumes_from_its_checkpoint(model_dir, tmp_path):
     assert (out / "sae.safetensors").exists() and not (out / "checkpoint").exists()
 
 
+def test_train_on_a_cache_with_a_damaged_shard_harvests_that_shard_again(model_dir, tmp_path):
+    """`saekit train --cache` re-verifies a finished cache before training on it: a flipped bit is found, only
+    that shard is harvested again, and the run trains on the original values."""
+    from saekit.store import ActivationCache
+
+    cache_dir = tmp_path / "cache"
+    base = [
+        "train", "--model", str(model_dir), "--hookpoint", "resid_post.1", "--latents", "64", "--k", "4",
+        "--tokens", "2048", "--harvest-tokens", "2048", "--shard-tokens", "512", "--batch-size", "256",
+        "--context-len", "32", "--harvest-batch-size", "4",
+        "--eval-tokens", "0", "--text", str(__file__), "--cache", str(cache_dir),
+    ]
+    assert run(*base, "--out", str(tmp_path / "a")).returncode == 0
+    shards = ActivationCache.open(cache_dir).shards
+    assert len(shards) >= 3
+    target = cache_dir / shards[1]["file"]
+    original = target.read_bytes()
+    raw = bytearray(original)
+    raw[-6] ^= 0x40
+    target.write_bytes(bytes(raw))
+    r = run(*base, "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "checked against its checksum" in r.stdout
+    assert target.read_bytes() == original and ActivationCache.open(cache_dir).bad_shards() == []
+
+
 @pytest.mark.parametrize(
     "extra, arch",
     [

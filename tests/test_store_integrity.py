@@ -108,3 +108,33 @@ def test_durable_writes_leave_no_temporary_files_and_fsync(tmp_path, monkeypatch
     (tmp_path / "d" / "e").mkdir(parents=True)
     durable.remove_tree(tmp_path / "d")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors", "x.json"]
+
+
+def test_rerunning_the_harvest_reharvests_only_the_damaged_shards_bit_for_bit(model, cache_dir, monkeypatch):
+    """A flipped bit in one shard and a deleted other shard: the same harvest call again re-verifies every
+    shard, harvests just those two again from their recorded contexts, and the cache equals the original."""
+    cfg = saekit.HarvestConfig(hookpoints=("resid_post.1",), context_len=32, batch_size=4)
+    cache = ActivationCache.open(cache_dir)
+    files = [cache_dir / s["file"] for s in cache.shards]
+    original = [f.read_bytes() for f in files]
+    shas = [s["sha256"] for s in cache.shards]
+    untouched_mtime = files[0].stat().st_mtime_ns
+    _flip_exponent_bit(files[1])
+    files[-1].unlink()
+
+    seen: list[int] = []
+    real_capture = model.capture
+
+    def counting_capture(ids, *a, **kw):
+        seen.append(ids.shape[0])
+        return real_capture(ids, *a, **kw)
+
+    monkeypatch.setattr(model, "capture", counting_capture)
+    again = saekit.harvest(model, TEXTS, cfg=cfg, n_tokens=600, shard_tokens=200, out=cache_dir, progress=False)
+    spans = [cache.shards[i]["contexts"] for i in (1, len(files) - 1)]
+    assert sum(seen) == sum(hi - lo for lo, hi in spans)  # only the two damaged shards' contexts ran again
+    assert [f.read_bytes() for f in files] == original
+    assert [s["sha256"] for s in ActivationCache.open(cache_dir).shards] == shas
+    assert files[0].stat().st_mtime_ns == untouched_mtime
+    assert ActivationCache.open(cache_dir).bad_shards() == []
+    assert torch.equal(again.load(), ActivationCache.open(cache_dir).load())
