@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="harvest activations and train an SAE (then evaluate it)",
         description="Harvest activations at a hook point (or reuse a cache), train an SAE (TopK by default), save "
-        "cfg.json + sae.safetensors under --out, evaluate it on held-out text and print a summary table. "
+        "cfg.json + sae_weights.safetensors under --out, evaluate it on held-out text and print a summary table. "
         "The SaeConfig, TrainConfig and HarvestConfig options are those configs' fields.",
     )
     _add_model_args(t, device=False)  # --device is TrainConfig.device
@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="activation vectors per cache shard (a kill loses at most the shard being written). Default: %(default)s.",
     )
     t.add_argument("--eval-tokens", type=int, default=4096, metavar="INT", help="held-out tokens for evaluation (0 skips it). Default: %(default)s.")
-    t.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder for cfg.json + sae.safetensors. Default: %(default)s.")
+    t.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder for cfg.json + sae_weights.safetensors. Default: %(default)s.")
     t.add_argument(
         "--overwrite",
         action="store_true",
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Splice a saved SAE into the model at its hook point and report L0, FVU, explained variance, "
         "cosine similarity, dead/dense fractions, CE loss, Delta LM loss, CE-loss recovered and KL divergence.",
     )
-    e.add_argument("sae", help="folder with cfg.json + sae.safetensors (as written by `saekit train`).")
+    e.add_argument("sae", help="folder with cfg.json + sae_weights.safetensors (as written by `saekit train`).")
     _add_model_args(e)
     e.add_argument("--tokens", type=int, metavar="INT", default=_default_of(evaluate, "n_tokens"), help="held-out tokens to evaluate on. Default: %(default)s.")
     e.add_argument("--batch-size", type=int, metavar="INT", default=_default_of(evaluate, "batch_size"), help="contexts per forward pass. Default: %(default)s.")
@@ -344,7 +344,7 @@ def _texts(args):
 
 def _finished_run(out: Path) -> dict[str, Any] | None:
     """The cfg.json of a finished `saekit train` run in `out` (SAE saved, checkpoint removed), else None."""
-    from .saes.base import CFG_FILE, weights_file
+    from .saes.disk import CFG_FILE, weights_file
 
     if not (out / CFG_FILE).exists() or weights_file(out) is None:
         return None
@@ -380,7 +380,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import saekit
 
     from . import durable
-    from .saes.base import CFG_FILE, WEIGHTS_FILES
+    from .saes.disk import CFG_FILE, STATE_FILE, WEIGHTS_FILES
     from .train import STATE_JSON, remove_checkpoint
 
     out = Path(args.out)
@@ -398,7 +398,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         durable.remove_leftovers(p)  # what a kill while deleting a checkpoint left behind
     if args.overwrite:
         remove_checkpoint(ckpt)
-        for name in (CFG_FILE, "eval.json", TRAIN_FILE, *WEIGHTS_FILES):
+        for name in (CFG_FILE, "eval.json", TRAIN_FILE, STATE_FILE, *WEIGHTS_FILES):
             if (out / name).exists():
                 (out / name).unlink()
     resuming = (ckpt / STATE_JSON).exists() or (ckpt.with_name(ckpt.name + ".old") / STATE_JSON).exists()

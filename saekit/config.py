@@ -5,6 +5,8 @@ The docstrings are read by `field_docs`, which is how the command line's `--help
 
 from __future__ import annotations
 
+import math
+
 import ast
 import functools
 import inspect
@@ -68,7 +70,11 @@ class SaeConfig:
     """'relu': resample dead latents every this many steps (Anthropic 2023's resampling); 0 turns it off."""
 
     target_l0: float | None = None
-    """'jumprelu': the mean number of active latents per token that the L0 penalty steers toward (required)."""
+    """The mean number of active latents per token the trained SAE should have, for every architecture.
+    TopK-style ones ('topk', 'batchtopk', 'matryoshka', transcoders) take k = round(target_l0) (it wins
+    over k); 'relu' and 'gated' steer their L1 coefficient toward it during training
+    (`saekit.saes.sparsity`), so the coefficient becomes a starting value; 'jumprelu' (where it is
+    required) penalises (L0 / target_l0 - 1)^2. None keeps k or the fixed coefficient."""
 
     l0_coefficient: float = 1.0
     """'jumprelu': weight of the penalty (L0 / target_l0 - 1)^2 that steers the mean L0 to target_l0."""
@@ -97,6 +103,13 @@ class SaeConfig:
             isinstance(self.n_latents, int) and self.n_latents > 0,
             f"SaeConfig.n_latents must be a positive int, got {self.n_latents!r}.",
         )
+        _check(
+            self.target_l0 is None or (isinstance(self.target_l0, (int, float)) and not isinstance(self.target_l0, bool)
+                                       and math.isfinite(self.target_l0) and self.target_l0 > 0),
+            f"SaeConfig.target_l0 must be a positive number or None, got {self.target_l0!r}.",
+        )
+        if self.target_l0 is not None and ARCHITECTURE_FIELDS.get(self.architecture, ArchitectureFields()).sparsity_from_k:
+            self.k = max(1, round(self.target_l0))
         _check(isinstance(self.k, int) and self.k > 0, f"SaeConfig.k must be a positive int, got {self.k!r}.")
         _check(
             self.k <= self.n_latents,
@@ -185,6 +198,9 @@ class ArchitectureFields:
 
     predicts_target: bool = False
     """Reads `hookpoint` and predicts `target_hookpoint` (transcoders); others must leave target_hookpoint None."""
+
+    sparsity_from_k: bool = False
+    """Keeps k latents per token by construction (TopK-style): `target_l0` sets k."""
 
 
 ARCHITECTURE_FIELDS: dict[str, ArchitectureFields] = {}

@@ -107,6 +107,36 @@ def remove_tree(path: str | Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
+def remove(path: str | Path) -> None:
+    """Delete one file if it exists, durably (the folder's entry is synced)."""
+    path = Path(path)
+    if path.exists():
+        path.unlink()
+        fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the `.<name>.tmp-<pid>` files in `folder` left by writers that were killed (their process
+    is gone); returns what was deleted. A live process's temporary file is left alone."""
+    gone = []
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_leftovers(path: str | Path) -> None:
     """Delete what killed `remove_tree` calls on `path` left behind (`.<name>.deleting-<pid>` folders)."""
     path = Path(path)

@@ -43,6 +43,18 @@ class ModelLoadError(SaekitError, ValueError):
     """A model name, path or object that saekit cannot load; the message says what to pass instead."""
 
 
+class ModelInputError(SaekitError, ValueError, TypeError):
+    """A bad argument to a model run (prompt, token ids, generation settings, edits); names what to pass."""
+
+
+class SaeError(SaekitError, ValueError):
+    """Input an SAE cannot take (activations of the wrong width or rank, a bad scale); names the fix."""
+
+
+class WidgetError(SaekitError, ValueError, TypeError):
+    """A widget given arguments it cannot show (wrong type, unknown option) or missing its front-end files."""
+
+
 class RemoteError(SaekitError, RuntimeError):
     """A remote (NDIF) run could not start or failed on the server; the message says why (never the key)."""
 

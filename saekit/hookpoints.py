@@ -251,3 +251,37 @@ def module_path_of(model: nn.Module, target: nn.Module) -> str:
         if mod is target:
             return path
     raise HookPointError(f"module {type(target).__name__} is not part of the model")
+
+
+# -- TransformerLens names (what SAELens configs use) ------------------------------------------------
+
+# -- hook-point names ----------------------------------------------------------------------------
+
+_TL_HOOKS = {
+    "hook_resid_pre": "resid_pre",
+    "hook_resid_post": "resid_post",
+    "hook_mlp_out": "mlp_out",
+    "hook_attn_out": "attn_out",
+    "hook_mlp_in": "mlp_in",
+    "ln2.hook_normalized": "mlp_in",
+}
+
+
+def from_transformerlens_hook(name: str | None) -> str | None:
+    """'blocks.6.hook_resid_post' -> 'resid_post.6' (other names pass through unchanged)."""
+    if not name:
+        return name
+    m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
+    if m and m.group(2) in _TL_HOOKS:
+        return f"{_TL_HOOKS[m.group(2)]}.{m.group(1)}"
+    return "embed" if name == "hook_embed" else name
+
+
+def to_transformerlens_hook(name: str | None) -> str | None:
+    """'resid_post.6' -> 'blocks.6.hook_resid_post' (the names SAELens configs use)."""
+    if not name:
+        return name
+    m = re.fullmatch(r"([a-z_]+)\.(\d+)", name)
+    if m and m.group(1) in ("resid_pre", "resid_post", "mlp_out", "attn_out", "mlp_in"):
+        return f"blocks.{m.group(2)}.hook_{m.group(1)}"
+    return "hook_embed" if name == "embed" else name

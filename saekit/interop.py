@@ -24,10 +24,10 @@ SAELens (cfg.json + sae_weights.safetensors; SAELens 6 schema)
     apply_b_dec_to_input false -> b_enc += W_enc b_dec (gated: b_gate += W b_dec, b_mag += exp(r_mag) W b_dec).
     topk rescale_acts_by_decoder_norm true -> W_enc and b_enc rows times ||W_dec_i||, W_dec rows divided by it.
     normalize_activations other than 'none' -> refused (the SAE expects a run-time normalisation).
-Export (`export_saelens`) writes the inverse: relu -> standard, topk -> topk, jumprelu -> jumprelu,
-    gated -> gated, batchtopk and matryoshka -> jumprelu with the global threshold on every latent (how
-    SAELens ships BatchTopK SAEs for inference), apply_b_dec_to_input true, normalize_activations none;
-    the saekit config rides along under "saekit" (SAELens ignores unknown keys).
+saekit's own folders (`Sae.save`) are in SAELens 6's layout already (saekit/saes/disk.py): relu -> standard,
+    topk -> topk, jumprelu -> jumprelu, gated -> gated, batchtopk and matryoshka -> jumprelu with the global
+    threshold on every latent, apply_b_dec_to_input true, normalize_activations none, and the saekit config
+    under "saekit" (SAELens ignores it; saekit reads it back exactly). `export_saelens` writes that folder.
 
 sparsify (one folder per hook point: cfg.json + sae.safetensors)
     cfg: d_in -> d_in, num_latents (or d_in * expansion_factor) -> n_latents, k -> k,
@@ -54,16 +54,16 @@ dictionary_learning (ae.pt state dict + config.json with trainer.dict_class, act
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from .errors import InteropError
-from .config import SaeConfig, dump_json
+from .config import SaeConfig
+from .hookpoints import from_transformerlens_hook, to_transformerlens_hook
 from .saes import Sae
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
@@ -118,38 +118,6 @@ def _build(architecture: str, tensors: dict[str, Tensor], *, device: str | torch
     return sae
 
 
-# -- hook-point names ----------------------------------------------------------------------------
-
-_TL_HOOKS = {
-    "hook_resid_pre": "resid_pre",
-    "hook_resid_post": "resid_post",
-    "hook_mlp_out": "mlp_out",
-    "hook_attn_out": "attn_out",
-    "hook_mlp_in": "mlp_in",
-    "ln2.hook_normalized": "mlp_in",
-}
-
-
-def from_transformerlens_hook(name: str | None) -> str | None:
-    """'blocks.6.hook_resid_post' -> 'resid_post.6' (other names pass through unchanged)."""
-    if not name:
-        return name
-    m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
-    if m and m.group(2) in _TL_HOOKS:
-        return f"{_TL_HOOKS[m.group(2)]}.{m.group(1)}"
-    return "embed" if name == "hook_embed" else name
-
-
-def to_transformerlens_hook(name: str | None) -> str | None:
-    """'resid_post.6' -> 'blocks.6.hook_resid_post' (the names SAELens configs use)."""
-    if not name:
-        return name
-    m = re.fullmatch(r"([a-z_]+)\.(\d+)", name)
-    if m and m.group(1) in ("resid_pre", "resid_post", "mlp_out", "attn_out", "mlp_in"):
-        return f"blocks.{m.group(2)}.hook_{m.group(1)}"
-    return "hook_embed" if name == "embed" else name
-
-
 # -- SAELens ---------------------------------------------------------------------------------------
 
 _FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated",
@@ -184,7 +152,8 @@ def load_saelens(
     meta = cfg.get("metadata") or {}
     t: dict[str, Tensor] = {"W_enc": w["W_enc"].t(), "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
     kw: dict[str, Any] = {
-        "hookpoint": hookpoint or from_transformerlens_hook(meta.get("hook_name") or cfg.get("hook_name")),
+        "hookpoint": hookpoint or meta.get("saekit_hookpoint")
+        or from_transformerlens_hook(meta.get("hook_name") or cfg.get("hook_name")),
         "model_name": meta.get("model_name") or cfg.get("model_name"),
     }
     ours = _FROM_SAELENS[arch]
@@ -221,30 +190,17 @@ def _fold_decoder_norms(t: dict[str, Tensor], scaled: tuple[str, ...]) -> None:
 
 
 def export_saelens(sae: Sae, out: str | Path) -> Path:
-    """Write `sae` as SAELens loads it: cfg.json (SAELens 6 schema) + sae_weights.safetensors."""
-    if sae.architecture not in _TO_SAELENS:
+    """Write `sae` as SAELens loads it. `Sae.save` already writes SAELens 6's layout; this is the same
+    folder, refused for transcoders (SAELens's are ReLU/JumpReLU, saekit's TopK) and untrained BatchTopK
+    SAEs (no inference threshold yet)."""
+    if sae.saelens_architecture is None:
         raise InteropError(
             f"SAELens has no {sae.architecture!r} equivalent (its transcoders use ReLU/JumpReLU, saekit's TopK); "
-            f"save it with sae.save(...) instead"
+            f"save it with sae.save(...) and load it with saekit"
         )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    arch = _TO_SAELENS[sae.architecture]
-    sd = sae.saelens_state_dict()
-    cfg = sae.saelens_cfg()
-    cfg["architecture"] = arch
-    cfg["metadata"]["hook_name"] = to_transformerlens_hook(sae.cfg.hookpoint)
-    cfg["metadata"]["saekit_hookpoint"] = sae.cfg.hookpoint
-    if arch == "topk":
-        cfg.update(k=sae.cfg.k, rescale_acts_by_decoder_norm=False)
-    if sae.architecture in ("batchtopk", "matryoshka"):
-        theta = float(sd.pop("threshold"))
-        if theta < 0:
-            raise InteropError("this BatchTopK SAE has no inference threshold yet (train it first)")
-        sd["threshold"] = torch.full((sae.n_latents,), theta, dtype=sd["b_enc"].dtype)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(out / SAELENS_WEIGHTS))
-    dump_json(cfg, out / SAELENS_CFG)
-    return out
+    if sae.architecture in ("batchtopk", "matryoshka") and float(sae.threshold) < 0:
+        raise InteropError("this BatchTopK SAE has no inference threshold yet (train it first)")
+    return sae.save(out)
 
 
 # -- sparsify --------------------------------------------------------------------------------------
@@ -333,13 +289,26 @@ def load_pretrained(path_or_repo: str | Path, subfolder: str | None = None, **kw
     folder = resolve_path(path_or_repo, subfolder)
     if (folder / DL_WEIGHTS).exists():
         return load_dictionary_learning(folder, **kw)
+    raw = _cfg_of(folder)
+    if "saekit" in raw:  # saekit's own folder (SAELens's layout plus the exact saekit config)
+        return Sae.load(folder, device=kw.get("device", "cpu"))
     if (folder / SAELENS_WEIGHTS).exists():
         return load_saelens(folder, **kw)
     if (folder / SPARSIFY_WEIGHTS).exists():
-        raw = json.loads((folder / "cfg.json").read_text()) if (folder / "cfg.json").exists() else {}
-        return Sae.load(folder) if "saekit" in raw else load_sparsify(folder, **kw)
+        return load_sparsify(folder, **kw)
     _need(folder, SAELENS_CFG)
     raise InteropError(f"{folder} holds no known SAE weights file ({SAELENS_WEIGHTS}, {SPARSIFY_WEIGHTS}, {DL_WEIGHTS})")
+
+
+def _cfg_of(folder: Path) -> dict[str, Any]:
+    file = folder / SAELENS_CFG
+    if not file.exists():
+        return {}
+    try:
+        raw = json.loads(file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InteropError(f"{file} is not valid JSON ({e}): the file is damaged") from None
+    return raw if isinstance(raw, dict) else {}
 
 
 __all__ = [

@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+from .saes.disk import weights_file
+
 
 def run(
     out: str | Path = "runs/quickstart",
@@ -42,7 +44,7 @@ def run(
 
     t = time.time()
     sae_dir = out / "sae"
-    if (sae_dir / "sae.safetensors").exists():
+    if weights_file(sae_dir) is not None:
         print(f"3/5 loading the SAE already trained in {sae_dir}")
         sae = saekit.Sae.load(sae_dir)
     else:
@@ -67,7 +69,7 @@ def run(
     print("\nsaekit quickstart: done")
     for key in ("l0", "fvu", "explained_variance", "ce_loss_recovered", "delta_lm_loss", "kl_divergence", "dead_fraction"):
         print(f"  {key:<20} {summary[key]:.4f}")
-    print(f"  SAE:     {sae_dir}/ (cfg.json + sae.safetensors)")
+    print(f"  SAE:     {sae_dir}/ (cfg.json + sae_weights.safetensors, SAELens's layout)")
     print(f"  metrics: {out / 'eval.json'}")
     print(f"  report:  {report}  (open it in a browser; works offline)")
     return summary

@@ -54,6 +54,7 @@ class ActivationCache:
         cache = cls(list(hookpoints), dict(d), Path(path) if path is not None else None, dict(info))
         if cache.path is not None:
             cache.path.mkdir(parents=True, exist_ok=True)
+            durable.remove_stale_temporaries(cache.path)
             cache._write_manifest(contexts_done=0)
         return cache
 
@@ -66,7 +67,9 @@ class ActivationCache:
             m = json.loads((path / MANIFEST).read_text())
             if m.get("format") != FORMAT_VERSION:
                 raise CacheError(f"{path}: cache format {m.get('format')!r} is not {FORMAT_VERSION}; harvest again")
-            return cls(m["hookpoints"], m["d"], path, m["info"], m["shards"])
+            cache = cls(m["hookpoints"], m["d"], path, m["info"], m["shards"])
+            durable.remove_stale_temporaries(path)  # half-written shards of a killed harvest
+            return cache
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             if isinstance(e, CacheError):
                 raise
@@ -260,7 +263,7 @@ class ShuffleBuffer:
 
     def __init__(self, chunks: Iterable[Tensor], capacity: int = 262_144, batch_size: int = 4096, seed: int = 0) -> None:
         if capacity < batch_size:
-            raise ValueError(f"ShuffleBuffer capacity {capacity} is smaller than batch_size {batch_size}: raise capacity")
+            raise CacheError(f"ShuffleBuffer capacity {capacity} is smaller than batch_size {batch_size}: raise capacity")
         self.chunks = iter(chunks)
         self.capacity = capacity
         self.batch_size = batch_size
@@ -279,7 +282,7 @@ class ShuffleBuffer:
                 many = isinstance(chunk, (tuple, list))
                 parts = tuple(chunk) if many else (chunk,)
                 if len({p.shape[0] for p in parts}) != 1:
-                    raise ValueError(f"a chunk's tensors must have the same rows, got shapes {[tuple(p.shape) for p in parts]}")
+                    raise CacheError(f"a chunk's tensors must have the same rows, got shapes {[tuple(p.shape) for p in parts]}")
                 buf = parts if buf is None else tuple(torch.cat([b, p]) for b, p in zip(buf, parts))
             if buf is None or buf[0].shape[0] < self.batch_size:
                 return

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .data import TokenContexts
-from .errors import CacheError
+from .errors import CacheError, ConfigError
 from .tokens import keep_mask
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def stream_activations(
     for h in hookpoints:
         model.resolve(h)
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
     input_ids, attention_mask = contexts[0], contexts[1]
     sep = model.separator_id if drop_separator else None
     keep_NT = keep_mask(input_ids, attention_mask, sep, drop_separator, drop_pad)

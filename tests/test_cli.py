@@ -41,7 +41,7 @@ def test_train_then_eval_on_a_local_model_folder(model_dir, tmp_path):
         "--text", str(__file__), "--out", str(out),
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (out / "cfg.json").exists() and (out / "sae.safetensors").exists()
+    assert (out / "cfg.json").exists() and (out / "sae_weights.safetensors").exists()
     assert "summary" in r.stdout and "held-out ce_loss_recovered" in r.stdout
     assert json.loads((out / "cfg.json").read_text())["saekit"]["hookpoint"] == "resid_post.1"
     e = run("eval", str(out), "--model", str(model_dir), "--tokens", "256", "--text", str(__file__), "--json", str(tmp_path / "m.json"))
@@ -99,7 +99,7 @@ def test_killed_training_resumes_from_its_checkpoint(model_dir, tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming the interrupted run" in r.stdout
-    assert (out / "sae.safetensors").exists() and not (out / "checkpoint").exists()
+    assert (out / "sae_weights.safetensors").exists() and not (out / "checkpoint").exists()
 
 
 def test_train_on_a_cache_with_a_damaged_shard_harvests_that_shard_again(model_dir, tmp_path):

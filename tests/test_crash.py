@@ -21,7 +21,7 @@ import pytest
 from tiny import byte_tokenizer, tiny_hf_model
 
 from saekit.cli import main
-from saekit.saes.base import WEIGHTS_FILES
+from saekit.saes.disk import WEIGHTS_FILES
 
 TOKENS = 2048
 BATCH = 256

@@ -132,8 +132,16 @@ def test_save_load_roundtrip_and_labels(tiny, tmp_path):
     assert FeatureStats.load(tmp_path / "fs").labels == {3: "capital cities"}
     again.set_label(3, "")
     assert FeatureStats.load(tmp_path / "fs").labels == {}
-    with pytest.raises(FileNotFoundError, match="FeatureStats.save"):
+    with pytest.raises(FeatureError, match="FeatureStats.save"):
         FeatureStats.load(tmp_path / "nothing")
+    (tmp_path / "fs" / "stats.json").write_text("{not json")
+    with pytest.raises(FeatureError, match="stats.json is not readable JSON"):
+        FeatureStats.load(tmp_path / "fs")
+    stats.save(tmp_path / "fs")
+    weights = tmp_path / "fs" / "stats.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(FeatureError, match="damaged"):
+        FeatureStats.load(tmp_path / "fs")
 
 
 def test_cache_source_matches_model_source(tiny):

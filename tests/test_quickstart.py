@@ -12,7 +12,7 @@ pytestmark = pytest.mark.real_model
 def test_quickstart_writes_sae_metrics_and_report(tmp_path, real_model, capsys):
     out = tmp_path / "qs"
     summary = run(out, tokens=8192, harvest_tokens=4096, n_latents=512, k=16, eval_tokens=256, report_tokens=1024)
-    assert (out / "sae" / "cfg.json").exists() and (out / "sae" / "sae.safetensors").exists()
+    assert (out / "sae" / "cfg.json").exists() and (out / "sae" / "sae_weights.safetensors").exists()
     metrics = json.loads((out / "eval.json").read_text())
     assert metrics["l0"] == pytest.approx(16, abs=0.5) and metrics["fvu"] < 1
     html = (out / "features.html").read_text()

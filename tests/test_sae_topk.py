@@ -103,13 +103,14 @@ def test_saved_folder_is_in_saelens_layout(tmp_path):
     cfg = json.loads((tmp_path / "s" / "cfg.json").read_text())
     assert cfg["architecture"] == "topk" and cfg["d_in"] == 16 and cfg["d_sae"] == 64
     assert cfg["apply_b_dec_to_input"] is True and cfg["normalize_activations"] == "none"
-    assert cfg["metadata"]["hook_name"] == "resid_post.1" and cfg["metadata"]["sae_lens_version"].startswith("6.")
-    sd = load_file(str(tmp_path / "s" / "sae.safetensors"))
+    assert cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_post" and cfg["metadata"]["saekit_hookpoint"] == "resid_post.1"
+    assert cfg["metadata"]["sae_lens_version"].startswith("6.") and cfg["k"] == cfg["saekit"]["k"]
+    sd = load_file(str(tmp_path / "s" / "sae_weights.safetensors"))
     assert sd["W_enc"].shape == (16, 64) and sd["W_dec"].shape == (64, 16)
     assert sd["b_enc"].shape == (64,) and sd["b_dec"].shape == (16,)
     x = torch.randn(20, 16)
     hidden_pre = (x - sd["b_dec"]) @ sd["W_enc"] + sd["b_enc"]
-    v, i = hidden_pre.topk(cfg["saekit"]["k"], dim=-1, sorted=False)
+    v, i = hidden_pre.topk(cfg["k"], dim=-1, sorted=False)
     acts = torch.zeros_like(hidden_pre).scatter(-1, i, v.relu())
     torch.testing.assert_close(acts, sae.encode(x))
     torch.testing.assert_close(acts @ sd["W_dec"] + sd["b_dec"], sae.reconstruct(x))
@@ -138,7 +139,7 @@ def test_bad_configs_and_inputs_raise_clear_errors(tmp_path):
     sae = _sae()
     with pytest.raises(ValueError, match="width 8 but this SAE reads width 16"):
         sae.encode(torch.randn(3, 8))
-    with pytest.raises(FileNotFoundError, match="cfg.json"):
+    with pytest.raises(ConfigError, match="cfg.json"):
         Sae.load(tmp_path)
     sae.save(tmp_path / "a")
     Sae(SaeConfig(d_in=16, n_latents=32, k=4)).save(tmp_path / "b")

@@ -138,3 +138,25 @@ def test_rerunning_the_harvest_reharvests_only_the_damaged_shards_bit_for_bit(mo
     assert files[0].stat().st_mtime_ns == untouched_mtime
     assert ActivationCache.open(cache_dir).bad_shards() == []
     assert torch.equal(again.load(), ActivationCache.open(cache_dir).load())
+
+
+def test_half_written_files_of_killed_writers_are_cleaned_up(cache_dir, tmp_path):
+    """A kill between writing a temporary file and renaming it leaves `.<name>.tmp-<pid>`; the next open of
+    the cache (or save of an SAE) deletes those of dead processes and keeps a live writer's."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = cache_dir / f".shard_00009.safetensors.tmp-{dead_pid}"
+    live = cache_dir / f".shard_00010.safetensors.tmp-{os.getpid()}"
+    stale.write_bytes(b"half a shard")
+    live.write_bytes(b"being written")
+    ActivationCache.open(cache_dir)
+    assert not stale.exists() and live.exists()
+    live.unlink()
+    sae_dir = tmp_path / "sae"
+    sae_dir.mkdir()
+    (sae_dir / f".sae_weights.safetensors.tmp-{dead_pid}").write_bytes(b"half")
+    saekit.Sae(saekit.SaeConfig(d_in=8, n_latents=16, k=2)).save(sae_dir)
+    assert sorted(p.name for p in sae_dir.iterdir()) == ["cfg.json", "sae_weights.safetensors"]

@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..data import TokenContexts, as_documents, contexts, corpus
+from ..durable import remove_stale_temporaries, save_tensors, write_json
 from ..errors import FeatureError
 from ..store import ActivationCache
 from ..stream import ActivationBatch, cached_activations, stream_activations
@@ -110,7 +112,7 @@ class FeatureStats:
         else:
             self.labels.pop(f, None)
         if self.path is not None:
-            _write_json(self.path / LABELS_FILE, {str(k): v for k, v in sorted(self.labels.items())})
+            write_json({str(k): v for k, v in sorted(self.labels.items())}, self.path / LABELS_FILE)
 
     # -- views ----------------------------------------------------------------------------------
 
@@ -260,15 +262,16 @@ class FeatureStats:
         """Write stats.safetensors, stats.json and labels.json into the folder `path`."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(path / STATS_FILE))
-        _write_json(path / META_FILE, {
+        remove_stale_temporaries(path)
+        save_tensors(self.tensors, path / STATS_FILE)
+        write_json({
             "format": 1,
             "n_tokens": self.n_tokens,
             "meta": self.meta,
             "token_strings": {str(k): v for k, v in sorted(self.token_strings.items())},
-        })
+        }, path / META_FILE)
         self.path = path
-        _write_json(path / LABELS_FILE, {str(k): v for k, v in sorted(self.labels.items())})
+        write_json({str(k): v for k, v in sorted(self.labels.items())}, path / LABELS_FILE)
         return path
 
     @classmethod
@@ -276,25 +279,37 @@ class FeatureStats:
         """Read a folder written by `save` (safetensors + JSON; nothing is unpickled)."""
         path = Path(path)
         if not (path / STATS_FILE).exists() or not (path / META_FILE).exists():
-            raise FileNotFoundError(
-                f"{path} holds no feature statistics: expected {STATS_FILE} and {META_FILE} (FeatureStats.save writes them)"
+            raise FeatureError(
+                f"{path} holds no feature statistics: expected {STATS_FILE} and {META_FILE} "
+                "(FeatureStats.save writes them; compute them again with feature_stats(...) and save)"
             )
-        raw = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-        labels_raw = json.loads((path / LABELS_FILE).read_text(encoding="utf-8")) if (path / LABELS_FILE).exists() else {}
-        return cls(
-            n_tokens=int(raw["n_tokens"]),
-            tensors=load_file(str(path / STATS_FILE)),
-            token_strings={int(k): v for k, v in raw["token_strings"].items()},
-            meta=raw["meta"],
-            labels={int(k): v for k, v in labels_raw.items()},
-            path=path,
+        raw = _read_json(path / META_FILE)
+        labels_raw = _read_json(path / LABELS_FILE) if (path / LABELS_FILE).exists() else {}
+        try:
+            tensors = load_file(str(path / STATS_FILE))
+            stats = cls(
+                n_tokens=int(raw["n_tokens"]),
+                tensors=tensors,
+                token_strings={int(k): v for k, v in raw["token_strings"].items()},
+                meta=raw["meta"],
+                labels={int(k): v for k, v in labels_raw.items()},
+                path=path,
+            )
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError, AttributeError) as e:
+            broken = f"{type(e).__name__}: {e}"
+        else:
+            return stats
+        raise FeatureError(
+            f"the feature statistics in {path} are damaged ({broken}); compute them again with feature_stats(...) and save"
         )
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        broken = f"{type(e).__name__}: {e}"
+    raise FeatureError(f"{file} is not readable JSON ({broken}); compute the statistics again with feature_stats(...) and save")
 
 
 def _dedupe(examples: list[dict]) -> list[dict]:

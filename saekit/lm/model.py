@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import HookPointError
+from ..errors import HookPointError, ModelInputError
 from ..hookpoints import (
     HookPoint,
     ModelLayout,
@@ -132,7 +132,7 @@ class Model:
     def encode_prompt(self, text: str) -> Tensor:
         """Token ids [1, T] of `text` with the separator (BOS, else EOS) first, as saekit's contexts are built."""
         if not isinstance(text, str) or not text:
-            raise ValueError(f"the prompt must be a non-empty string, got {text!r}")
+            raise ModelInputError(f"the prompt must be a non-empty string, got {text!r}")
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return torch.tensor([[self.separator_id, *ids]], dtype=torch.long)
 
@@ -205,7 +205,7 @@ class Model:
         keep = self._keep(input_ids, attention_mask)
         token_ids = None if tokens is None else torch.as_tensor(list(tokens), dtype=torch.long)
         if token_ids is not None and (token_ids.numel() == 0 or int(token_ids.min()) < 0 or int(token_ids.max()) >= self.vocab_size):
-            raise ValueError(f"token ids must lie in 0..{self.vocab_size - 1}, got {tokens!r}")
+            raise ModelInputError(f"token ids must lie in 0..{self.vocab_size - 1}, got {tokens!r}")
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         nn_model = self._nn
         with self._running(), self._nn.trace(**self._backend_kwargs()) as tracer:
@@ -271,11 +271,11 @@ class Model:
         """New token ids [B, max_new_tokens] of the default and the edited run, generated side by side in
         one `generate` (two invokes). Edits apply to the prompt positions and to every generated token."""
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+            raise ModelInputError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
         if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+            raise ModelInputError(f"temperature must be a positive finite number, got {temperature!r}")
         if not (0 < top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+            raise ModelInputError(f"top_p must be in (0, 1], got {top_p!r}")
         plan = self._plan(edits)
         keep = self._keep(input_ids, None)
         T = int(input_ids.shape[1])
@@ -319,13 +319,13 @@ class Model:
                 elif isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], str):
                     pairs.append(e)
                 else:
-                    raise TypeError(
+                    raise ModelInputError(
                         f"unknown edit {e!r}: pass saekit.interventions edits (Splice, Ablate, Clamp, Steer), "
                         "(hookpoint, callable) pairs, or a {hookpoint: callable} mapping"
                     )
         for h, fn in pairs:
             if not callable(fn):
-                raise TypeError(f"the edit at {h!r} must be a callable [B, T, D] -> [B, T, D], got {type(fn).__name__}")
+                raise ModelInputError(f"the edit at {h!r} must be a callable [B, T, D] -> [B, T, D], got {type(fn).__name__}")
         for e in objects:  # each edit object plans itself, among the others of this run
             pairs += e.specs(self, objects)
         grouped: dict[str, list[Any]] = {}

@@ -6,7 +6,7 @@ the class registers it (`architectures()` lists the names). Every objective's FV
 """
 
 from ..metrics import fvu
-from .base import Sae, SaeOutput, architectures, geometric_median
+from .base import Sae, SaeOutput, architectures, geometric_median, is_dense_code
 from .batchtopk import BatchTopKSae
 from .gated import GatedSae
 from .jumprelu import JumpReluSae
@@ -29,5 +29,6 @@ __all__ = [
     "architectures",
     "fvu",
     "geometric_median",
+    "is_dense_code",
     "transcoder_hookpoints",
 ]

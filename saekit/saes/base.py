@@ -8,22 +8,17 @@ of `W_dec` [F, D] (its decoder direction). On disk the layout is SAELens's: `W_e
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..config import ARCHITECTURE_FIELDS, ArchitectureFields, ConfigError, SaeConfig, dump_json
+from ..config import ARCHITECTURE_FIELDS, ArchitectureFields, ConfigError, SaeConfig
+from ..errors import SaeError
+from . import disk
 
-CFG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae.safetensors"
-WEIGHTS_FILES = (WEIGHTS_FILE,)
-"""The weights file names `Sae.load` reads, in order of preference."""
-SAELENS_VERSION_TAG = "6.0.0"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -35,7 +30,7 @@ class SaeOutput(NamedTuple):
     acts: Tensor
     """Active latent values: [B, K] with `indices` for sparse codes, or dense [B, F] when indices is empty."""
     indices: Tensor
-    """Latent indices [B, K] of `acts`, or an empty tensor for dense codes."""
+    """Latent indices [B, K] of `acts`, or a 1-D empty tensor for dense codes (see `is_dense_code`)."""
     fvu: Tensor
     """Fraction of variance unexplained of this batch (scalar)."""
     aux_loss: Tensor
@@ -46,11 +41,6 @@ class SaeOutput(NamedTuple):
     """Bool [F]: latents that were active on at least one row of the batch."""
     l0: Tensor
     """Mean number of active latents per row (scalar)."""
-
-
-def weights_file(folder: str | Path) -> Path | None:
-    """The weights file of the SAE folder `folder` (the first of WEIGHTS_FILES that exists), or None."""
-    return next((Path(folder) / n for n in WEIGHTS_FILES if (Path(folder) / n).exists()), None)
 
 
 def geometric_median(x_ND: Tensor, iters: int = 50, eps: float = 1e-6) -> Tensor:
@@ -65,6 +55,12 @@ def geometric_median(x_ND: Tensor, iters: int = 50, eps: float = 1e-6) -> Tensor
             break
         median_D = new_D
     return median_D
+
+
+def is_dense_code(indices: Tensor) -> bool:
+    """True when an (acts, indices) code is dense: indices is the 1-D empty marker, not a [B, K] index
+    (a zero-row sparse code [0, K] is sparse, though it is empty too)."""
+    return indices.dim() == 1
 
 
 def architectures() -> list[str]:
@@ -94,12 +90,15 @@ class Sae(nn.Module):
     """True for transcoders: they read `cfg.hookpoint` and predict `cfg.target_hookpoint` (required then,
     refused for every other architecture)."""
 
+    sparsity_from_k: ClassVar[bool] = False
+    """True for TopK-style codes (k latents per token by construction): `cfg.target_l0` sets k."""
+
     def __init_subclass__(cls, architecture: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if architecture is not None:
             cls.architecture = architecture
             Sae.registry[architecture] = cls
-            ARCHITECTURE_FIELDS[architecture] = ArchitectureFields(dict(cls.required_fields), cls.predicts_target)
+            ARCHITECTURE_FIELDS[architecture] = ArchitectureFields(dict(cls.required_fields), cls.predicts_target, cls.sparsity_from_k)
 
     def __new__(cls, cfg: SaeConfig | None = None, *args: Any, **kwargs: Any):
         if cls is Sae:
@@ -147,15 +146,21 @@ class Sae(nn.Module):
         """Dense latent activations [..., F] for activations [..., D]."""
         x_BD, lead = self._flatten(x)
         acts, idx = self.encode_raw(x_BD)
-        if idx.numel() == 0:
+        if is_dense_code(idx):
             return acts.reshape(*lead, self.n_latents)
         latents_BF = acts.new_zeros(acts.shape[0], self.n_latents).scatter_(-1, idx, acts)
         return latents_BF.reshape(*lead, self.n_latents)
 
     def decode(self, latents: Tensor) -> Tensor:
         """Reconstruction [..., D] from dense latents [..., F]."""
+        if not isinstance(latents, Tensor) or latents.dim() == 0 or latents.shape[-1] != self.n_latents:
+            got = f"shape {tuple(latents.shape)}" if isinstance(latents, Tensor) else type(latents).__name__
+            raise SaeError(
+                f"decode takes dense latents [..., {self.n_latents}] (this SAE's n_latents), got {got}: "
+                f"pass what encode returned"
+            )
         lead = latents.shape[:-1]
-        latents_BF = latents.reshape(-1, self.n_latents).to(self.W_dec.dtype)
+        latents_BF = latents.reshape(-1, self.n_latents).to(device=self.device, dtype=self.W_dec.dtype)
         return (latents_BF @ self.W_dec + self.b_dec).reshape(*lead, self.d_in)
 
     def reconstruct(self, x: Tensor) -> Tensor:
@@ -190,7 +195,7 @@ class Sae(nn.Module):
         }
 
     def decode_raw(self, acts: Tensor, indices: Tensor) -> Tensor:
-        if indices.numel() == 0:
+        if is_dense_code(indices):
             return acts @ self.W_dec + self.b_dec
         from .kernels import sparse_decode
 
@@ -231,6 +236,33 @@ class Sae(nn.Module):
         if self.unit_norm_decoder:
             self.set_decoder_norm_to_unit_norm()
 
+    def update_sparsity(self, l0: Tensor, progress: float) -> None:
+        """Called by the trainer after each optimiser step with the batch's mean L0 (averaged over ranks):
+        penalty architectures steer their coefficient toward `cfg.target_l0` here (`sparsity.py`)."""
+
+    def calibrate(self, x_ND: Tensor) -> None:
+        """Called by the trainer once training ends, with a sample of (normalised) training inputs: set what
+        inference needs from the final weights (BatchTopK's threshold). Must be deterministic in its input."""
+
+    def dead_latent_loss(self, x_in_BD: Tensor, err_BD: Tensor, dead_mask: Tensor | None, total_variance: Tensor) -> Tensor:
+        """AuxK (Gao et al. 2024) for any architecture: the k_aux largest pre-activations W_enc x_in + b_enc
+        among dead latents reconstruct the residual error `err_BD` (detached); weight `cfg.auxk_alpha`.
+
+        Dense over the dead subset G: two [B, G] x [G, D] products. Zero when no latent is dead.
+        """
+        if dead_mask is None or self.cfg.auxk_alpha <= 0 or not bool(dead_mask.any()):
+            return err_BD.new_zeros(())
+        dead_G = dead_mask.nonzero().squeeze(-1)
+        k_full = self.cfg.k_aux or self.d_in // 2
+        k_aux = min(k_full, dead_G.numel())
+        pre_BG = torch.addmm(self.b_enc[dead_G], x_in_BD, self.W_enc[dead_G].t())
+        vals_BA, j_BA = pre_BG.topk(k_aux, dim=-1, sorted=False)
+        aux_BG = torch.zeros_like(pre_BG).scatter(-1, j_BA, vals_BA.relu())
+        err_hat_BD = aux_BG @ self.W_dec[dead_G]
+        scale = min(dead_G.numel() / k_full, 1.0)
+        aux = self.cfg.auxk_alpha * scale * (err_hat_BD - err_BD).pow(2).sum() / total_variance
+        return torch.nan_to_num(aux, 0.0)
+
     def on_step(self, step: int, x_BD: Tensor, dead_F: Tensor, generator: torch.Generator) -> Tensor | None:
         """Optional per-step hook after the update (e.g. resampling dead latents), given the batch just used.
 
@@ -259,9 +291,9 @@ class Sae(nn.Module):
         transcoders, whose output was normalised apart; an SAE accepts only its input's scale there.
         """
         if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"input scale must be a positive finite number, got {scale!r}")
+            raise SaeError(f"input scale must be a positive finite number, got {scale!r}")
         if target_scale is not None and target_scale != scale:
-            raise ValueError(
+            raise SaeError(
                 f"this {self.architecture!r} SAE reconstructs its own input, so its output scale is its input scale "
                 f"({scale!r}), not {target_scale!r}: pass target_scale=None"
             )
@@ -275,10 +307,17 @@ class Sae(nn.Module):
 
     # -- save / load ------------------------------------------------------------------------------
 
+    saelens_architecture: ClassVar[str | None] = "standard"
+    """The SAELens 6 class this SAE loads as there (`sae_lens.SAE.load_from_disk`), or None when SAELens has
+    no equivalent (its folder then names an architecture SAELens refuses)."""
+
     def saelens_cfg(self) -> dict[str, Any]:
-        """cfg.json in SAELens 6's schema (extra keys are ignored by SAELens), plus our own config."""
+        """cfg.json: SAELens 6's fields for `saelens_architecture` (`saelens_fields` adds the class's own),
+        its metadata, and saekit's full config under "saekit" (SAELens keeps only its own fields)."""
+        from ..hookpoints import to_transformerlens_hook
+
         return {
-            "architecture": self.architecture,
+            "architecture": self.saelens_architecture or f"saekit_{self.architecture}",
             "d_in": self.d_in,
             "d_sae": self.n_latents,
             "dtype": self.cfg.dtype,
@@ -286,66 +325,69 @@ class Sae(nn.Module):
             "apply_b_dec_to_input": True,
             "normalize_activations": "none",
             "reshape_activations": "none",
+            **self.saelens_fields(),
             "metadata": {
-                "sae_lens_version": SAELENS_VERSION_TAG,
+                "sae_lens_version": disk.SAELENS_VERSION,
+                "sae_lens_training_version": None,
                 "model_name": self.cfg.model_name,
-                "hook_name": self.cfg.hookpoint,
+                "hook_name": to_transformerlens_hook(self.cfg.hookpoint),
+                "saekit_hookpoint": self.cfg.hookpoint,
+                "prepend_bos": True,
             },
             "saekit": self.cfg.to_dict(),
         }
 
-    def saelens_state_dict(self) -> dict[str, Tensor]:
-        sd = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        sd["W_enc"] = self.W_enc.detach().t().contiguous()  # [D, F] on disk, as SAELens stores it
+    def saelens_fields(self) -> dict[str, Any]:
+        """The config fields SAELens's class for this architecture adds to the common ones (TopK: k)."""
+        return {}
+
+    def saelens_tensors(self) -> dict[str, Tensor]:
+        """Exactly the tensors SAELens's class holds, in its names and layout (`W_enc` [D, F])."""
+        sd = {k: v.detach() for k, v in self.state_dict().items()}
+        sd["W_enc"] = self.W_enc.detach().t()  # [D, F] on disk, as SAELens stores it
         return sd
 
-    def state_dict_from_saelens(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The inverse of `saelens_state_dict`: on-disk names and layout -> this module's state dict."""
-        sd = dict(sd)
+    def from_saelens_tensors(self, t: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The inverse of `saelens_tensors`: SAELens's names and layout -> this module's state dict."""
+        sd = dict(t)
         sd["W_enc"] = sd["W_enc"].t().contiguous()
         return sd
 
-    def save(self, path: str | Path) -> Path:
-        """Write `cfg.json` + `sae.safetensors` into the folder `path` (created if needed)."""
-        from .. import durable
+    def state_dict_from_legacy(self, t: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Tensors of saekit's older `sae.safetensors` (the state dict with `W_enc` stored [D, F])."""
+        sd = dict(t)
+        if "W_enc" in sd:
+            sd["W_enc"] = sd["W_enc"].t().contiguous()
+        if "b_gate" in sd:  # gated SAEs stored SAELens's name for the gate bias
+            sd["b_enc"] = sd.pop("b_gate")
+        return sd
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        durable.save_tensors(self.saelens_state_dict(), path / WEIGHTS_FILE)
-        durable.crash_point("sae.save.after_weights")
-        durable.write_json(self.saelens_cfg(), path / CFG_FILE)  # last: a folder with cfg.json is complete
-        return path
+    def save(self, path: str | Path) -> Path:
+        """Write the folder `path` in SAELens 6's layout (cfg.json + sae_weights.safetensors; see saes/disk.py)."""
+        return disk.save(self, path)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> "Sae":
-        """Load a folder written by `save` (safetensors only; nothing is unpickled)."""
-        path = Path(path)
-        if not (path / CFG_FILE).exists() or not (path / WEIGHTS_FILE).exists():
-            raise FileNotFoundError(
-                f"{path} is not a saekit SAE folder: expected {CFG_FILE} and {WEIGHTS_FILE} in it "
-                f"(Sae.save writes both; other libraries' formats load through saekit.interop)."
-            )
-        raw = json.loads((path / CFG_FILE).read_text())
-        if "saekit" not in raw:
-            raise ConfigError(f"{path / CFG_FILE} has no 'saekit' block: load other formats through saekit.interop.")
-        cfg = SaeConfig.from_dict(raw["saekit"])
+        """Load a folder written by `save` (or saekit's older layout); nothing is unpickled."""
+        cfg, stored, legacy, state = disk.read(path, device=device)
         sae = Sae(cfg, device="meta", seed=None)
-        sd = sae.state_dict_from_saelens(load_file(str(path / WEIGHTS_FILE), device=str(device)))
-        expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in sd.items()}
-        if expected != got:
-            raise ConfigError(
-                f"{path}: weights do not match cfg.json (expected shapes {expected}, found {got}); "
-                f"the folder mixes files from different SAEs."
-            )
+        sd = sae.state_dict_from_legacy(stored) if legacy else sae.from_saelens_tensors(stored)
+        sd.update(state)
+        disk.check_state(path, sae.state_dict(), sd)
         sae.load_state_dict(sd, assign=True)
         return sae
 
     # -- helpers ----------------------------------------------------------------------------------
 
     def _flatten(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        if not isinstance(x, Tensor):
+            raise SaeError(f"an SAE takes a torch.Tensor of activations [..., {self.d_in}], got {type(x).__name__}")
+        if x.dim() == 0:
+            raise SaeError(f"an SAE takes activations [..., {self.d_in}], got a 0-d tensor: pass vectors of width {self.d_in}")
+        if not x.is_floating_point():
+            raise SaeError(f"an SAE takes floating-point activations, got dtype {x.dtype}: convert with x.float()")
         if x.shape[-1] != self.d_in:
-            raise ValueError(
+            raise SaeError(
                 f"activations have width {x.shape[-1]} but this SAE reads width {self.d_in} "
                 f"(hook point {self.cfg.hookpoint!r}): pass activations from the hook point it was trained on."
             )

@@ -8,9 +8,12 @@ uses a global threshold theta instead:
 
     latents = pre * (pre > theta),   pre = ReLU(W_enc (x - b_dec) + b_enc)
 
-theta is estimated during training as a moving average (decay `threshold_beta`) of the smallest
-activation BatchTopK kept in each batch (the paper's estimate); it is a buffer in input units, so
-folding the input scale divides it. Before any training step theta is unset (-1) and encoding falls
+While training, theta is a moving average (decay `threshold_beta`) of the smallest activation
+BatchTopK kept in each batch (the paper's estimate), which lags weights that are still moving; when
+training ends the trainer calls `calibrate`, which sets theta from the final weights so that the mean
+inference L0 on a sample of training inputs is exactly k (held-out L0 then matches k within a few
+percent; tests/test_synthetic_hard.py checks it). theta is a buffer in input units, so folding the
+input scale divides it. Before any training step theta is unset (-1) and encoding falls
 back to per-token TopK. Saved to SAELens's format it is a JumpReLU with a uniform threshold, which is
 how SAELens itself ships BatchTopK SAEs.
 
@@ -26,6 +29,9 @@ from torch import Tensor
 from ..config import SaeConfig
 from .kernels import encode_backward
 from .topk import TopKSae
+
+CALIBRATION_ROWS = 8192
+"""Rows of training inputs used to set the final inference threshold (a [rows, F] matrix)."""
 
 
 class _BatchTopKEncode(torch.autograd.Function):
@@ -58,6 +64,21 @@ def batch_topk_encode(x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k: int) -
 
 class BatchTopKSae(TopKSae, architecture="batchtopk"):
     scale_with_input = ("threshold",)
+    saelens_architecture = "jumprelu"
+    """For inference a BatchTopK SAE is a JumpReLU SAE with its one threshold on every latent."""
+
+    def saelens_fields(self) -> dict:
+        return {}
+
+    def saelens_tensors(self) -> dict[str, Tensor]:
+        sd = super().saelens_tensors()
+        sd["threshold"] = self.threshold.detach().to(self.W_enc.dtype).expand(self.n_latents)  # [F]
+        return sd
+
+    def from_saelens_tensors(self, t: dict[str, Tensor]) -> dict[str, Tensor]:
+        sd = super().from_saelens_tensors(t)
+        sd["threshold"] = sd["threshold"].reshape(-1)[0].float()  # [] (exact unless stored in bf16: see disk.py)
+        return sd
 
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
         super().__init__(cfg, device=device, seed=seed)
@@ -86,6 +107,22 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
         else:
             beta = self.cfg.threshold_beta
             self.threshold.mul_(beta).add_((1 - beta) * smallest)
+
+    @torch.no_grad()
+    def calibrate(self, x_ND: Tensor) -> None:
+        """Set theta from the final weights so that inference keeps k latents per token on average: the
+        (k * N)-th largest ReLU pre-activation over the sample's N rows (up to CALIBRATION_ROWS; the
+        moving average only serves while training, where it lags the weights)."""
+        x_ND = x_ND[:CALIBRATION_ROWS].to(self.device, self.W_enc.dtype)
+        if x_ND.shape[0] == 0:
+            return
+        pre_NF = torch.addmm(self.b_enc, x_ND - self.b_dec, self.W_enc.t()).relu_()
+        n_keep = min(self.cfg.k * x_ND.shape[0], pre_NF.numel())
+        kth = pre_NF.view(-1).topk(n_keep, sorted=False).values.min()  # the smallest value kept
+        below = pre_NF[pre_NF < kth]
+        # theta halfway to the next smaller value: `pre > theta` keeps exactly the top k * N
+        nxt = below.max() if below.numel() else torch.zeros((), dtype=kth.dtype, device=kth.device)
+        self.threshold.copy_(((kth + nxt) / 2).float())
 
     def _encode_train(self, x_in_BD: Tensor) -> tuple[Tensor, Tensor]:
         acts_BK, idx_BK = batch_topk_encode(x_in_BD, self.W_enc, self.b_enc, self.cfg.k)

@@ -14,8 +14,14 @@ Loss (the paper's, divided by the batch's total variance like every saekit objec
 The L1 penalty acts on the gate path only, so it does not shrink magnitudes; the auxiliary term
 sends a reconstruction gradient through the gate path (the Heaviside blocks it), with a frozen
 (stop-gradient) copy of the decoder. Decoder rows are kept at unit norm (the paper's constraint, which
-makes the plain L1 meaningful). r_mag, b_mag and b_enc start at 0; lambda (`l1_coefficient`, default
-`default_l1_coefficient`) rises linearly over the first `sparsity_warmup` of training.
+makes the plain L1 meaningful). The L1 term is divided by the total variance as ReLU/L1's (`relu.l1_penalty`); lambda (`l1_coefficient`, default `default_l1_coefficient`) rises linearly
+over the first `sparsity_warmup` of training and, with `target_l0` set, is then steered by the
+target-L0 controller (`sparsity.py`). AuxK (`Sae.dead_latent_loss`) keeps latents alive.
+
+Initialisation: r_mag = b_mag = 0, and b_gate (b_enc) at minus each latent's target-density quantile
+of its projections on the initial sample, so about target_l0 (else k) latents are open per token at
+the first step. With b_gate = 0 (the paper's zero init) half the dictionary opens at once: initial L0
+2,040 of 4,096 and FVU 267 on the synthetic benchmark, and half the run went to recovering.
 
 On disk (SAELens's "gated" layout) b_enc is called b_gate.
 """
@@ -28,10 +34,14 @@ from torch import Tensor, nn
 from ..config import SaeConfig
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
-from .relu import sparsity_coefficient
+from .relu import l1_penalty
+from .sparsity import ControlledCoefficient
+
+INIT_ROWS = 8192
+"""Sample rows used to place the initial gate biases (a [rows, F] matrix of projections)."""
 
 
-class GatedSae(Sae, architecture="gated"):
+class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
     default_l1_coefficient = 1.0
     scale_with_input = ("b_mag",)
 
@@ -39,6 +49,21 @@ class GatedSae(Sae, architecture="gated"):
         super().__init__(cfg, device=device, seed=seed)
         self.r_mag = nn.Parameter(torch.zeros(cfg.n_latents, device=device, dtype=self.W_enc.dtype))
         self.b_mag = nn.Parameter(torch.zeros(cfg.n_latents, device=device, dtype=self.W_enc.dtype))
+        self._init_coefficient(self.l1_coefficient)
+
+    @torch.no_grad()
+    def init_from_data(self, x_ND: Tensor, target_ND: Tensor | None = None) -> None:
+        """`b_dec` at the geometric median, then each gate bias at minus its latent's target-density quantile
+        of the projections, so the first step opens about target_l0 (else k) latents per token rather than
+        half the dictionary (b_mag stays 0: an open latent's magnitude starts at its projection)."""
+        super().init_from_data(x_ND)
+        x_ND = x_ND[:INIT_ROWS].to(self.device, self.W_enc.dtype)
+        proj_NF = (x_ND - self.b_dec) @ self.W_enc.t()
+        n = proj_NF.shape[0]
+        target = self.cfg.target_l0 if self.cfg.target_l0 is not None else self.cfg.k
+        keep = max(1, round(n * target / self.n_latents))
+        q_F = proj_NF.kthvalue(max(1, n - keep), dim=0).values.clamp_min(0)
+        self.b_enc.copy_(-q_F)
 
     @property
     def l1_coefficient(self) -> float:
@@ -64,24 +89,26 @@ class GatedSae(Sae, architecture="gated"):
         total_variance = total_variance_of(x_BD)
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         gate_relu_BF = gate_BF.relu()
-        lam = sparsity_coefficient(self.l1_coefficient, progress, self.cfg.sparsity_warmup)
-        l1 = gate_relu_BF.sum() / total_variance
+        l1 = l1_penalty(gate_relu_BF, total_variance)
         x_gate_BD = gate_relu_BF @ self.W_dec.detach() + self.b_dec.detach()
         gate_recon = fvu(x_BD, x_gate_BD, total_variance)
-        aux = lam * l1 + gate_recon
+        aux = self.coefficient(progress) * l1 + gate_recon
+        aux = aux + self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         active_BF = latents_BF > 0
         return SaeOutput(
             x_hat_BD, latents_BF, gate_BF.new_empty(0, dtype=torch.long), fvu_, aux, fvu_ + aux,
             active_BF.any(0), active_BF.sum(-1).float().mean(),
         )
 
-    def saelens_state_dict(self) -> dict[str, Tensor]:
-        sd = super().saelens_state_dict()
+    saelens_architecture = "gated"
+
+    def saelens_tensors(self) -> dict[str, Tensor]:
+        sd = super().saelens_tensors()
         sd["b_gate"] = sd.pop("b_enc")
         return sd
 
-    def state_dict_from_saelens(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
-        sd = super().state_dict_from_saelens(sd)
+    def from_saelens_tensors(self, t: dict[str, Tensor]) -> dict[str, Tensor]:
+        sd = super().from_saelens_tensors(t)
         sd["b_enc"] = sd.pop("b_gate")
         return sd
 

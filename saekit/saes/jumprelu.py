@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..config import SaeConfig
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
-from .relu import sparsity_coefficient
+from .sparsity import warmup_factor
 
 INIT_ROWS = 8192
 """Sample rows used to place the initial thresholds (a [rows, F] matrix of pre-activations)."""
@@ -108,7 +108,7 @@ class JumpReluSae(Sae, architecture="jumprelu"):
         total_variance = total_variance_of(x_BD)
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         l0 = step(pre_BF, self.threshold, self.cfg.bandwidth).sum(-1).mean()
-        lam = sparsity_coefficient(self.cfg.l0_coefficient, progress, self.cfg.sparsity_warmup)
+        lam = self.cfg.l0_coefficient * warmup_factor(progress, self.cfg.sparsity_warmup)
         aux = lam * (l0 / self.cfg.target_l0 - 1).pow(2)
         active_BF = latents_BF > 0
         return SaeOutput(

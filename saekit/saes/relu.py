@@ -1,19 +1,26 @@
 """ReLU SAE with an L1 penalty, in the form of Anthropic's "Circuits Updates - April 2024".
 
     latents_BF = ReLU(W_enc (x - b_dec) + b_enc)          x_hat_BD = latents_BF @ W_dec + b_dec
-    loss = ( sum_b ||x - x_hat||^2 + lambda(t) * sum_b sum_i latents_bi * ||W_dec_i|| ) / total_variance
+    loss = FVU + lambda(t) * sum_b sum_i latents_bi * ||W_dec_i|| / total_variance + AuxK
 
 Recipe (April update): the L1 term is weighted by each latent's decoder-row norm and the decoder is
 *not* constrained to unit norm (so the penalty cannot be dodged by shrinking latents and growing
 rows); W_dec rows start as random directions of norm 0.1 with W_enc = W_dec^T; lambda rises linearly
-from 0 over the first `sparsity_warmup` of training (5%) to `l1_coefficient` (5.0); inputs are scaled
-so E||x||^2 = d_in (the trainer's `normalize`); the learning rate decays linearly over the last 20%
-(the trainer's `decay_start=0.8`); the update used gradient clipping at norm 1
-(`TrainConfig.max_grad_norm=1.0`). Dividing the whole objective by the batch's total variance is a
-constant rescaling (Adam is invariant to it), so lambda keeps the April update's meaning.
+from 0 over the first `sparsity_warmup` of training (5%); inputs are scaled so E||x||^2 = d_in (the
+trainer's `normalize`); the learning rate decays linearly over the last 20% (`decay_start=0.8`).
+
+Coefficient: dividing the whole objective by the batch's total variance is a constant rescaling (Adam
+is invariant to it), but it makes the L1 term scale with 1/scale of the data (latents grow with the
+data, the variance with its square), so a fixed lambda means different sparsities on different data
+and widths (a cliff between lambda 5 and 10 at 4096 latents). Choose a sparsity instead: with
+`target_l0` set, lambda is steered by the target-L0 controller (`sparsity.py`) and `l1_coefficient`
+is only its starting value.
 
 Departures: `b_dec` is subtracted before encoding (SAELens's `apply_b_dec_to_input`; an equivalent
-reparametrisation of b_enc) and starts at the data's geometric median rather than zero.
+reparametrisation of b_enc) and starts at the data's geometric median rather than zero; AuxK
+(`Sae.dead_latent_loss`) keeps latents alive. The April update also clipped gradients at norm 1:
+`TrainConfig.max_grad_norm=1.0` does that (off by default: on the FVU scale the gradient norm is
+far below 1, so clipping at 1 would never engage).
 
 Optional resampling of dead latents ("Towards Monosemanticity", 2023), on when
 `resample_every > 0`: every that many steps, each latent the trainer counts as dead gets the
@@ -31,6 +38,7 @@ from torch import Tensor
 from ..config import SaeConfig
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
+from .sparsity import ControlledCoefficient
 
 INIT_NORM = 0.1
 """Norm of the initial decoder and encoder rows (April update)."""
@@ -39,14 +47,12 @@ RESAMPLE_ENCODER_SCALE = 0.2
 """A resampled encoder row gets this fraction of the mean living encoder-row norm (Anthropic 2023)."""
 
 
-def sparsity_coefficient(value: float, progress: float, warmup: float) -> float:
-    """Linear warmup of a sparsity coefficient from 0 to `value` over the first `warmup` of training."""
-    if warmup <= 0:
-        return value
-    return value * min(1.0, progress / warmup)
+def l1_penalty(l1_BF: Tensor, total_variance: Tensor) -> Tensor:
+    """sum of a batch's (decoder-weighted) L1 terms / total_variance (the objective's common scale)."""
+    return l1_BF.sum() / total_variance
 
 
-class ReluSae(Sae, architecture="relu"):
+class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
     default_l1_coefficient = 5.0
     unit_norm_decoder = False
 
@@ -55,9 +61,11 @@ class ReluSae(Sae, architecture="relu"):
         with torch.no_grad():
             self.W_dec.mul_(INIT_NORM)
             self.W_enc.mul_(INIT_NORM)
+        self._init_coefficient(self.l1_coefficient)
 
     @property
     def l1_coefficient(self) -> float:
+        """The configured (starting) coefficient; `coefficient(progress)` is the one in use."""
         c = self.cfg.l1_coefficient
         return self.default_l1_coefficient if c is None else c
 
@@ -74,9 +82,9 @@ class ReluSae(Sae, architecture="relu"):
         x_hat_BD = latents_BF @ self.W_dec + self.b_dec
         total_variance = total_variance_of(x_BD)
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
-        l1 = (latents_BF * self.W_dec.norm(dim=-1)).sum() / total_variance
-        lam = sparsity_coefficient(self.l1_coefficient, progress, self.cfg.sparsity_warmup)
-        aux = lam * l1
+        l1 = l1_penalty(latents_BF * self.W_dec.norm(dim=-1), total_variance)
+        aux = self.coefficient(progress) * l1
+        aux = aux + self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         active_BF = latents_BF > 0
         return SaeOutput(
             x_hat_BD, latents_BF, latents_BF.new_empty(0, dtype=torch.long), fvu_, aux, fvu_ + aux,
@@ -114,4 +122,4 @@ class ReluSae(Sae, architecture="relu"):
         return dead_G
 
 
-__all__ = ["ReluSae", "sparsity_coefficient"]
+__all__ = ["ReluSae", "l1_penalty"]

@@ -20,6 +20,12 @@ from .kernels import sparse_decode, topk_encode
 
 
 class TopKSae(Sae, architecture="topk"):
+    saelens_architecture = "topk"
+    sparsity_from_k = True
+
+    def saelens_fields(self) -> dict:
+        return {"k": int(self.cfg.k), "rescale_acts_by_decoder_norm": False}
+
     def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
         return topk_encode(x_BD - self.b_dec, self.W_enc, self.b_enc, self.cfg.k)
 
@@ -43,20 +49,8 @@ class TopKSae(Sae, architecture="topk"):
         return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *sparse_fired_l0(acts_BK, idx_BK, self.n_latents))
 
     def auxk_loss(self, x_in_BD: Tensor, err_BD: Tensor, dead_F: Tensor, total_variance: Tensor) -> Tensor:
-        """AuxK: the top k_aux dead latents reconstruct the residual error (no b_dec: the error has no offset).
-
-        Dense over the dead subset G: two [B, G] x [G, D] products, cheaper than gathering k_aux = D/2 rows
-        per token while G stays a modest share of the dictionary.
-        """
-        dead_G = dead_F.nonzero().squeeze(-1)
-        k_aux = min(self.cfg.k_aux or self.d_in // 2, dead_G.numel())
-        pre_BG = torch.addmm(self.b_enc[dead_G], x_in_BD, self.W_enc[dead_G].t())
-        vals_BA, j_BA = pre_BG.topk(k_aux, dim=-1, sorted=False)
-        aux_BG = torch.zeros_like(pre_BG).scatter(-1, j_BA, vals_BA.relu())
-        err_hat_BD = aux_BG @ self.W_dec[dead_G]
-        scale = min(dead_G.numel() / (self.cfg.k_aux or self.d_in // 2), 1.0)
-        aux = self.cfg.auxk_alpha * scale * (err_hat_BD - err_BD).pow(2).sum() / total_variance
-        return torch.nan_to_num(aux, 0.0)
+        """AuxK on the dead latents (`Sae.dead_latent_loss`)."""
+        return self.dead_latent_loss(x_in_BD, err_BD, dead_F, total_variance)
 
 
 def sparse_fired_l0(acts_BK: Tensor, idx_BK: Tensor, n_latents: int) -> tuple[Tensor, Tensor]:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ConfigError, SaeConfig
+from ..errors import SaeError
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import SaeOutput, geometric_median
 from .kernels import sparse_decode, topk_encode
@@ -78,6 +79,11 @@ def _submodule(model: Model, path: str):
 class Transcoder(TopKSae, architecture="transcoder"):
     required_fields = {"target_hookpoint": "'mlp_out.6' with hookpoint='mlp_in.6'"}
     predicts_target = True
+    saelens_architecture = None
+    """SAELens's transcoders are ReLU/JumpReLU ones: a TopK transcoder's folder must not load as one."""
+
+    def saelens_fields(self) -> dict:
+        return {"apply_b_dec_to_input": False, "d_out": self.d_in, "k": int(self.cfg.k)}
 
     def skip(self, x_BD: Tensor) -> Tensor | float:
         return 0.0
@@ -101,7 +107,7 @@ class Transcoder(TopKSae, architecture="transcoder"):
         self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0, target_BD: Tensor | None = None
     ) -> SaeOutput:
         if target_BD is None:
-            raise ValueError(
+            raise SaeError(
                 f"a {self.architecture} predicts {self.cfg.target_hookpoint!r} from {self.cfg.hookpoint!r}: "
                 f"call it with target_BD= (the trainer does this when the cache holds both hook points)"
             )
@@ -119,7 +125,7 @@ class Transcoder(TopKSae, architecture="transcoder"):
     @torch.no_grad()
     def init_from_data(self, x_ND: Tensor, target_ND: Tensor | None = None) -> None:
         if target_ND is None:
-            raise ValueError("a transcoder initialises from (input, target) samples: pass target_ND")
+            raise SaeError("a transcoder initialises from (input, target) samples: pass target_ND")
         x_med_D = geometric_median(x_ND.to(self.device)).to(self.W_enc.dtype)
         self.b_dec.copy_(geometric_median(target_ND.to(self.device)).to(self.b_dec.dtype))
         self.b_enc.copy_(-(self.W_enc @ x_med_D))
@@ -130,7 +136,7 @@ class Transcoder(TopKSae, architecture="transcoder"):
         ts = scale if target_scale is None else target_scale
         for s in (scale, ts):
             if not (math.isfinite(s) and s > 0):
-                raise ValueError(f"scales must be positive finite numbers, got {scale!r}, {target_scale!r}")
+                raise SaeError(f"scales must be positive finite numbers, got {scale!r}, {target_scale!r}")
         self.W_enc.mul_(scale / ts)
         self.b_enc.div_(ts)
         self.b_dec.div_(ts)

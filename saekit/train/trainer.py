@@ -3,7 +3,7 @@ tracking, input normalisation folded into the saved weights, several SAEs per da
 
     trainer = Trainer(Sae(SaeConfig(d_in=640, n_latents=4096, k=32)), TrainConfig(tokens=300_000))
     trainer.fit(cache)            # an ActivationCache (read many times), a ShuffleBuffer or any iterable of [B, D] batches
-    trainer.save("runs/l6")       # cfg.json + sae.safetensors, in raw activation units
+    trainer.save("runs/l6")       # cfg.json + sae_weights.safetensors, in raw activation units
 
 Every architecture trains through the same loop; what differs lives on the SAE (`Sae.forward` returns
 the full objective; `before_optimizer_step` / `after_optimizer_step` impose constraints such as
@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from ..config import ConfigError, SaeConfig, TrainConfig
 from ..errors import TrainingError
 from ..metrics import density_histogram
-from ..saes import Sae, SaeOutput
+from ..saes import Sae, SaeOutput, is_dense_code
 from ..store import ActivationCache
 from . import distributed as dd
 from ..durable import crash_point
@@ -72,9 +72,22 @@ def input_scale(sample_ND: Tensor) -> float:
 
 def fire_counts(acts: Tensor, indices: Tensor, n_latents: int) -> Tensor:
     """Tokens of the batch on which each latent was active [F], from sparse or dense codes."""
-    if indices.numel() == 0:
+    if is_dense_code(indices):
         return (acts > 0).sum(0)
     return torch.bincount(indices[acts > 0], minlength=n_latents)
+
+
+def check_rows(x: object, d_in: int, what: str) -> None:
+    """Raise a TrainingError unless `x` is a floating-point matrix of activation rows [N, d_in]."""
+    if not isinstance(x, Tensor):
+        raise TrainingError(f"{what} must be a torch.Tensor of activation rows [N, {d_in}], got {type(x).__name__}")
+    if x.dim() != 2:
+        hint = " (one vector: add a row axis, x[None])" if x.dim() == 1 else " (flatten the leading axes: x.reshape(-1, x.shape[-1]))"
+        raise TrainingError(f"{what} must be activation rows [N, {d_in}], got shape {tuple(x.shape)}{hint}")
+    if x.shape[-1] != d_in:
+        raise TrainingError(f"{what} has width {x.shape[-1]} but the SAE reads width {d_in}: set SaeConfig(d_in={x.shape[-1]}) or pass the right hook point's activations")
+    if not x.is_floating_point():
+        raise TrainingError(f"{what} must hold floating-point activations, got dtype {x.dtype}: convert with .float()")
 
 
 def _check_finite(x: Tensor, what: str) -> None:
@@ -205,6 +218,7 @@ class Trainer:
                     f"the stream yields {len(parts)} tensor(s) per batch but this trainer needs {len(keys)} "
                     f"({keys}): yield (input, target) tuples for transcoders"
                 )
+            check_rows(parts[0], self.slots[0].sae.d_in, "a batch of the activation stream")
             yield {k: p[: self.cfg.batch_size][lo : lo + local] for k, p in zip(keys, parts)}
 
     def _sample(self, data, keys: list[str], first: dict[str, Tensor] | None) -> dict[str, Tensor]:
@@ -227,6 +241,8 @@ class Trainer:
     ) -> "Trainer":
         """Train until the token budget is spent (continuing from `self.step` after `resume`)."""
         cfg = self.cfg
+        if isinstance(data, Tensor):
+            check_rows(data, self.slots[0].sae.d_in, "the training data")
         keys = self._keys(data, hookpoint)
         if self.input_key is not None and self.input_key != keys[0] and self.initialised:
             raise TrainingError(f"this run trained on {self.input_key!r}; resume it on the same hook point, not {keys[0]!r}")
@@ -246,6 +262,7 @@ class Trainer:
         bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=not progress or self.rank != 0)
         t0, tok0 = time.perf_counter(), self.step * cfg.batch_size
         step0 = self.step
+        batch = last = None
         while self.step < steps:
             if first is not None:
                 batch, first = first, None
@@ -253,14 +270,32 @@ class Trainer:
                 batch = next(batches, None)
                 if batch is None:
                     break
+            last = batch
             self._train_step(batch, t0, tok0, bar)
             if checkpoint_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.checkpoint(checkpoint_dir)
             crash_point("train.after_step")
         bar.close()
+        if self.step >= steps or batch is None:
+            self._calibrate(data, keys, last)
         if checkpoint_dir is not None and (self.step > step0 or not self.has_checkpoint(checkpoint_dir)):
             self.checkpoint(checkpoint_dir)
         return self
+
+    def _calibrate(self, data, keys: list[str], last: dict[str, Tensor] | None) -> None:
+        """Once training ends: each SAE sets what inference needs from its final weights (`Sae.calibrate`),
+        from the same sample of normalised inputs in a resumed run as in an uninterrupted one (a cache's or
+        tensor's first rows; a stream's last batch)."""
+        if isinstance(data, (ActivationCache, Tensor)):
+            x = self._sample(data, keys, None)[keys[0]]
+        elif last is not None:
+            x = last[keys[0]]
+        else:
+            return
+        x = x.to(self.device).float() * self.scales[keys[0]]
+        for slot in self.slots:
+            slot.sae.calibrate(x)
+            dd.broadcast_module_(slot.sae)
 
     def _initialise(self, sample: dict[str, Tensor]) -> None:
         """Normalisation scales from a data sample (rank 0's for all), then each SAE's data-dependent init."""
@@ -317,6 +352,9 @@ class Trainer:
             g["lr"] = slot.lr * factor
         slot.opt.step()
         sae.after_optimizer_step()
+        l0 = out.l0.detach().float().reshape(1).clone()
+        dd.mean_over_ranks_(l0)
+        sae.update_sparsity(l0[0], (self.step + 1) / cfg.steps)
         return out
 
     def _track(self, slot: _Slot, out: SaeOutput, x: Tensor) -> None:
@@ -396,7 +434,7 @@ class Trainer:
         return self.saes
 
     def save(self, out: str | Path, names: Sequence[str] | None = None) -> list[Path]:
-        """Save each SAE (folded to raw units) as cfg.json + sae.safetensors; several go in subfolders.
+        """Save each SAE (folded to raw units) as cfg.json + sae_weights.safetensors; several go in subfolders.
 
         Under data parallelism only rank 0 writes (the SAEs are identical on every rank).
         """
@@ -457,7 +495,9 @@ def train(
         meta = {"hookpoint": hp, "model_name": data.info.get("model")}
     else:
         hp = hookpoint
-        d_in = data.shape[-1] if isinstance(data, Tensor) else None
+        d_in = data.shape[-1] if isinstance(data, Tensor) and data.dim() == 2 else None
+        if isinstance(data, Tensor) and d_in is None:
+            check_rows(data, data.shape[-1] if data.dim() else 0, "the training data")
         meta = {"hookpoint": hp}
     if sae_cfg is None:
         if d_in is None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import traitlets
 
+from ..errors import WidgetError
 from ..interventions import Ablate, Effects, feature_indices, feature_means, measure
 from .base import SaeWidget
 from .steering import FeaturePicker, check_model_sae
@@ -107,7 +108,7 @@ class AblationPanel(FeaturePicker, SaeWidget):
         if self.features:
             feature_indices(self._sae, self.features, "AblationPanel")
         if self.top < 0:
-            raise ValueError(f"top must be a non-negative int, got {self.top}")
+            raise WidgetError(f"top must be a non-negative int, got {self.top}")
 
 
 __all__ = ["AblationPanel"]

@@ -38,6 +38,8 @@ from typing import Any, ClassVar, Iterable, Sequence
 import anywidget
 import traitlets
 
+from ..errors import WidgetError
+
 _BASE_KEYS = {"layout", "tabbable", "tooltip", "comm", "keys", "log"}
 
 
@@ -54,7 +56,7 @@ def asset(name: str) -> Path:
     """Path of one front-end file, e.g. `asset("feature_dashboard.js")`; a clear error when missing."""
     p = asset_dir() / name
     if not p.is_file():
-        raise FileNotFoundError(
+        raise WidgetError(
             f"widget asset {name!r} not found in {asset_dir()}: reinstall saekit (the wheel ships it as saekit/_widgets)"
         )
     return p
@@ -81,7 +83,7 @@ def _json_default(o: Any) -> Any:
         return {"$bytes": base64.b64encode(bytes(o)).decode("ascii")}
     if hasattr(o, "tolist"):
         return o.tolist()
-    raise TypeError(f"cannot put a {type(o).__name__} into a widget's static state")
+    raise WidgetError(f"cannot put a {type(o).__name__} into a widget's static state")
 
 
 class SaeWidget(anywidget.AnyWidget):
@@ -104,7 +106,7 @@ class SaeWidget(anywidget.AnyWidget):
         allowed = self.public_traits()
         unknown = sorted(set(kwargs) - allowed - _BASE_KEYS)
         if unknown:
-            raise TypeError(
+            raise WidgetError(
                 f"{type(self).__name__} got unknown keyword argument(s) {', '.join(map(repr, unknown))}; "
                 f"it accepts: {', '.join(sorted(allowed | {'layout'}))}"
             )
@@ -161,7 +163,7 @@ def export_html(
     link_list = []
     for src, src_name, dst, dst_name in links:
         if id(src) not in index or id(dst) not in index:
-            raise ValueError("export_html links must connect widgets that are on the page")
+            raise WidgetError("export_html links must connect widgets that are on the page")
         link_list.append([index[id(src)], src_name, index[id(dst)], dst_name])
     payload = {
         "widgets": [

@@ -10,6 +10,7 @@ import ipywidgets
 import numpy as np
 import traitlets
 
+from ..errors import WidgetError
 from ..features import FeatureStats
 from .base import SaeWidget, export_html
 from .dashboard import FeatureDashboard
@@ -42,7 +43,7 @@ class FeatureTable(SaeWidget):
 
     def __init__(self, stats: FeatureStats, **kwargs: Any) -> None:
         if not isinstance(stats, FeatureStats):
-            raise TypeError(f"FeatureTable takes FeatureStats, got {type(stats).__name__}")
+            raise WidgetError(f"FeatureTable takes FeatureStats, got {type(stats).__name__}")
         super().__init__(**kwargs)
         self.stats = stats
         cols = np.stack([stats.density.numpy(), stats.mean_act.numpy(), stats.max_act.numpy()]).astype("<f4")
@@ -76,7 +77,7 @@ class FeatureBrowser(ipywidgets.VBox):
     def __init__(self, stats: FeatureStats, *, selected: int | None = None, sort_by: str = "max_act",
                  query: str = "", min_log_density: float = -8.0) -> None:
         if not isinstance(stats, FeatureStats):
-            raise TypeError(f"FeatureBrowser takes FeatureStats, got {type(stats).__name__}")
+            raise WidgetError(f"FeatureBrowser takes FeatureStats, got {type(stats).__name__}")
         self.stats = stats
         self.table = FeatureTable(stats, sort_by=sort_by, query=query, min_log_density=min_log_density)
         first = selected if selected is not None else (self.table.order() or [0])[0]

@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 import traitlets
 
+from ..errors import WidgetError
 from ..features import FeatureError, FeatureStats, features_for_tokens
 from .base import SaeWidget, export_html
 
@@ -29,7 +30,7 @@ class FeatureDashboard(SaeWidget):
 
     def __init__(self, stats: FeatureStats, **kwargs: Any) -> None:
         if not isinstance(stats, FeatureStats):
-            raise TypeError(
+            raise WidgetError(
                 f"FeatureDashboard takes FeatureStats (from saekit.features.feature_stats or FeatureStats.load), "
                 f"got {type(stats).__name__}"
             )

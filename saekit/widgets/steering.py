@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import traitlets
 
+from ..errors import WidgetError
 from ..interventions import Clamp, Generation, InterventionError, Steer, check_fit, check_sae, feature_indices, generate
 from .base import SaeWidget, error_message, short_text
 
@@ -42,7 +43,7 @@ def selection_source(obj: Any) -> tuple[Any, str] | None:
 def check_model_sae(model: Model, sae: Any, who: str) -> None:
     """Raise, naming `who`, unless `model` is a saekit model and `sae` a saekit SAE that fits it."""
     if not (hasattr(model, "tokenizer") and hasattr(model, "encode_prompt") and hasattr(model, "generate")):
-        raise TypeError(f"{who} needs a saekit model (saekit.load_model(...)), got {type(model).__name__}")
+        raise WidgetError(f"{who} needs a saekit model (saekit.load_model(...)), got {type(model).__name__}")
     check_sae(sae, who)
     try:
         check_fit(model, sae)
@@ -199,7 +200,7 @@ class SteeringPanel(FeaturePicker, SaeWidget):
         else:
             strengths = [float(s) for s in strengths]
         if len(strengths) != len(feats):
-            raise ValueError(f"SteeringPanel: {len(feats)} features but {len(strengths)} strengths: give one per feature")
+            raise WidgetError(f"SteeringPanel: {len(feats)} features but {len(strengths)} strengths: give one per feature")
         super().__init__(features=feats, strengths=strengths, **kwargs)
         self._n_latents = int(sae.n_latents)
         self.observe(self._on_click, "_generate_clicks")

@@ -1,0 +1,109 @@
+"""Target sparsity: BatchTopK's calibrated inference threshold and the target-L0 controller of the penalty
+architectures (ReLU/L1, Gated) land at the L0 they were asked for on held-out data, within 10%, and the
+controller's state survives save/load. Data: `saekit.synthetic.SyntheticDictionary` (known answer)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from saekit import ConfigError, Sae, SaeConfig, TrainConfig, Trainer
+from saekit.synthetic import SyntheticDictionary, recovery
+
+D, N_FEATURES, N_LATENTS, TARGET = 32, 256, 512, 4.0
+TOKENS, BATCH = 200_000, 1024
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    gen = SyntheticDictionary(d=D, n_features=N_FEATURES, mean_active=TARGET)
+    return gen, gen.sample(TOKENS, seed=0), gen.sample(8192, seed=1)
+
+
+def held_out_l0(sae: Sae, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((sae.encode(x) > 0).sum(-1).float().mean())
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka", "relu", "gated"])
+def test_held_out_l0_is_the_target(arch, data):
+    gen, x, held = data
+    extra = {"matryoshka": {"matryoshka_prefixes": (64,)}}.get(arch, {})
+    sae = Sae(SaeConfig(d_in=D, n_latents=N_LATENTS, architecture=arch, target_l0=TARGET, **extra))
+    random_frac, random_cos = recovery(sae.W_dec, gen.directions())
+    tr = Trainer(sae, TrainConfig(tokens=TOKENS, batch_size=BATCH, seed=0))
+    tr.fit(x, progress=False)
+    tr.fold()
+    l0 = held_out_l0(sae, held)
+    frac, cos = recovery(sae.W_dec, gen.directions())
+    print(f"{arch}: held-out L0 {l0:.2f} (target {TARGET}), recovered {frac:.2f} (random {random_frac:.2f}), mean cos {cos:.3f}")
+    assert abs(l0 - TARGET) <= 0.1 * TARGET, l0
+    # recovery of this 8x-wider dictionary at this budget is still far from the issue's target for these
+    # architectures (benchmarks/bench_synthetic.py records it); this test checks the sparsity only
+
+
+def test_batchtopk_threshold_is_calibrated_not_the_lagging_average(data):
+    """The moving average of per-batch minima lags; `calibrate` sets theta from the final weights."""
+    _, x, held = data
+    sae = Sae(SaeConfig(d_in=D, n_latents=N_LATENTS, architecture="batchtopk", k=4))
+    tr = Trainer(sae, TrainConfig(tokens=TOKENS // 4, batch_size=BATCH, seed=0))
+    tr.fit(x, progress=False)
+    calibrated = float(sae.threshold)
+    scale = tr.scale
+    # the same weights with the pre-calibration estimate: re-run only the moving average over the data
+    sae.calibrate(x[:8192].float() * scale)
+    assert float(sae.threshold) == pytest.approx(calibrated)  # deterministic in its sample
+    with torch.no_grad():
+        pre = torch.addmm(sae.b_enc, x[:8192] * scale - sae.b_dec, sae.W_enc.t()).relu()
+        assert float((pre > sae.threshold).sum(-1).float().mean()) == pytest.approx(4.0, abs=1e-3)
+
+
+def test_controller_moves_the_coefficient_and_survives_save_load(data, tmp_path):
+    _, x, held = data
+    sae = Sae(SaeConfig(d_in=D, n_latents=N_LATENTS, architecture="relu", target_l0=TARGET))
+    start = float(sae.log_coefficient)
+    Trainer(sae, TrainConfig(tokens=TOKENS // 4, batch_size=BATCH, seed=0)).fit(x, progress=False).fold()
+    assert float(sae.log_coefficient) != start
+    loaded = Sae.load(sae.save(tmp_path / "sae"))
+    assert float(loaded.log_coefficient) == float(sae.log_coefficient)
+    torch.testing.assert_close(loaded.encode(held[:64]), sae.encode(held[:64]))
+
+
+def test_fixed_coefficient_without_a_target(data):
+    _, x, _ = data
+    sae = Sae(SaeConfig(d_in=D, n_latents=N_LATENTS, architecture="gated", l1_coefficient=2.0))
+    start = float(sae.log_coefficient)
+    Trainer(sae, TrainConfig(tokens=TOKENS // 8, batch_size=BATCH, seed=0)).fit(x, progress=False)
+    assert float(sae.log_coefficient) == start
+
+
+def test_target_l0_sets_k_for_topk_style_codes_and_a_zero_start_is_refused():
+    assert SaeConfig(d_in=8, n_latents=64, architecture="batchtopk", target_l0=7.6).k == 8
+    assert SaeConfig(d_in=8, n_latents=64, architecture="relu", target_l0=7.6).k == 32  # k unused there
+    with pytest.raises(ConfigError, match="cannot start at 0"):
+        Sae(SaeConfig(d_in=8, n_latents=64, architecture="relu", target_l0=4, l1_coefficient=0.0))
+    with pytest.raises(ConfigError, match="target_l0"):
+        SaeConfig(d_in=8, n_latents=64, architecture="relu", target_l0=float("nan"))
+
+
+def test_synthetic_dictionary_is_deterministic_and_heavy_tailed():
+    gen = SyntheticDictionary(d=16, n_features=256, mean_active=3)
+    torch.testing.assert_close(gen.sample(100, seed=2), gen.sample(100, seed=2))
+    assert not torch.equal(gen.sample(100, seed=2), gen.sample(100, seed=3))
+    f = gen.frequencies()
+    assert float(f.sum()) == pytest.approx(3.0, rel=1e-5)
+    assert float(f[0] / f[-1]) > 8  # power law (exponent 0.7, offset 10): (265 / 10)^0.7 = 9.9 here
+    x, codes = gen.sample_with_codes(20_000, seed=4)
+    assert float((codes > 0).sum(-1).float().mean()) == pytest.approx(3.0, rel=0.05)
+    frac, cos = recovery(gen.directions(), gen.directions())
+    assert frac == 1.0 and cos == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="probability > 1"):
+        SyntheticDictionary(d=16, n_features=32, mean_active=20, zipf_offset=1)
