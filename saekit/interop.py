@@ -106,11 +106,16 @@ def _build(architecture: str, tensors: dict[str, Tensor], *, device: str | torch
     sae = Sae(scfg, device="meta", seed=None)
     expected = dict(sae.state_dict())
     sd = {}
+    fresh = None
     for k, ref in expected.items():
+        if k not in tensors and k in sae.saekit_state:  # saekit's own training state: its initial value
+            fresh = fresh if fresh is not None else Sae(scfg, seed=None).state_dict()
+            sd[k] = fresh[k].to(device=device)
+            continue
         if k not in tensors:
             raise InteropError(f"the {architecture} SAE needs a {k!r} tensor, which the file does not hold")
         sd[k] = tensors[k].to(device=device, dtype=ref.dtype).reshape(ref.shape).contiguous()
-    extra = set(tensors) - set(expected)
+    extra = set(tensors) - set(expected) - set(sae.saekit_state)
     if extra:
         raise InteropError(f"unexpected tensors {sorted(extra)} for a {architecture} SAE: the file holds another architecture")
     sae.load_state_dict(sd, assign=True)

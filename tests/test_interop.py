@@ -51,7 +51,7 @@ def trained_like(arch: str, **kw) -> Sae:
         for i, (name, t) in enumerate(sorted(sae.state_dict().items())):
             if name == "threshold":
                 t.copy_(rand(*t.shape, seed=i).abs() * 0.5 + 0.3 if t.ndim else torch.tensor(0.7))
-            elif name != "W_skip":
+            elif name not in ("W_skip", *sae.saekit_state):
                 t.add_(rand(*t.shape, seed=i, scale=0.3))
     sae.eval()
     return sae

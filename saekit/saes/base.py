@@ -341,9 +341,13 @@ class Sae(nn.Module):
         """The config fields SAELens's class for this architecture adds to the common ones (TopK: k)."""
         return {}
 
+    saekit_state: ClassVar[tuple[str, ...]] = ()
+    """State-dict entries that only saekit uses (training state such as a controller's coefficient): kept out
+    of the SAELens weights file (they go to saekit_state.safetensors) and optional when reading other formats."""
+
     def saelens_tensors(self) -> dict[str, Tensor]:
         """Exactly the tensors SAELens's class holds, in its names and layout (`W_enc` [D, F])."""
-        sd = {k: v.detach() for k, v in self.state_dict().items()}
+        sd = {k: v.detach() for k, v in self.state_dict().items() if k not in self.saekit_state}
         sd["W_enc"] = self.W_enc.detach().t()  # [D, F] on disk, as SAELens stores it
         return sd
 

@@ -83,6 +83,11 @@ def step(pre_BF: Tensor, theta_F: Tensor, bandwidth: float) -> Tensor:
 
 
 class JumpReluSae(Sae, architecture="jumprelu"):
+    saelens_architecture = "jumprelu"
+
+    def saelens_fields(self) -> dict:
+        return {}
+
     scale_with_input = ("threshold",)
     required_fields = {"target_l0": "32"}
 

@@ -45,6 +45,8 @@ class ControlledCoefficient:
     The class calls `_init_coefficient(value)` in `__init__` and uses `coefficient(progress)` in its loss.
     """
 
+    saekit_state = ("log_coefficient",)
+
     def _init_coefficient(self, value: float) -> None:
         """Register `log_coefficient` at log(value); 0 (no penalty) is allowed only without a target."""
         from ..errors import ConfigError
