@@ -73,11 +73,12 @@ class SaeConfig:
     """The mean number of active latents per token the trained SAE should have, for every architecture.
     TopK-style ones ('topk', 'batchtopk', 'matryoshka', transcoders) take k = round(target_l0) (it wins
     over k); 'relu' and 'gated' steer their L1 coefficient toward it during training
-    (`saekit.saes.sparsity`), so the coefficient becomes a starting value; 'jumprelu' (where it is
-    required) penalises (L0 / target_l0 - 1)^2. None keeps k or the fixed coefficient."""
+    (`saekit.saes.sparsity`), so the coefficient becomes a starting value; 'jumprelu' steers its L0
+    coefficient the same way. None keeps k or the fixed coefficient."""
 
-    l0_coefficient: float = 1.0
-    """'jumprelu': weight of the penalty (L0 / target_l0 - 1)^2 that steers the mean L0 to target_l0."""
+    l0_coefficient: float = 0.01
+    """'jumprelu': weight lambda of the L0 penalty lambda * L0 (FVU per active latent, Gemma Scope's
+    one-sided penalty); with target_l0 set, the controller's starting value."""
 
     bandwidth: float = 0.001
     """'jumprelu': width of the rectangle kernel of the threshold's straight-through gradient, in normalised

@@ -148,8 +148,8 @@ def test_train_other_architectures_from_the_cli(model_dir, tmp_path, extra, arch
 
 
 def test_architecture_specific_errors_name_the_fix(capsys):
-    assert main(["train", "--architecture", "jumprelu"]) == 2
-    assert "target_l0" in capsys.readouterr().err
+    assert main(["train", "--architecture", "matryoshka"]) == 2
+    assert "matryoshka_prefixes" in capsys.readouterr().err
 
 
 # -- the configs are the source of truth of the train and harvest options ---------------------------

@@ -156,7 +156,6 @@ def test_autoencoders_refuse_a_separate_target_scale():
 @pytest.mark.parametrize(
     "kw, fix",
     [
-        ({"architecture": "jumprelu"}, "target_l0="),
         ({"architecture": "jumprelu", "target_l0": F + 1}, "target_l0="),
         ({"architecture": "matryoshka"}, "matryoshka_prefixes="),
         ({"architecture": "matryoshka", "matryoshka_prefixes": (32, 8)}, "strictly increasing"),

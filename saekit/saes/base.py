@@ -123,8 +123,8 @@ class Sae(nn.Module):
         W_dec_FD = torch.randn(F_, D, generator=gen, dtype=torch.float32)
         W_dec_FD /= W_dec_FD.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec_FD.to(device=device, dtype=dtype))
-        # encoder initialised as the decoder's transpose (each latent reads along its own direction)
-        self.W_enc = nn.Parameter(W_dec_FD.clone().to(device=device, dtype=dtype))
+        # encoder initialised along the decoder's transpose (each latent reads along its own direction)
+        self.W_enc = nn.Parameter((W_dec_FD * self.encoder_init_scale).to(device=device, dtype=dtype))
         self.b_enc = nn.Parameter(torch.zeros(F_, device=device, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(D, device=device, dtype=dtype))
 
@@ -222,6 +222,11 @@ class Sae(nn.Module):
         close to a token's norm); starting `b_dec` at zero leaves most latents dead.
         """
         self.b_dec.copy_(geometric_median(x_ND.to(self.device)).to(self.b_dec.dtype))
+
+    encoder_init_scale: ClassVar[float] = 1.0
+    """The encoder starts as this multiple of the decoder's transpose. Threshold-style codes (BatchTopK,
+    JumpReLU, Gated) use 0.1: at full scale the latents open at the first step are random projections
+    whose sum overshoots the input (synthetic benchmark: initial FVU 3.6), and those runs never recovered."""
 
     unit_norm_decoder: ClassVar[bool] = True
     """Keep decoder rows at unit norm: the trainer projects their gradient and renormalises after each step."""

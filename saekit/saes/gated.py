@@ -23,6 +23,9 @@ of its projections on the initial sample, so about target_l0 (else k) latents ar
 the first step. With b_gate = 0 (the paper's zero init) half the dictionary opens at once: initial L0
 2,040 of 4,096 and FVU 267 on the synthetic benchmark, and half the run went to recovering.
 
+The shared encoder starts at 0.1 x W_dec^T (`Sae.encoder_init_scale`): on the synthetic benchmark at
+300k tokens that took the recovered share of true features from 6% to 35% (FVU 0.50 -> 0.38).
+
 On disk (SAELens's "gated" layout) b_enc is called b_gate.
 """
 
@@ -43,6 +46,7 @@ INIT_ROWS = 8192
 
 class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
     default_l1_coefficient = 1.0
+    encoder_init_scale = 0.1
     scale_with_input = ("b_mag",)
 
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
