@@ -22,6 +22,11 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _is_int(value: Any) -> bool:
+    """A true integer: `bool` is an `int` subclass in Python, but `d_in=True` is a mistake, not 1."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _known_kwargs(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in data.items() if k in names}
@@ -99,9 +104,9 @@ class SaeConfig:
     def __post_init__(self) -> None:
         _check(self.auxk_alpha >= 0, f"SaeConfig.auxk_alpha must be >= 0, got {self.auxk_alpha!r}.")
         _check(self.k_aux is None or self.k_aux > 0, f"SaeConfig.k_aux must be positive or None, got {self.k_aux!r}.")
-        _check(isinstance(self.d_in, int) and self.d_in > 0, f"SaeConfig.d_in must be a positive int, got {self.d_in!r}.")
+        _check(_is_int(self.d_in) and self.d_in > 0, f"SaeConfig.d_in must be a positive int, got {self.d_in!r}.")
         _check(
-            isinstance(self.n_latents, int) and self.n_latents > 0,
+            _is_int(self.n_latents) and self.n_latents > 0,
             f"SaeConfig.n_latents must be a positive int, got {self.n_latents!r}.",
         )
         _check(
@@ -111,7 +116,7 @@ class SaeConfig:
         )
         if self.target_l0 is not None and ARCHITECTURE_FIELDS.get(self.architecture, ArchitectureFields()).sparsity_from_k:
             self.k = max(1, round(self.target_l0))
-        _check(isinstance(self.k, int) and self.k > 0, f"SaeConfig.k must be a positive int, got {self.k!r}.")
+        _check(_is_int(self.k) and self.k > 0, f"SaeConfig.k must be a positive int, got {self.k!r}.")
         _check(
             self.k <= self.n_latents,
             f"SaeConfig.k={self.k} is larger than n_latents={self.n_latents}: "
@@ -137,7 +142,7 @@ class SaeConfig:
             f"SaeConfig.sparsity_warmup is a fraction of training: choose it in [0, 1], got {self.sparsity_warmup!r}.",
         )
         _check(
-            isinstance(self.resample_every, int) and self.resample_every >= 0,
+            _is_int(self.resample_every) and self.resample_every >= 0,
             f"SaeConfig.resample_every must be an int >= 0 (0 turns resampling off), got {self.resample_every!r}.",
         )
         _check(
@@ -154,7 +159,7 @@ class SaeConfig:
         p = self.matryoshka_prefixes
         if p is not None:
             _check(
-                isinstance(p, (tuple, list)) and len(p) > 0 and all(isinstance(m, int) and m > 0 for m in p),
+                isinstance(p, (tuple, list)) and len(p) > 0 and all(_is_int(m) and m > 0 for m in p),
                 f"SaeConfig.matryoshka_prefixes must be a tuple of positive ints, got {p!r}: e.g. (128, 512, {self.n_latents}).",
             )
             _check(
@@ -255,9 +260,9 @@ class TrainConfig:
     """Bins of the log10 latent-density histogram recorded in the training history every log_every steps."""
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.tokens, int) and self.tokens > 0, f"TrainConfig.tokens must be a positive int, got {self.tokens!r}.")
+        _check(_is_int(self.tokens) and self.tokens > 0, f"TrainConfig.tokens must be a positive int, got {self.tokens!r}.")
         _check(
-            isinstance(self.batch_size, int) and self.batch_size > 0,
+            _is_int(self.batch_size) and self.batch_size > 0,
             f"TrainConfig.batch_size must be a positive int, got {self.batch_size!r}.",
         )
         _check(

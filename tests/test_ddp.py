@@ -24,7 +24,12 @@ ARCHS = ("topk", "batchtopk", "jumprelu")
 
 
 def configs() -> list[SaeConfig]:
-    extra = {"jumprelu": {"target_l0": 4}}
+    # bandwidth 0.01, not Gemma Scope's 0.001: at 0.001 only a handful of the 256 x 64 pre-activations per
+    # step fall inside the kernel, so theta's gradient is a few spikes of size 1/eps that Adam turns into
+    # full steps, and the per-shard variance normalisation (a few percent) flips some of them: thresholds
+    # then differ ~20% and b_dec 5.6% between 2 ranks and 1 process (measured), which is estimator noise,
+    # not data parallelism (the ranks themselves stay bit-identical). At 0.01: thresholds 4.5%, b_dec 2.6%.
+    extra = {"jumprelu": {"target_l0": 4, "bandwidth": 0.01}}
     return [SaeConfig(d_in=D, n_latents=F, k=4, architecture=a, **extra.get(a, {})) for a in ARCHS]
 
 

@@ -1,5 +1,5 @@
 """Target sparsity: BatchTopK's calibrated inference threshold and the target-L0 controller of the penalty
-architectures (ReLU/L1, Gated) land at the L0 they were asked for on held-out data, within 10%, and the
+architectures (ReLU/L1, Gated, JumpReLU) land at the L0 they were asked for on held-out data, within 10%, and the
 controller's state survives save/load. Data: `saekit.synthetic.SyntheticDictionary` (known answer)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def held_out_l0(sae: Sae, x: torch.Tensor) -> float:
         return float((sae.encode(x) > 0).sum(-1).float().mean())
 
 
-@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka", "relu", "gated"])
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka", "jumprelu", "relu", "gated"])
 def test_held_out_l0_is_the_target(arch, data):
     gen, x, held = data
     extra = {"matryoshka": {"matryoshka_prefixes": (64,)}}.get(arch, {})
