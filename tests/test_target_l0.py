@@ -10,7 +10,7 @@ import torch
 from saekit import ConfigError, Sae, SaeConfig, TrainConfig, Trainer
 from saekit.synthetic import SyntheticDictionary, recovery
 
-D, N_FEATURES, N_LATENTS, TARGET = 32, 256, 512, 4.0
+D, N_FEATURES, N_LATENTS, TARGET = 32, 512, 1024, 4.0  # a dictionary 16x wider than the space
 TOKENS, BATCH = 200_000, 1024
 
 
@@ -46,7 +46,7 @@ def test_held_out_l0_is_the_target(arch, data):
     frac, cos = recovery(sae.W_dec, gen.directions())
     print(f"{arch}: held-out L0 {l0:.2f} (target {TARGET}), recovered {frac:.2f} (random {random_frac:.2f}), mean cos {cos:.3f}")
     assert abs(l0 - TARGET) <= 0.1 * TARGET, l0
-    # recovery of this 8x-wider dictionary at this budget is still far from the issue's target for these
+    # recovery of this 16x-wider dictionary at this budget is still far from the issue's target for these
     # architectures (benchmarks/bench_synthetic.py records it); this test checks the sparsity only
 
 
@@ -75,6 +75,20 @@ def test_controller_moves_the_coefficient_and_survives_save_load(data, tmp_path)
     loaded = Sae.load(sae.save(tmp_path / "sae"))
     assert float(loaded.log_coefficient) == float(sae.log_coefficient)
     torch.testing.assert_close(loaded.encode(held[:64]), sae.encode(held[:64]))
+
+
+def test_folders_saved_before_the_damping_term_still_load(tmp_path):
+    """`last_log_error` came after the first release: a folder whose saekit_state lacks it loads, undamped."""
+    from safetensors.torch import load_file, save_file
+
+    sae = Sae(SaeConfig(d_in=8, n_latents=32, architecture="gated", target_l0=2))
+    path = sae.save(tmp_path / "sae")
+    state = load_file(path / "saekit_state.safetensors")
+    del state["last_log_error"]
+    save_file(state, path / "saekit_state.safetensors")
+    loaded = Sae.load(path)
+    assert float(loaded.last_log_error) == float(sae.last_log_error)  # the "no error yet" value
+    torch.testing.assert_close(loaded.log_coefficient, sae.log_coefficient)
 
 
 def test_fixed_coefficient_without_a_target(data):

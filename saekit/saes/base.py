@@ -350,6 +350,10 @@ class Sae(nn.Module):
     """State-dict entries that only saekit uses (training state such as a controller's coefficient): kept out
     of the SAELens weights file (they go to saekit_state.safetensors) and optional when reading other formats."""
 
+    saekit_state_defaults: ClassVar[dict[str, float]] = {}
+    """Scalar `saekit_state` entries added after the first release, with the value `load` gives them when a
+    folder written before they existed lacks them."""
+
     def saelens_tensors(self) -> dict[str, Tensor]:
         """Exactly the tensors SAELens's class holds, in its names and layout (`W_enc` [D, F])."""
         sd = {k: v.detach() for k, v in self.state_dict().items() if k not in self.saekit_state}
@@ -382,6 +386,8 @@ class Sae(nn.Module):
         sae = Sae(cfg, device="meta", seed=None)
         sd = sae.state_dict_from_legacy(stored) if legacy else sae.from_saelens_tensors(stored)
         sd.update(state)
+        for k, v in sae.saekit_state_defaults.items():
+            sd.setdefault(k, torch.tensor(v, device=device))
         disk.check_state(path, sae.state_dict(), sd)
         sae.load_state_dict(sd, assign=True)
         return sae
