@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -184,25 +185,66 @@ def wait_kernel_idle(page, timeout: float = 120_000) -> None:
     )
 
 
-def run_all(page, timeout: float = 180_000) -> None:
-    """Run > Run All Cells (retried while the kernel is still connecting), then wait for every cell."""
-    started = """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].some(p => !p.textContent.includes('[ ]'))"""
-    for attempt in range(5):
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        try:
-            page.wait_for_function(started, timeout=10_000)
-            break
-        except Exception:
-            if attempt == 4:
-                screenshot(page, "run_all_never_started")
-                raise
-            page.keyboard.press("Escape")
-    page.wait_for_function(
-        """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].every(p => /\\[\\d+\\]/.test(p.textContent))""",
-        timeout=timeout,
-    )
-    wait_kernel_idle(page, timeout)
+_PROMPTS_JS = """() => {
+    const cells = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')];
+    const st = document.querySelector('.jp-Notebook-ExecutionIndicator');
+    return {
+        status: st ? st.getAttribute('data-status') : null,
+        prompts: cells.map(c => (c.querySelector('.jp-InputPrompt') || {}).textContent || ''),
+        errors: cells.map(c => [...c.querySelectorAll('.jp-OutputArea-output')]
+            .filter(o => o.getAttribute('data-mime-type') === 'application/vnd.jupyter.stderr')
+            .map(o => o.textContent).join('\\n')),
+    };
+}"""
+
+
+def notebook_state(page) -> dict:
+    """Kernel status, each code cell's prompt ('[3]:', '[*]:', '[ ]:') and its stderr/traceback text."""
+    return page.evaluate(_PROMPTS_JS)
+
+
+def _click_run_all(page, dialogs: list[str]) -> None:
+    """Open Run > Run All Cells; a JupyterLab dialog in the way is noted in `dialogs` and dismissed first."""
+    for text in page.locator(".jp-Dialog").all_inner_texts():
+        dialogs.append(text.strip())
+        page.keyboard.press("Escape")
+    page.keyboard.press("Escape")
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
+def run_all(page, timeout: float = 240_000, settle_s: float = 8.0) -> None:
+    """Run > Run All Cells and wait until every code cell has an execution count and the kernel is idle.
+
+    JupyterLab can drop a Run All that arrives while the kernel is still connecting, so when the kernel sits
+    idle for `settle_s` with cells never run (and no traceback), Run All is pressed again (at most 4 times).
+    A traceback stops the wait at once; a timeout reports every cell's prompt and error text.
+    """
+    deadline = time.monotonic() + timeout / 1000
+    presses, idle_since, state, dialogs = 0, None, {}, []
+    _click_run_all(page, dialogs)
+    presses += 1
+    while time.monotonic() < deadline:
+        state = notebook_state(page)
+        prompts = state["prompts"]
+        done = bool(prompts) and all(re.search(r"\[\d+\]", p) for p in prompts)
+        idle = state["status"] == "idle" and not any("*" in p for p in prompts)
+        failed = [(i, e) for i, e in enumerate(state["errors"]) if "Traceback" in e]
+        if failed and idle:
+            screenshot(page, "run_all_cell_failed")
+            raise AssertionError(f"cell {failed[0][0]} raised:\n{failed[0][1][-3000:]}")
+        if done and idle:
+            return
+        if idle:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > settle_s and presses < 5:
+                _click_run_all(page, dialogs)
+                presses, idle_since = presses + 1, None
+        else:
+            idle_since = None
+        time.sleep(0.5)
+    screenshot(page, "run_all_timeout")
+    raise AssertionError(f"Run All did not finish within {timeout / 1000:.0f}s after {presses} presses: {state}; dialogs: {dialogs}")
 
 
 def cell(page, index: int):
