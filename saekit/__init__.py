@@ -31,6 +31,8 @@ from .saes import (
 from .store import ActivationCache, ShuffleBuffer
 from .interop import export_saelens, load_dictionary_learning, load_pretrained, load_saelens, load_sparsify
 from .train import Trainer, train
+from .steering_eval import SteeringEval, diff_of_means, steering_eval
+from . import pretrained
 
 __all__ = [
     "Ablate",
@@ -78,5 +80,9 @@ __all__ = [
     "harvest",
     "load_model",
     "train",
+    "SteeringEval",
+    "diff_of_means",
+    "steering_eval",
+    "pretrained",
     "__version__",
 ]

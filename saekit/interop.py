@@ -290,7 +290,13 @@ def load_dictionary_learning(
 
 
 def load_pretrained(path_or_repo: str | Path, subfolder: str | None = None, **kw: Any) -> Sae:
-    """Load any supported format, recognised by its files (saekit, SAELens, sparsify, dictionary_learning)."""
+    """Load an SAE: one shipped with saekit (`load_pretrained("gemma-3-270m", "resid_post.6")`, see
+    `saekit.pretrained`), or any supported format in a folder or hub repo, recognised by its files
+    (saekit, SAELens, sparsify, dictionary_learning)."""
+    from . import pretrained
+
+    if pretrained.is_shipped(path_or_repo, subfolder) and not Path(str(path_or_repo)).exists():
+        return pretrained.load(str(path_or_repo), str(subfolder), **kw)
     folder = resolve_path(path_or_repo, subfolder)
     if (folder / DL_WEIGHTS).exists():
         return load_dictionary_learning(folder, **kw)

@@ -7,8 +7,11 @@ inside one trace, locally or on NDIF):
                                      the error term x - x_hat (error_term=True: the exact model, on which
                                      feature edits then act)
     Ablate(sae, features, mode)      set features to 0 ('zero') or to their mean activation ('mean')
-    Clamp(sae, {feature: value})     hold features at a value on every position
-    Steer(hookpoint, direction, s)   add s * direction (a vector, or an SAE feature's decoder row)
+    Clamp(sae, {feature: value})     hold features at a value on every position (where='active': only
+                                     where they fire); values raw or in multiples of the max activation
+    Steer(hookpoint, direction, s)   add s * direction (a vector, or an SAE feature's decoder row), s in
+                                     raw units, multiples of the feature's max activation, or of the
+                                     activation norm at the hook point (`unit`)
 
 With the error term kept, a feature edit is exact: x' = x + sum_f (target_f - a_f(x)) W_dec[f], so
 nothing but the edited features changes. Edits on one SAE at one hook point are merged and encode
@@ -57,7 +60,15 @@ __all__ = [
     "generate",
     "feature_means",
     "describe_edits",
+    "max_activations",
+    "activation_norm",
+    "STEER_UNITS",
 ]
+
+STEER_UNITS = ("raw", "max_act", "resid_norm")
+"""What one unit of `Steer.strength` is: raw activation units, the feature's max activation, the activation norm."""
+WHERE = ("all", "active")
+"""Where a `Clamp` acts: every position, or only where the clamped feature fires."""
 
 
 # -- validation helpers -----------------------------------------------------------------------------
@@ -201,14 +212,27 @@ class Ablate:
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Clamp:
-    """Hold SAE features at fixed activation values on every position."""
+    """Hold SAE features at fixed activation values, on every position or only where they fire.
+
+    Values are raw activations (`unit='raw'`), or multiples of each feature's maximum activation over a
+    corpus (`unit='max_act'`, Templeton et al. 2024's convention: "clamped to 5x its maximum"), which
+    needs `stats` (a `FeatureStats` of this SAE) or `scale` ({feature: max activation}).
+    """
 
     sae: Any
     """The SAE whose features are clamped (at `sae.cfg.hookpoint`)."""
     values: Mapping[int, float]
-    """{feature index: activation value}, in the SAE's activation units (a typical active value is a few units)."""
+    """{feature index: value}, in `unit`s."""
     error_term: bool = True
     """Keep the SAE's error term (exact model except for these features); False edits the reconstruction."""
+    where: str = "all"
+    """'all': every position (as in Scaling Monosemanticity); 'active': only where the feature already fires."""
+    unit: str = "raw"
+    """'raw' (activation units) or 'max_act' (multiples of the feature's maximum activation)."""
+    stats: Any = None
+    """For unit='max_act': the SAE's `FeatureStats`, whose `max_act` gives each feature's scale."""
+    scale: Mapping[int, float] | None = None
+    """For unit='max_act' without stats: {feature: max activation} (raw units per unit)."""
 
     def __post_init__(self) -> None:
         check_sae(self.sae, "Clamp")
@@ -216,9 +240,31 @@ class Clamp:
             raise InterventionError(f"Clamp.values must be a non-empty {{feature: value}} dict, got {self.values!r}")
         vals = {_feature(self.sae, f, "Clamp"): _finite(v, f"Clamp value of feature {f}") for f, v in self.values.items()}
         object.__setattr__(self, "values", vals)
+        if self.where not in WHERE:
+            raise InterventionError(f"Clamp.where must be one of {WHERE}, got {self.where!r}")
+        if self.unit not in ("raw", "max_act"):
+            raise InterventionError(f"Clamp.unit must be 'raw' or 'max_act', got {self.unit!r}")
+        scale = None
+        if self.unit == "max_act":
+            if self.stats is not None:
+                scale = max_activations(self.stats, self.sae, list(vals), "Clamp")
+            elif isinstance(self.scale, Mapping) and all(f in self.scale for f in vals):
+                scale = {f: _positive(self.scale[f], f"Clamp scale of feature {f}") for f in vals}
+            else:
+                raise InterventionError(
+                    "Clamp(unit='max_act') needs the features' maximum activations: pass stats=feature_stats(model, sae) "
+                    "(or scale={feature: max activation}), or give raw values with unit='raw'"
+                )
+        elif self.stats is not None or self.scale is not None:
+            raise InterventionError("Clamp: stats= and scale= set the size of unit='max_act'; drop them or set unit='max_act'")
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "stats", None)  # only the scale is kept: the edit stays small plain data
 
     def targets(self) -> dict[int, float]:
-        return dict(self.values)
+        """{feature: target activation in raw units}."""
+        if self.scale is None:
+            return dict(self.values)
+        return {f: v * self.scale[f] for f, v in self.values.items()}
 
     def specs(self, model: Model, edits: Sequence[Any] | None = None) -> list[tuple[str, dict]]:
         """This edit's plan on `model` as [(hookpoint, spec)] of plain tensors (see `compile_edits`)."""
@@ -226,19 +272,32 @@ class Clamp:
 
     def __repr__(self) -> str:
         vals = ", ".join(f"{f}: {v:g}" for f, v in sorted(self.values.items()))
-        return f"Clamp({_sae_label(self.sae)}, {{{vals}}})"
+        extra = (f", unit={self.unit!r}" if self.unit != "raw" else "") + (f", where={self.where!r}" if self.where != "all" else "")
+        return f"Clamp({_sae_label(self.sae)}, {{{vals}}}{extra})"
 
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Steer:
-    """Add `strength * direction` to the activation at a hook point (prompt and every generated token)."""
+    """Add `strength * scale * direction` to the activation at a hook point (prompt and every generated token).
+
+    `unit` says what one unit of strength is: 'raw' (activation units along the unit-norm direction),
+    'max_act' (the feature's maximum activation over a corpus, from `stats`: strength 1 adds as much of
+    the direction as the feature's strongest firing does) or 'resid_norm' (the typical norm of the
+    activation at the hook point, `activation_norm(model, hookpoint)`, passed as `scale`).
+    """
 
     hookpoint: str | None
     """Where to add it, e.g. 'resid_post.6'; None takes the SAE's hook point when `direction` is (sae, feature)."""
     direction: Any
-    """A vector [d_model], or (sae, feature): that feature's decoder row (unit norm in saekit SAEs)."""
+    """A vector [d_model] (normalised to unit norm unless unit='raw'), or (sae, feature): that feature's decoder row."""
     strength: float = 1.0
-    """Multiplier, in activation units along a unit direction (compare with the feature's typical activation)."""
+    """Multiplier, in `unit`s."""
+    unit: str = "raw"
+    """'raw', 'max_act' (needs `stats` or `scale`, and a feature direction) or 'resid_norm' (needs `scale`)."""
+    stats: Any = None
+    """For unit='max_act': the SAE's `FeatureStats` (its `max_act` of the feature is the scale)."""
+    scale: float | None = None
+    """Raw activation units per unit of strength (None for unit='raw'; filled from `stats` for 'max_act')."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strength", _finite(self.strength, "Steer.strength"))
@@ -256,17 +315,47 @@ class Steer:
                 raise InterventionError(f"Steer.direction must be a vector [d_model], got shape {tuple(t.shape)}")
             if not torch.isfinite(t).all():
                 raise InterventionError("Steer.direction contains NaN or inf values")
+            if self.unit != "raw":
+                norm = float(t.norm())
+                if norm == 0:
+                    raise InterventionError("Steer.direction is the zero vector: it has no direction to steer along")
+                t = t / norm
             object.__setattr__(self, "direction", t.cpu())
         if not isinstance(self.hookpoint, str):
             raise InterventionError(
                 f"Steer.hookpoint must name a hook point such as 'resid_post.6', got {self.hookpoint!r}"
             )
+        object.__setattr__(self, "scale", self._resolve_scale())
+        object.__setattr__(self, "stats", None)  # only the scale is kept
+
+    def _resolve_scale(self) -> float | None:
+        if self.unit not in STEER_UNITS:
+            raise InterventionError(f"Steer.unit must be one of {STEER_UNITS}, got {self.unit!r}")
+        if self.unit == "raw":
+            if self.stats is not None or self.scale is not None:
+                raise InterventionError("Steer: stats= and scale= size the units 'max_act' and 'resid_norm'; drop them for unit='raw'")
+            return None
+        if self.unit == "max_act" and self.stats is not None:
+            if not isinstance(self.direction, tuple):
+                raise InterventionError("Steer(unit='max_act', stats=...) needs direction=(sae, feature): a plain vector has no maximum activation")
+            sae, f = self.direction
+            return max_activations(self.stats, sae, [f], "Steer")[f]
+        if self.scale is None:
+            how = ("stats=feature_stats(model, sae) (or scale=its max_act[feature])" if self.unit == "max_act"
+                   else "scale=saekit.interventions.activation_norm(model, hookpoint)")
+            raise InterventionError(f"Steer(unit={self.unit!r}) needs the size of one unit: pass {how}, or use unit='raw'")
+        return _positive(self.scale, "Steer.scale")
+
+    @property
+    def raw_strength(self) -> float:
+        """The strength in raw activation units (the norm of the added vector for a unit direction)."""
+        return self.strength * (self.scale if self.scale is not None else 1.0)
 
     def vector(self) -> Tensor:
         """The vector added, strength included [d_model] (only this row travels to NDIF)."""
         d = self.direction
         v = d[0].W_dec[d[1]].detach().float().cpu() if isinstance(d, tuple) else d
-        return (self.strength * v).clone()
+        return (self.raw_strength * v).clone()
 
     def specs(self, model: Model, edits: Sequence[Any] | None = None) -> list[tuple[str, dict]]:
         """This edit's plan on `model`: [(hookpoint, {'op': 'add', 'vector' [d_model]})], checked against it."""
@@ -284,7 +373,37 @@ class Steer:
     def __repr__(self) -> str:
         d = self.direction
         what = f"({_sae_label(d[0])}, {d[1]})" if isinstance(d, tuple) else f"<vector d={d.numel()}>"
-        return f"Steer({self.hookpoint!r}, {what}, strength={self.strength:g})"
+        unit = "" if self.unit == "raw" else f", unit={self.unit!r} (x{self.scale:.4g})"
+        return f"Steer({self.hookpoint!r}, {what}, strength={self.strength:g}{unit})"
+
+
+def max_activations(stats: Any, sae: Any, features: Sequence[int], who: str) -> dict[int, float]:
+    """{feature: maximum activation} from `stats` (a `FeatureStats` of `sae`), for the 'max_act' unit;
+    raises when the statistics belong to another SAE or a feature never fired in them."""
+    max_act = getattr(stats, "tensors", {}).get("max_act") if hasattr(stats, "tensors") else None
+    if max_act is None:
+        raise InterventionError(f"{who}: stats must be a FeatureStats (saekit.feature_stats(model, sae)), got {type(stats).__name__}")
+    if max_act.shape[0] != sae.n_latents:
+        raise InterventionError(
+            f"{who}: these statistics describe {max_act.shape[0]} features but the SAE has {sae.n_latents}: pass this SAE's statistics"
+        )
+    out = {}
+    for f in features:
+        m = float(max_act[f])
+        if not (math.isfinite(m) and m > 0):
+            raise InterventionError(
+                f"{who}: feature {f} never fired in these statistics ({stats.n_tokens:,} tokens), so its maximum "
+                f"activation is unknown: compute statistics on more (or more relevant) text, or use unit='raw'"
+            )
+        out[f] = m
+    return out
+
+
+def _positive(value: Any, what: str) -> float:
+    v = _finite(value, what)
+    if v <= 0:
+        raise InterventionError(f"{what} must be positive (raw activation units per unit), got {value!r}")
+    return v
 
 
 def describe_edits(edits: Any) -> str:
@@ -388,6 +507,7 @@ def _sae_specs(edit: Any, model: Model, edits: Sequence[Any] | None) -> list[tup
             f"output cannot replace its input; Splice, Ablate and Clamp need an SAE that reconstructs its hook point"
         )
     targets: dict[int, float] = {}
+    active_only: set[int] = set()
     edit_error_term = splice = None
     for e in group:
         if isinstance(e, Splice):
@@ -400,6 +520,10 @@ def _sae_specs(edit: Any, model: Model, edits: Sequence[Any] | None) -> list[tup
                 )
             edit_error_term = e.error_term
             targets.update(e.targets())
+            if isinstance(e, Clamp) and e.where == "active":
+                active_only |= set(e.values)
+            else:
+                active_only -= set(e.targets())
     error_term = splice if splice is not None else edit_error_term
     if error_term and not targets:
         return []  # the exact model: nothing to do
@@ -415,6 +539,8 @@ def _sae_specs(edit: Any, model: Model, edits: Sequence[Any] | None) -> list[tup
     if rows is not None:
         spec["target"] = torch.tensor([targets[f] for f in feats], dtype=torch.float32)
         spec["dec_rows"] = sae.W_dec.detach().float().cpu()[rows].clone()
+        if active_only:
+            spec["active_only"] = torch.tensor([f in active_only for f in feats], dtype=torch.bool)
     if not error_term:
         spec["W_dec"] = sae.W_dec.detach().float().cpu()
         spec["b_dec"] = sae.b_dec.detach().float().cpu()
@@ -658,6 +784,28 @@ def _mean_latents(sae_enc: dict, n_latents: int):
         return total.cpu(), int(x.shape[0])
 
     return reduce
+
+
+def _mean_norm(acts_BTD: Tensor, keep_BT: Tensor) -> tuple[float, int]:
+    """A reduction for `Model.capture_batches`: (sum of activation norms, kept tokens) of a batch."""
+    x = acts_BTD[keep_BT.to(acts_BTD.device)].float()
+    return float(x.norm(dim=-1).sum()), int(x.shape[0])
+
+
+def activation_norm(
+    model: Model, hookpoint: str, texts: Any = None, *, n_tokens: int = 4096, context_len: int = 64, batch_size: int = 8
+) -> float:
+    """Mean L2 norm of the activation at `hookpoint` over `texts` (default: the built-in corpus's train split),
+    BOS and padding left out: the size of one unit of `Steer(unit='resid_norm')`."""
+    from .data import contexts, corpus
+
+    model.resolve(hookpoint)
+    ctx = contexts(model, corpus() if texts is None else texts, context_len=context_len, n_tokens=n_tokens)
+    batches = [
+        (ctx.input_ids[s : s + batch_size], ctx.attention_mask[s : s + batch_size]) for s in range(0, len(ctx), batch_size)
+    ]
+    parts = model.capture_batches(batches, hookpoint, _mean_norm)
+    return sum(p[0] for p in parts) / max(sum(p[1] for p in parts), 1)
 
 
 def feature_means(

@@ -67,8 +67,8 @@ def test_steering_generate_fills_outputs(tiny):
     assert p.generation == want and p.error == "" and not p._busy
     assert p.steered_text != p.default_text, "a large strength changes the continuation"
     assert p.last_settings == {
-        "prompt": "The cat", "mode": "steer", "features": [3, 5], "strengths": [BIG, 0.0], "max_new_tokens": 6,
-        "do_sample": False, "seed": 0, "edits": want.edits,
+        "prompt": "The cat", "mode": "steer", "unit": "raw", "where": "all", "features": [3, 5], "strengths": [BIG, 0.0],
+        "max_new_tokens": 6, "do_sample": False, "seed": 0, "edits": want.edits,
     }
     # zero strength: steered equals default (greedy is deterministic)
     p.strengths = [0.0, 0.0]

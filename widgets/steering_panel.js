@@ -1,5 +1,6 @@
 // SteeringPanel: features with one strength slider each, a prompt, Generate; default and steered text side by side.
-// State: prompt, mode, features, strengths (two-way; a strength may be null for NaN), max_strength, default_strength,
+// State: prompt, mode, features, strengths (two-way; a strength may be null for NaN), unit ('raw' or 'max_act':
+// multiples of each feature's max activation), where (clamp on 'all' positions or where 'active'), max_strength, default_strength,
 // max_new_tokens, do_sample, seed; default_text, steered_text, last_settings, error (from the kernel);
 // _generate_clicks (the button increments it), _busy, _n_latents, _static.
 
@@ -58,6 +59,7 @@ function render({ model, el }) {
     const feats = model.get("features") || [], strengths = model.get("strengths") || [];
     const clamp = model.get("mode") === "clamp";
     const max = Math.max(1e-6, Math.abs(model.get("max_strength")));
+    const unit = model.get("unit") === "max_act" ? "× max act" : "raw";
     if (!feats.length) {
       rows.replaceChildren(h("div", { class: "sk-muted" }, isStatic ? "No features." : "Add a feature (or select one in a feature browser)."));
       return;
@@ -86,7 +88,8 @@ function render({ model, el }) {
       if (isStatic) { slider.disabled = true; num.readOnly = true; remove.hidden = true; }
       const bad = f < 0 || f >= model.get("_n_latents");
       return h("div", { class: "sk-feature" + (bad ? " sk-bad" : ""), "data-feature": f, title: bad ? "no such feature" : "" },
-        h("span", { class: "sk-fid" }, `#${f}`), h("span", { class: "sk-kind" }, clamp ? "value" : "strength"), slider, num, remove);
+        h("span", { class: "sk-fid" }, `#${f}`), h("span", { class: "sk-kind" }, clamp ? "value" : "strength"), slider, num,
+        h("span", { class: "sk-unit" }, unit), remove);
     }));
   }
 
@@ -144,7 +147,7 @@ function render({ model, el }) {
 
   const handlers = [
     ["change:features", drawFeatures], ["change:strengths", drawFeatures], ["change:mode", () => { drawFeatures(); drawControls(); }],
-    ["change:max_strength", drawFeatures], ["change:prompt", drawControls], ["change:max_new_tokens", drawControls],
+    ["change:max_strength", drawFeatures], ["change:unit", drawFeatures], ["change:prompt", drawControls], ["change:max_new_tokens", drawControls],
     ["change:error", drawControls], ["change:_busy", drawControls], ["change:default_text", drawOutputs],
     ["change:steered_text", drawOutputs], ["change:last_settings", drawOutputs],
   ];

@@ -143,7 +143,8 @@ def sae_edit(op: dict, x_BTD: Tensor) -> Tensor:
     """x' = base + (target - a_S) @ W_dec[S], base = x (error term kept) or x_hat (reconstruction only).
 
     `op`: {'op': 'sae', 'enc' (an encoder description), 'error_term', 'rows' (the edited latents S, or
-    None), 'target' [S], 'dec_rows' [S, D], and without the error term 'W_dec' [F, D], 'b_dec' [D]}.
+    None), 'target' [S], 'dec_rows' [S, D], optionally 'active_only' [S] bool (edit those latents only
+    where they fire), and without the error term 'W_dec' [F, D], 'b_dec' [D]}.
     """
     B, T, D = x_BTD.shape
     x_ND = x_BTD.reshape(B * T, D)
@@ -160,7 +161,10 @@ def sae_edit(op: dict, x_BTD: Tensor) -> Tensor:
             x_hat = lat["dense"] @ W_dec
         base = x_hat + op["b_dec"].to(dev)
     if rows is not None:
-        base = base + (op["target"].to(dev) - lat["a_S"]) @ op["dec_rows"].to(dev)
+        delta_NS = op["target"].to(dev) - lat["a_S"]
+        if "active_only" in op:  # Clamp(where='active'): leave a feature alone where it does not fire
+            delta_NS = torch.where(op["active_only"].to(dev) & (lat["a_S"] <= 0), torch.zeros_like(delta_NS), delta_NS)
+        base = base + delta_NS @ op["dec_rows"].to(dev)
     return base.reshape(B, T, D)
 
 

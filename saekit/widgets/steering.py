@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from ..lm import Model
 
 MODES = ("steer", "clamp")
+UNITS = ("raw", "max_act")
+DEFAULT_RANGE = {"raw": 100.0, "max_act": 10.0}
+"""The sliders' span when `max_strength` is not given: raw units, or 10x the feature's max activation
+(Templeton et al. 2024 clamped features at 5-10x their maximum)."""
 
 
 def _finite_or_none(values: Any, _widget: Any = None) -> list:
@@ -133,13 +137,15 @@ class SteeringPanel(FeaturePicker, SaeWidget):
     `features` is a list of feature indices, or a `FeatureBrowser` / `FeatureTable` / `FeatureDashboard` whose
     selected feature joins the panel each time it changes. Each feature gets a slider: in mode "steer" its
     strength s adds `s * W_dec[f]` at the SAE's hook point (`Steer`), in mode "clamp" it holds the feature's
-    activation at that value (`Clamp`). Generate (or `panel.generate()`) runs `saekit.generate` (greedy unless
+    activation at that value (`Clamp`, on every position or, with `where='active'`, only where it fires).
+    With `stats` (the SAE's FeatureStats) strengths are multiples of each feature's max activation
+    (`unit='max_act'`, sliders -10..10); without, raw activation units (sliders -100..100). Generate (or `panel.generate()`) runs `saekit.generate` (greedy unless
     `do_sample=True`; sampling is seeded by `seed`). Read `default_text`, `steered_text`, `last_settings`
     and `error`; `panel.generation` is the last `Generation`.
 
-        panel = SteeringPanel(model, sae, [123, 456], prompt="The weather today is", strengths=[300, 0])
+        panel = SteeringPanel(model, sae, [123, 456], stats=stats, prompt="The weather today is", strengths=[4, 0])
         panel                          # move a slider, press Generate; or from Python:
-        panel.strengths = [300, 50]    # assign a new list (in-place edits do not reach the view)
+        panel.strengths = [4, 1]       # x max activation; assign a new list (in-place edits do not reach the view)
         panel.generate()               # -> Generation(prompt=..., default=..., steered=...)
         panel.steered_text, panel.last_settings
 
@@ -163,8 +169,14 @@ class SteeringPanel(FeaturePicker, SaeWidget):
         sync=True, to_json=_finite_or_none, from_json=_floats_from_json
     )
     """One strength (steer) or value (clamp) per feature, in the order of `features`."""
+    unit = traitlets.Enum(UNITS, "raw").tag(sync=True)
+    """'raw' (activation units) or 'max_act' (multiples of each feature's max activation; needs `stats`).
+    The default is 'max_act' when the panel is given statistics."""
+    where = traitlets.Enum(("all", "active"), "all").tag(sync=True)
+    """Clamp on 'all' positions (Scaling Monosemanticity) or only where the feature is 'active'."""
     max_strength = traitlets.Float(100.0).tag(sync=True)
-    """The sliders span -max_strength..max_strength (0..max_strength when clamping)."""
+    """The sliders span -max_strength..max_strength (0..max_strength when clamping); by default 100 in raw
+    units and 10 in 'max_act' units, following `unit` until set by hand."""
     default_strength = traitlets.Float(0.0).tag(sync=True)
     """Strength given to a newly added feature."""
     max_new_tokens = traitlets.Int(20).tag(sync=True)
@@ -184,9 +196,18 @@ class SteeringPanel(FeaturePicker, SaeWidget):
     _busy = traitlets.Bool(False).tag(sync=True)
     _n_latents = traitlets.Int(0).tag(sync=True)
 
-    def __init__(self, model: Model, sae: Any, features: Any = None, **kwargs: Any) -> None:
+    def __init__(self, model: Model, sae: Any, features: Any = None, *, stats: Any = None, **kwargs: Any) -> None:
         check_model_sae(model, sae, "SteeringPanel")
         self._model, self._sae = model, sae
+        self._stats = stats if stats is not None else getattr(features, "stats", None)
+        kwargs.setdefault("unit", "max_act" if self._stats is not None else "raw")
+        if kwargs["unit"] == "max_act" and self._stats is None:
+            raise WidgetError(
+                "SteeringPanel(unit='max_act') needs the features' maximum activations: pass stats=feature_stats(model, sae) "
+                "(or a FeatureBrowser of them as features), or use unit='raw'"
+            )
+        self._range_by_hand = "max_strength" in kwargs
+        kwargs.setdefault("max_strength", DEFAULT_RANGE[kwargs["unit"]])
         self.generation: Generation | None = None
         feats = self._initial_features(sae, features, "SteeringPanel")
         strengths = kwargs.pop("strengths", None)
@@ -204,7 +225,10 @@ class SteeringPanel(FeaturePicker, SaeWidget):
         super().__init__(features=feats, strengths=strengths, **kwargs)
         self._n_latents = int(sae.n_latents)
         self.observe(self._on_click, "_generate_clicks")
-        self.observe(self._on_settings, ["features", "strengths", "mode", "max_new_tokens"])
+        self.observe(self._on_settings, ["features", "strengths", "mode", "max_new_tokens", "unit", "where"])
+        self._auto_range = False
+        self.observe(self._on_unit, "unit")
+        self.observe(self._on_range, "max_strength")
         self._link_source(self.add_feature)
 
     # -- Python API -------------------------------------------------------------------------------
@@ -231,14 +255,15 @@ class SteeringPanel(FeaturePicker, SaeWidget):
         feats = list(feature_indices(self._sae, self.features, "SteeringPanel"))
         if len(self.strengths) != len(feats):
             raise InterventionError(f"SteeringPanel: {len(feats)} features but {len(self.strengths)} strengths")
+        stats = self._stats if self.unit == "max_act" else None
         if self.mode == "clamp":
-            return [Clamp(self._sae, dict(zip(feats, self.strengths)))]
-        return [Steer(None, (self._sae, f), s) for f, s in zip(feats, self.strengths)]
+            return [Clamp(self._sae, dict(zip(feats, self.strengths)), where=self.where, unit=self.unit, stats=stats)]
+        return [Steer(None, (self._sae, f), s, unit=self.unit, stats=stats) for f, s in zip(feats, self.strengths)]
 
     def generate(self) -> Generation | None:
         """Run the current settings (what the Generate button does); None (and `error` set) when they fail."""
         settings = {
-            "prompt": self.prompt, "mode": self.mode, "features": list(self.features),
+            "prompt": self.prompt, "mode": self.mode, "unit": self.unit, "where": self.where, "features": list(self.features),
             "strengths": _finite_or_none(self.strengths), "max_new_tokens": self.max_new_tokens,
             "do_sample": self.do_sample, "seed": self.seed,
         }
@@ -259,6 +284,20 @@ class SteeringPanel(FeaturePicker, SaeWidget):
 
     def _on_click(self, change: dict) -> None:
         self.generate()
+
+    def _on_unit(self, change: dict) -> None:
+        if change["new"] == "max_act" and self._stats is None:
+            self.set_trait("error", "unit 'max_act' needs statistics: create the panel with stats=feature_stats(model, sae)")
+        if not self._range_by_hand:
+            self._auto_range = True
+            try:
+                self.max_strength = DEFAULT_RANGE[change["new"]]
+            finally:
+                self._auto_range = False
+
+    def _on_range(self, change: dict) -> None:
+        if not self._auto_range:
+            self._range_by_hand = True
 
     def _on_settings(self, change: dict) -> None:
         self._show_check(self._check_settings)
