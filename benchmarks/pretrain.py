@@ -45,10 +45,14 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def stage_harvest(model, work: Path, tokens: int, test_tokens: int):
+def stage_harvest(model, work: Path, tokens: int, test_tokens: int, as_is: bool = False):
     cfg = saekit.HarvestConfig(hookpoints=HOOKPOINTS, dtype="bfloat16", batch_size=16)
-    log(f"harvest: {tokens:,} training tokens at {HOOKPOINTS}")
-    train = saekit.harvest(model, n_tokens=tokens, out=work / "acts_train", cfg=cfg, shard_tokens=131_072)
+    if as_is and (work / "acts_train" / "manifest.json").exists():
+        train = saekit.ActivationCache.open(work / "acts_train")  # the shards finished so far, checksummed
+        log(f"harvest: using the training cache as it is ({train.n_tokens:,} tokens of the {tokens:,} asked for)")
+    else:
+        log(f"harvest: {tokens:,} training tokens at {HOOKPOINTS}")
+        train = saekit.harvest(model, n_tokens=tokens, out=work / "acts_train", cfg=cfg, shard_tokens=131_072)
     log(f"harvest: held-out (test split) at {HOOKPOINTS}")
     test = saekit.harvest(model, n_tokens=test_tokens, out=work / "acts_test", cfg=cfg, split="test", shard_tokens=131_072)
     log(f"harvest done: train {train.n_tokens:,} tokens, test {test.n_tokens:,} tokens")
@@ -78,6 +82,11 @@ def stage_train(train_cache, work: Path, epochs: float) -> None:
         trainer.fit(train_cache, hp, checkpoint_dir=ckpt)
         trainer.fold()
         trainer.save(out)
+        (out / "training.json").write_text(json.dumps({
+            "harvested_tokens": train_cache.n_tokens, "training_tokens": cfg.tokens, "batch_size": cfg.batch_size,
+            "corpus": "saekit built-in corpus (train split): Wikipedia leads en/es/fr + Python stdlib source",
+            "seconds_this_run": round(time.time() - t, 1),
+        }, indent=2) + "\n")
         log(f"train {name}: {time.time() - t:.0f} s")
 
 
@@ -118,7 +127,10 @@ def stage_eval(model, test_cache, work: Path, eval_tokens: int) -> None:
             result = saekit.evaluate(model, sae, n_tokens=eval_tokens)
             metrics = {k: v for k, v in result.to_dict().items() if not isinstance(v, (list, dict))}
             where = f"built-in corpus, test split (held out from training), {eval_tokens:,} tokens"
-        card = {**metrics, "eval_text": where, "seconds": round(time.time() - t, 1)}
+        training = json.loads((work / "saes" / name / "training.json").read_text())
+        card = {**metrics, "eval_text": where, "eval_seconds": round(time.time() - t, 1), "training": training,
+                "architecture": sae.cfg.architecture, "n_latents": sae.n_latents, "k": sae.cfg.k,
+                "hookpoint": sae.cfg.hookpoint, "target_hookpoint": sae.cfg.target_hookpoint}
         card_file.write_text(json.dumps(card, indent=2) + "\n")
         log(f"eval {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in card.items() if isinstance(v, float)))
 
@@ -156,9 +168,11 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=REPO / "runs" / "pretrain")
     p.add_argument("--tokens", type=int, default=1_500_000, help="training tokens harvested")
     p.add_argument("--epochs", type=float, default=2.0, help="passes over the training cache")
-    p.add_argument("--eval-tokens", type=int, default=8192)
-    p.add_argument("--stats-tokens", type=int, default=200_000)
-    p.add_argument("--test-tokens", type=int, default=10_000_000, help="held-out tokens harvested (default: the whole test split)")
+    p.add_argument("--eval-tokens", type=int, default=4096)
+    p.add_argument("--stats-tokens", type=int, default=100_000)
+    p.add_argument("--test-tokens", type=int, default=100_000, help="held-out tokens harvested (test split) for the statistics")
+    p.add_argument("--train-cache-as-is", action="store_true",
+                   help="train on the shards an interrupted training harvest finished, without harvesting the rest")
     p.add_argument("--dest", type=Path, default=REPO / "saekit" / "pretrained" / "gemma-3-270m")
     p.add_argument("--stage", choices=["all", "harvest", "train", "eval", "stats", "export"], default="all")
     a = p.parse_args()
@@ -168,7 +182,7 @@ def main() -> None:
     stages = ["harvest", "train", "eval", "stats", "export"] if a.stage == "all" else [a.stage]
     train_cache = test_cache = None
     if set(stages) & {"harvest", "train", "eval", "stats"}:
-        train_cache, test_cache = stage_harvest(model, a.work, a.tokens, a.test_tokens)
+        train_cache, test_cache = stage_harvest(model, a.work, a.tokens, a.test_tokens, a.train_cache_as_is)
     if "train" in stages:
         stage_train(train_cache, a.work, a.epochs)
     if "eval" in stages:
