@@ -27,6 +27,7 @@ import torch
 
 import saekit
 from saekit.features import feature_stats
+from saekit.tokens import keep_mask
 from saekit.saes.disk import weights_file
 from saekit.train.checkpoint import STATE_JSON
 
@@ -135,12 +136,19 @@ def stage_eval(model, test_cache, work: Path, eval_tokens: int) -> None:
         log(f"eval {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in card.items() if isinstance(v, float)))
 
 
-def stage_stats(model, test_cache, work: Path, stats_tokens: int) -> None:
+def stage_stats(model, test_cache, work: Path, stats_tokens: int, test_tokens: int) -> None:
+    # the held-out harvest's contexts, rebuilt exactly as harvest() built them: examples then show their
+    # source document, and the top lists are drawn from many documents
+    ctx = saekit.contexts(model, saekit.corpus(split="test"), context_len=test_cache.info["context_len"], n_tokens=test_tokens)
+    keep = keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id)
+    rows = min(test_cache.n_tokens, 20_000)
+    if not torch.equal(ctx.input_ids[keep][:rows], test_cache.load("token_ids")[:rows].long()):
+        raise SystemExit("the rebuilt held-out contexts differ from the harvested ones: harvest the test cache again")
     for name in SAES:
         out = work / "saes" / name / "features"
         sae = saekit.Sae.load(work / "saes" / name)
         t = time.time()
-        stats = feature_stats(model, sae, test_cache, n_tokens=stats_tokens)
+        stats = feature_stats(model, sae, test_cache, n_tokens=stats_tokens, documents=ctx)
         if out.exists():
             shutil.rmtree(out)
         stats.save(out)
@@ -188,7 +196,7 @@ def main() -> None:
     if "eval" in stages:
         stage_eval(model, test_cache, a.work, a.eval_tokens)
     if "stats" in stages:
-        stage_stats(model, test_cache, a.work, a.stats_tokens)
+        stage_stats(model, test_cache, a.work, a.stats_tokens, a.test_tokens)
     if "export" in stages:
         stage_export(a.work, a.dest)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saekit.features.accumulators import HIST_EDGES, ActivationHistogram, ContextSample, CooccurrenceSample
-from saekit.features.accumulators import FiringStats, LatentBatch, TopContexts
+from saekit.features.accumulators import FiringStats, LatentBatch, TopContexts, window_hash
 
 F, T, WINDOW = 7, 9, (3, 2)
 
@@ -159,3 +159,90 @@ def test_cooccurrence_sample(max_tokens):
         if J[f].max() > 0:
             assert float(res["cooc_jaccard"][f, 0]) == pytest.approx(float(J[f].max()))
     assert stream(CooccurrenceSample(F, 0, n_top=3), batches) == {}
+
+
+def with_copies(batches: list[LatentBatch], copies: dict[int, int]) -> list[LatentBatch]:
+    """The batches with contexts made exact copies (tokens and latents) of earlier ones: {copy: original}."""
+    z, ids, keep = (t.clone() for t in everything(batches))
+    for c, o in copies.items():
+        z[c], ids[c], keep[c] = z[o], ids[o], keep[o]
+    out, start = [], 0
+    for b in batches:
+        n = b.z.shape[0]
+        out.append(LatentBatch(z[start : start + n], ids[start : start + n], keep[start : start + n], b.context))
+        start += n
+    return out
+
+
+def brute_top(z, ids, keep, k, docs=None, per_document=None):
+    """Per feature, the contexts of the top list by brute force: strongest first, a window that repeats a
+    stronger one left out, then at most `per_document` per document."""
+    peak = z.amax(1)
+    out = []
+    for f in range(F):
+        cands = sorted((c for c in range(len(z)) if peak[c, f] > 0), key=lambda c: (-float(peak[c, f]), c))
+        seen, per, kept = set(), {}, []
+        for c in cands:
+            win = tuple(direct_windows(z, ids, keep, c, f)[0])
+            if win in seen:
+                continue
+            seen.add(win)
+            d = docs[c] if docs is not None else c
+            if per_document is not None and per.get(d, 0) >= per_document:
+                continue
+            per[d] = per.get(d, 0) + 1
+            kept.append(c)
+        out.append(kept[:k])
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_contexts_drop_repeated_windows(seed):
+    """A context that repeats another's window (a document twice in the corpus) is kept once, and the
+    list fills up with the next distinct windows, exactly as a brute-force top-k over distinct windows."""
+    copies = {5: 0, 6: 0, 9: 2, 12: 9, 14: 3}
+    batches = with_copies(random_batches(seed), copies)
+    z, ids, keep = everything(batches)
+    for k in (1, 3, 6):
+        res = stream(TopContexts(F, k, WINDOW), batches)
+        want = brute_top(z, ids, keep, k)
+        for f in range(F):
+            order = torch.argsort(res["top_values"][f], descending=True)
+            got = [int(c) for c in res["top_context"][f][order] if c >= 0]
+            assert got == want[f], (f, got, want[f])
+            windows = [tuple(res["top_tokens"][f, j].tolist()) for j in range(k) if res["top_context"][f, j] >= 0]
+            assert len(windows) == len(set(windows))
+    # the old behaviour (no de-duplication) would have kept copies: the test data does hold them
+    peak = z.amax(1)
+    assert any(peak[c, f] > 0 and peak[c, f] == peak[o, f] for c, o in copies.items() for f in range(F))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("per_document", [1, 2])
+def test_top_contexts_cap_contexts_per_document(seed, per_document):
+    """With documents known, at most `per_document` contexts of one document: a brute-force top-k under
+    the same cap; ContextSample keeps the cap too."""
+    batches = random_batches(seed)
+    z, ids, keep = everything(batches)
+    docs = torch.arange(len(z)) // 3  # three contexts per document
+    res = stream(TopContexts(F, 4, WINDOW, context_doc=docs, per_document=per_document), batches)
+    want = brute_top(z, ids, keep, 4, docs.tolist(), per_document)
+    sample = stream(ContextSample(F, 4, WINDOW, seed=seed, context_doc=docs, per_document=per_document), batches)
+    for f in range(F):
+        order = torch.argsort(res["top_values"][f], descending=True)
+        got = [int(c) for c in res["top_context"][f][order] if c >= 0]
+        assert got == want[f]
+        for kept in (got, [int(c) for c in sample["sample_context"][f] if c >= 0]):
+            d = docs[kept].tolist()
+            assert all(d.count(x) <= per_document for x in d)
+    if per_document == 1:  # the data do put several strong contexts in one document
+        uncapped = stream(TopContexts(F, 4, WINDOW, context_doc=docs, per_document=None), batches)
+        assert not torch.equal(uncapped["top_context"], res["top_context"]), "the cap changed some list"
+
+
+def test_window_hash_matches_equality():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randint(-1, 300_000, (200, 7), generator=g, dtype=torch.int32)
+    w[50] = w[10]
+    h = window_hash(w)
+    assert h[50] == h[10] and len(torch.unique(h)) == 199

@@ -147,7 +147,14 @@ def test_exported_html_renders_offline(browser, tmp_path):
             g = nav.get_attribute("data-feature")
             nav.click()
             assert page.locator(".sk-title").inner_text() == f"Feature {g}", "neighbours are in the export"
+            assert page.locator(".sk-hist .sk-axis-title").count() == 2, "both histogram axes are labelled"
+            assert page.locator(".sk-hist .sk-xtick").count() >= 2 and page.locator(".sk-hist .sk-ytick").count() >= 2
+            assert "weakly meaningful" in page.locator(".sk-caveat").inner_text()
         if name == "browser":
+            assert page.locator(".sk-spacer .sk-row").first.get_attribute("data-dense") == "0", "dense rows sort last"
+            page.locator(".sk-head [data-key=density]").click()  # densest first: the dense flags show
+            assert page.locator(".sk-spacer .sk-row").first.get_attribute("data-dense") == "1"
+            assert page.locator(".sk-spacer .sk-badge-dense").count() > 0
             page.locator(".sk-spacer .sk-row").nth(1).click()
             assert page.locator(".saekit-dashboard .sk-title, .saekit-dashboard .sk-missing").count() == 1
             page.locator("input.sk-search").fill("#0")

@@ -78,21 +78,46 @@ def test_density_mean_max_match_brute_force(tiny):
 
 
 def test_top_contexts_are_the_strongest_contexts(tiny):
-    """Top contexts hold the k largest per-context maxima, strongest first, peak activation at the window's peak."""
+    """Top contexts are per-context maxima, strongest first, peak activation at the window's peak; the
+    strongest context leads, and every stronger context left out is a repeat of a shown window or from a
+    document already shown `per_document` times (TEXTS holds every text four times)."""
     model, sae, ctx, stats = tiny
-    z, _ = brute_latents(model, sae, ctx)
+    z, keep = brute_latents(model, sae, ctx)
     per_ctx = z.amax(1)  # [N, F]
+    left = stats.meta["window"][0]
+    per_doc = stats.meta["per_document"]
     for f in range(sae.n_latents):
         ex = stats.examples(f, "top")
-        want = sorted([v for v in per_ctx[:, f].tolist() if v > 0], reverse=True)[: 4]
-        assert [e["max"] for e in ex] == pytest.approx(want, rel=1e-5)
+        firing = [c for c in range(len(ctx)) if per_ctx[c, f] > 0]
+        if not firing:
+            assert ex == []
+            continue
+        assert ex[0]["max"] == pytest.approx(float(per_ctx[:, f].max()), rel=1e-5)
+        assert [e["max"] for e in ex] == sorted((e["max"] for e in ex), reverse=True)
+        shown = {e["context"] for e in ex}
+        windows = {tuple(stats.top_tokens[f, j].tolist()) for j in range(stats.top_tokens.shape[1]) if stats.top_context[f, j] >= 0}
+        assert len(windows) == len(ex), "no window twice"
+        docs = [int(ctx.doc_index[c]) for c in shown]
         for e in ex:
+            assert e["max"] == pytest.approx(float(per_ctx[e["context"], f]), rel=1e-5)
             assert e["acts"][e["peak"]] == pytest.approx(e["max"], rel=1e-3)
             ids = ctx.input_ids[e["context"]].tolist()
             window = [stats.token_str(i) for i in ids]
             text = "".join(window)
             assert "".join(e["tokens"]) in text, "a window is a contiguous piece of its context"
             assert e["doc"] is not None and e["doc"][0] == "user"
+        assert max(docs.count(d) for d in docs) <= per_doc
+        weakest = ex[-1]["max"] if len(ex) == stats.top_values.shape[1] else 0.0
+        for c in firing:
+            if c in shown or per_ctx[c, f] <= weakest:
+                continue
+            p = int(z[c, :, f].argmax())
+            T = keep.shape[1]
+            win = tuple(int(ctx.input_ids[c, q]) if 0 <= q < T and keep[c, q] else -1
+                        for q in range(p - left, p + stats.meta["window"][1] + 1))
+            repeat = win in windows
+            capped = docs.count(int(ctx.doc_index[c])) >= per_doc
+            assert repeat or capped, f"feature {f}: context {c} ({float(per_ctx[c, f])}) left out for no reason"
 
 
 def test_samples_and_quantiles(tiny):
@@ -148,11 +173,14 @@ def test_cache_source_matches_model_source(tiny):
     """Statistics from a harvested ActivationCache equal those from running the model."""
     model, sae, ctx, stats = tiny
     cache = saekit.harvest(model, ctx, hookpoints=[sae.cfg.hookpoint], n_tokens=10**6, progress=False)
-    from_cache = feature_stats(None, sae, cache, top_k=4, n_samples=6, window=(6, 2), batch_size=8, progress=False)
+    from_cache = feature_stats(None, sae, cache, top_k=4, n_samples=6, window=(6, 2), batch_size=8, progress=False,
+                               documents=ctx)
     assert from_cache.n_tokens == stats.n_tokens
     torch.testing.assert_close(from_cache.density, stats.density)
     torch.testing.assert_close(from_cache.max_act, stats.max_act, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(from_cache.top_values, stats.top_values, rtol=1e-4, atol=1e-4)
+    assert torch.equal(from_cache.top_context, stats.top_context)
+    assert from_cache.examples(3)[0]["doc"] == stats.examples(3)[0]["doc"]
     assert "logit_top_ids" not in from_cache.tensors, "no model, no logit effects"
 
 
@@ -231,11 +259,15 @@ def test_prompt_activations_match_latents():
 
 
 def test_search_by_text_and_by_token(tiny):
-    """Text search ranks by (max on text / corpus max); token search finds features peaking on that token."""
+    """Text search ranks by specificity (or, asked, by max on text / corpus max); token search finds features
+    peaking on that token."""
     model, sae, ctx, stats = tiny
     df = features_for_text(model, sae, "the capital of France", stats, top=10)
     assert len(df) > 0 and (df["score"].diff().dropna() <= 1e-6).all()
-    assert (df["max_on_text"] > 0).all()
+    assert (df["max_on_text"] > 0).all() and (df["score"] == df["specificity"]).all()
+    old = features_for_text(model, sae, "the capital of France", stats, top=10, rank="max")
+    ratio = old["max_on_text"] / stats.max_act[list(old.index)].numpy()
+    assert (old["score"] - ratio).abs().max() < 1e-5
     tok_df = features_for_tokens(stats, ["a"])
     assert len(tok_df) > 0
     left = stats.meta["window"][0]
@@ -259,15 +291,19 @@ def test_parallel_articles_align_languages():
 
 
 def test_multilingual_table_properties():
-    """Scores are mean cross-language correlations in [-1, 1], sorted, and name real articles."""
+    """Correlations are mean cross-language correlations in [-1, 1]; rows are sorted by score (specificity
+    by default, correlation when asked) and name real articles."""
     model, sae = make_tiny()
     arts = parallel_articles(limit=6)
     mf = multilingual_features(model, sae, arts, tokens_per_doc=16, progress=False)
     assert mf.max_acts.shape == (3, 6, sae.n_latents)
-    df = mf.table(top=5)
-    assert ((df["score"] >= -1 - 1e-5) & (df["score"] <= 1 + 1e-5)).all()
-    assert (df["score"].diff().dropna() <= 1e-6).all()
-    assert all(name.split(", ")[0] in mf.articles for name in df["articles"])
+    for rank in ("specificity", "correlation"):
+        df = mf.table(top=5, rank=rank)
+        assert ((df["correlation"] >= -1 - 1e-5) & (df["correlation"] <= 1 + 1e-5)).all()
+        assert (df["score"] == df[rank]).all() and (df["specificity"] >= 0).all()
+        assert (df["score"].diff().dropna() <= 1e-6).all()
+        assert all(name.split(", ")[0] in mf.articles for name in df["articles"])
+    assert (mf.table(top=5)["correlation"] > 0).all(), "specificity ranks features whose profiles agree"
     assert set(mf.language_table(2)["language"]) == {"wiki_en", "wiki_es", "wiki_fr"}
 
 
@@ -314,11 +350,12 @@ def test_real_model_feature_inspection(tmp_path):
 
     arts = parallel_articles(limit=None)[::40][:24]
     mf = multilingual_features(model, sae, arts, tokens_per_doc=32, batch_size=24, progress=False)
-    top = mf.table(top=10, min_articles=2)
+    top = mf.table(top=10, min_articles=2, rank="correlation")
+    assert len(mf.table(top=10, min_articles=2)) > 0
     shuffled = type(mf)(mf.articles, mf.languages, mf.max_acts.clone())
     perm = torch.randperm(len(arts), generator=torch.Generator().manual_seed(0))
     shuffled.max_acts[1] = shuffled.max_acts[1][perm]
     shuffled.max_acts[2] = shuffled.max_acts[2][perm.flip(0)]
-    base = shuffled.table(top=10, min_articles=2)
+    base = shuffled.table(top=10, min_articles=2, rank="correlation")
     assert math.isfinite(top["score"].mean())
     assert top["score"].mean() > base["score"].mean(), "aligned articles agree more than shuffled ones"

@@ -10,8 +10,10 @@ import re
 import numpy as np
 import pytest
 
-from saekit.features import features_for_tokens
+from saekit.errors import WidgetError
+from saekit.features import DENSE_DENSITY, features_for_tokens
 from saekit.widgets import FeatureBrowser, FeatureDashboard, PromptInspector
+from saekit.widgets.browser import NUMERIC
 from saekit.widgets.base import asset_dir, embed_json
 from test_features import HOSTILE, make_tiny_stats
 
@@ -101,16 +103,27 @@ def test_reprs_are_short_and_deterministic(tiny):
 
 
 def test_browser_binary_columns_and_selection(tiny):
-    """The table ships density/mean/max as packed float32; selecting a row opens it in the dashboard."""
+    """The table ships density/mean/max/score/rank/dense as packed float32, in FeatureStats.order() by
+    default (dense features last); selecting a row opens it in the dashboard."""
     *_, stats = tiny
     br = FeatureBrowser(stats)
-    cols = np.frombuffer(br.table._numeric, dtype="<f4").reshape(3, stats.n_features)
-    np.testing.assert_allclose(cols[0], stats.density.numpy())
-    np.testing.assert_allclose(cols[2], stats.max_act.numpy())
+    cols = np.frombuffer(br.table._numeric, dtype="<f4").reshape(len(NUMERIC), stats.n_features)
+    col = dict(zip(NUMERIC, cols))
+    np.testing.assert_allclose(col["density"], stats.density.numpy())
+    np.testing.assert_allclose(col["max_act"], stats.max_act.numpy())
+    np.testing.assert_allclose(col["score"], stats.score().numpy(), rtol=1e-6)
+    assert (col["dense"] == stats.is_dense().numpy()).all() and col["dense"].any() and not col["dense"].all()
+    assert [int(f) for f in np.argsort(col["rank"])] == stats.order(), "rank is the position in the default order"
     assert len(br.table._text) == stats.n_features
     order = br.table.order()
+    assert br.table.sort_by == "score" and order == stats.order()
     assert order[0] == br.table.selected == br.dashboard.feature
-    assert [stats.max_act[f] for f in order] == sorted((stats.max_act[f] for f in order), reverse=True)
+    dense = stats.is_dense()
+    first_dense = next(i for i, f in enumerate(order) if dense[f])
+    assert not any(dense[f] for f in order[:first_dense]) and all(dense[f] or stats.density[f] == 0 for f in order[first_dense:])
+    br.table.descending = False
+    assert br.table.order() == order[::-1]
+    br.table.descending = True
     br.table.selected = order[3]
     assert br.dashboard.feature == order[3]
     br.dashboard.feature = order[1]  # a neighbour click in the dashboard moves the table selection too
@@ -120,6 +133,27 @@ def test_browser_binary_columns_and_selection(tiny):
     stats.set_label(order[1], "")
     br.table.query = f"#{order[2]}"
     assert br.table.order() == [order[2]]
+    by_max = FeatureBrowser(stats, sort_by="max_act").table.order()
+    assert [stats.max_act[f] for f in by_max] == sorted((stats.max_act[f] for f in by_max), reverse=True)
+    with pytest.raises(WidgetError, match="unknown sort_by 'loudest'.*'score'"):
+        FeatureBrowser(stats, sort_by="loudest")
+
+
+def test_dashboard_view_carries_trust_signals(tiny):
+    """The dashboard's view has the dense flag, the score and its terms, the hook point for the logit
+    caveat, and its front end labels the histogram's axes and shows the caveat."""
+    *_, stats = tiny
+    f = int(stats.density.argmax())
+    v = FeatureDashboard(stats, feature=f)._views[str(f)]
+    assert v["dense"] is bool(stats.density[f] > DENSE_DENSITY) and v["dense_threshold"] == DENSE_DENSITY
+    assert v["score"] == pytest.approx(float(stats.score()[f]), abs=1e-4)
+    assert set(v["score_terms"]) == {"n_examples", "peak_share", "n_documents", "doc_share", "fill"}
+    assert v["hookpoint"] == stats.meta["hookpoint"]
+    js = (asset_dir() / "feature_dashboard.js").read_text()
+    assert "activation (log₂ bins)" in js and '"tokens"' in js and "sk-ytick" in js and "sk-xtick" in js
+    assert "weakly meaningful" in js and "sk-badge-dense" in js
+    table_js = (asset_dir() / "feature_table.js").read_text()
+    assert 'key: "score"' in table_js and "sk-badge-dense" in table_js
 
 
 def test_prompt_inspector_two_way(tiny):

@@ -25,26 +25,50 @@ function svg(tag, attrs) {
   return el;
 }
 
+// Activation histogram: x = activation on the shared log2 bins (ticks at whole powers of 2), y = number
+// of tokens with that activation (linear, ticks at 0, half and the maximum). Axes are labelled.
 function histogram(hist) {
-  const W = 320, H = 90, pad = 16;
-  const root = svg("svg", { width: W, height: H + pad, class: "sk-hist", role: "img" });
   const counts = hist.counts || [];
   if (!counts.length) return h("div", { class: "sk-muted", text: "never fired" });
+  const W = 320, H = 90, left = 40, top = 6, bottom = 30, right = 6;
+  const plotW = W - left - right;
+  const root = svg("svg", { width: W, height: top + H + bottom, class: "sk-hist", role: "img",
+    "aria-label": "histogram of nonzero activations: activation on x, token count on y" });
   const max = Math.max(...counts);
-  const bw = (W - 2) / counts.length;
+  const bw = plotW / counts.length;
   counts.forEach((c, i) => {
     const bh = (H * c) / max;
-    const r = svg("rect", { x: 1 + i * bw, y: H - bh, width: Math.max(bw - 1, 1), height: bh, class: "sk-bar" });
+    const r = svg("rect", { x: left + i * bw, y: top + H - bh, width: Math.max(bw - 1, 1), height: bh, class: "sk-bar" });
     const t = svg("title", {});
-    t.textContent = `${fmt(hist.edges[i])}–${fmt(hist.edges[i + 1])}: ${c} tokens`;
+    t.textContent = `activation ${fmt(hist.edges[i])}–${fmt(hist.edges[i + 1])}: ${c} tokens`;
     r.append(t);
     root.append(r);
   });
-  const lo = svg("text", { x: 1, y: H + 12, class: "sk-axis" });
-  lo.textContent = fmt(hist.edges[0], 2);
-  const hi = svg("text", { x: W - 1, y: H + 12, class: "sk-axis", "text-anchor": "end" });
-  hi.textContent = fmt(hist.edges[hist.edges.length - 1], 2);
-  root.append(lo, hi);
+  const line = (x1, y1, x2, y2) => svg("line", { x1, y1, x2, y2, class: "sk-axis-line" });
+  const text = (x, y, s, attrs = {}) => { const t = svg("text", { x, y, class: "sk-axis", ...attrs }); t.textContent = s; return t; };
+  root.append(line(left, top + H, left + plotW, top + H), line(left, top, left, top + H));
+  // y ticks: 0, half, max (token counts)
+  for (const v of [0, Math.round(max / 2), max]) {
+    if (v === Math.round(max / 2) && (v === 0 || v === max)) continue;
+    const y = top + H - (H * v) / max;
+    root.append(line(left - 3, y, left, y), text(left - 5, y + 3, String(v), { "text-anchor": "end", class: "sk-axis sk-ytick" }));
+  }
+  // x ticks: bin edges that are whole powers of two, thinned to at most 5, plus both ends when none fall inside
+  const edges = hist.edges;
+  let ticks = [];
+  edges.forEach((e, i) => { if (Number.isInteger(Math.log2(e))) ticks.push(i); });
+  if (ticks.length < 2) ticks = [0, edges.length - 1];
+  const step = Math.ceil(ticks.length / 5);
+  ticks = ticks.filter((_, j) => j % step === 0);
+  for (const i of ticks) {
+    const x = left + i * bw;
+    const anchor = x > W - right - 14 ? "end" : x < left + 14 ? "start" : "middle"; // keep end labels inside
+    root.append(line(x, top + H, x, top + H + 3), text(x, top + H + 13, fmt(edges[i], 2), { "text-anchor": anchor, class: "sk-axis sk-xtick" }));
+  }
+  root.append(text(left + plotW / 2, top + H + 26, "activation (log₂ bins)", { "text-anchor": "middle", class: "sk-axis sk-axis-title" }));
+  const yTitle = text(0, 0, "tokens", { "text-anchor": "middle", class: "sk-axis sk-axis-title",
+    transform: `translate(10 ${top + H / 2}) rotate(-90)` });
+  root.append(yTitle);
   return root;
 }
 
@@ -62,7 +86,9 @@ function context(ex, maxAct, onToken) {
     span.style.backgroundColor = `rgba(255, 128, 0, ${alpha.toFixed(3)})`;
     line.append(span);
   });
-  const meta = h("span", { class: "sk-ctx-meta" }, fmt(ex.max, 2), ex.doc ? ` · ${ex.doc[0]}: ${ex.doc[1]}` : "");
+  const source = ex.doc ? `${ex.doc[0]}: ${ex.doc[1]}` : `context ${ex.context}`;
+  const meta = h("span", { class: "sk-ctx-meta", title: `max ${fmt(ex.max)} · ${ex.doc ? "document " : ""}${source}` },
+    fmt(ex.max, 2), ` · ${source}`);
   return h("div", { class: "sk-ctx-row" }, meta, line);
 }
 
@@ -86,12 +112,20 @@ function render({ model, el }) {
     });
     label.value = model.get("label") || view.label || "";
     label.addEventListener("change", () => { model.set("label", label.value); model.save_changes(); });
+    const terms = view.score_terms || {};
+    const scoreWhy = terms.n_examples
+      ? `score = peak-token share ${pct(terms.peak_share)} × document share ${pct(terms.doc_share)} × fill ${pct(terms.fill)}: `
+        + `${terms.n_examples} top contexts from ${terms.n_documents} documents`
+      : "score 0: the feature never fired";
     root.append(h("div", { class: "sk-header" },
       h("span", { class: "sk-title" }, `Feature ${view.feature}`),
       label,
+      view.dense ? h("span", { class: "sk-badge sk-badge-dense",
+        title: `fires on more than ${Number((100 * view.dense_threshold).toPrecision(3))}% of tokens: its top contexts rarely explain it; sorted last by default` }, "dense") : null,
       h("span", { class: "sk-stat" }, `density ${pct(view.density)}`),
       h("span", { class: "sk-stat" }, `max ${fmt(view.max_act, 2)}`),
       h("span", { class: "sk-stat" }, `mean ${fmt(view.mean_act, 2)}`),
+      view.score === undefined ? null : h("span", { class: "sk-stat sk-score", title: scoreWhy }, `score ${fmt(view.score, 2)}`),
     ));
 
     const status = h("div", { class: "sk-status sk-muted" }, "Click a token or a neighbour to navigate.");
@@ -104,9 +138,14 @@ function render({ model, el }) {
     const logitList = (items, cls) => h("div", { class: "sk-logits" },
       items.map(([tok, v]) => h("span", { class: `sk-chip ${cls}`, title: fmt(v) }, visible(tok))));
     const left = h("div", { class: "sk-col" },
-      h("h4", { text: "Activation histogram (nonzero, log₂ bins)" }), histogram(view.histogram),
-      h("h4", { text: "Promoted tokens" }), logitList(view.logits_top, "sk-pos"),
-      h("h4", { text: "Suppressed tokens" }), logitList(view.logits_bottom, "sk-neg"),
+      h("h4", { text: "Activation histogram (nonzero activations)" }), histogram(view.histogram),
+      h("h4", { text: "Promoted tokens (direct logit effect)" }), logitList(view.logits_top, "sk-pos"),
+      h("h4", { text: "Suppressed tokens (direct logit effect)" }), logitList(view.logits_bottom, "sk-neg"),
+      (view.logits_top.length || view.logits_bottom.length) ? h("div", { class: "sk-caveat" },
+        "Caveat: these are logit-lens direct effects (the decoder direction through the final norm and W_U), "
+        + "ignoring every later layer. Away from the last layers"
+        + (view.hookpoint ? ` (this SAE reads ${view.hookpoint})` : "")
+        + " they are only weakly meaningful: read them as hints, not as what the feature does.") : null,
       h("h4", { text: "Nearest features (decoder cosine)" }),
       h("div", { class: "sk-links" }, view.neighbours.map(([g, c]) =>
         h("button", { class: "sk-nav", "data-feature": g, title: `cosine ${fmt(c)}`, onclick: () => navigate(g) }, `#${g}`))),
@@ -115,7 +154,7 @@ function render({ model, el }) {
         h("button", { class: "sk-nav", "data-feature": g, title: `Jaccard ${fmt(j)}`, onclick: () => navigate(g) }, `#${g}`))),
     );
     const right = h("div", { class: "sk-col sk-wide" },
-      h("h4", { text: "Top-activating contexts" }),
+      h("h4", { text: "Top-activating contexts" + (terms.n_examples ? ` (${terms.n_examples} distinct windows, ${terms.n_documents} documents)` : "") }),
       view.top_examples.length ? view.top_examples.map((ex) => context(ex, view.max_act, onToken))
         : h("div", { class: "sk-muted", text: "no contexts: the feature never fired" }),
     );

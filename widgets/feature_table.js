@@ -1,9 +1,12 @@
 // FeatureTable: every feature of an SAE in one virtual-scrolling table (only visible rows exist in the DOM).
-// State: _numeric (float32 bytes, columns density|mean_act|max_act, F each), _text (top tokens per feature),
-// labels ({feature: label}), selected, sort_by, descending, query, min_log_density.
+// State: _numeric (float32 bytes, rows density|mean_act|max_act|score|rank|dense, F each; rank is the
+// position in FeatureStats.order(), dense is 1 for dense features), _text (top tokens per feature),
+// _dense_threshold, labels ({feature: label}), selected, sort_by, descending, query, min_log_density.
+// sort_by "score" is the default order computed in Python: by score, dense and never-firing features last.
 
 const COLUMNS = [
   { key: "feature", title: "#", num: true },
+  { key: "score", title: "score", num: true },
   { key: "density", title: "density", num: true },
   { key: "mean_act", title: "mean act", num: true },
   { key: "max_act", title: "max act", num: true },
@@ -37,7 +40,8 @@ const visible = (s) => s.replace(/\n/g, "↵").replace(/\t/g, "⇥");
 
 function render({ model, el }) {
   let numeric, F, text, order = new Uint32Array(0);
-  const col = (name) => ({ density: 0, mean_act: 1, max_act: 2 })[name];
+  const ROWS = { density: 0, mean_act: 1, max_act: 2, score: 3, rank: 4, dense: 5 };
+  const val = (name, f) => numeric[ROWS[name] * F + f];
 
   function load() {
     numeric = floats(model.get("_numeric"));
@@ -50,10 +54,12 @@ function render({ model, el }) {
   const slider = h("input", { class: "sk-density", type: "range", min: "-8", max: "0", step: "0.25", "aria-label": "minimum log10 density" });
   const sliderText = h("span", { class: "sk-density-text" });
   const count = h("span", { class: "sk-count" });
+  const hint = h("span", { class: "sk-hint", title: "score = peak-token share × document share × fill of the top contexts (FeatureStats.score)" },
+    "default order: score, dense and dead features last");
   const head = h("div", { class: "sk-row sk-head" });
   const spacer = h("div", { class: "sk-spacer" });
   const body = h("div", { class: "sk-body", tabindex: "0" }, spacer);
-  root.append(h("div", { class: "sk-controls" }, search, h("label", {}, "min density ", slider, sliderText), count), head, body);
+  root.append(h("div", { class: "sk-controls" }, search, h("label", {}, "min density ", slider, sliderText), count, hint), head, body);
   el.append(root);
 
   function label(f) { return (model.get("labels") || {})[String(f)] || ""; }
@@ -77,7 +83,8 @@ function render({ model, el }) {
     if (by === "feature") key = (f) => f;
     else if (by === "top_tokens") key = (f) => text[f];
     else if (by === "label") key = (f) => label(f);
-    else { const c = col(by) * F; key = (f) => numeric[c + f]; }
+    else if (by === "score") key = (f) => -val("rank", f); // Python's order: descending key = ascending rank
+    else key = (f) => val(by, f);
     keep.sort((a, b) => { const x = key(a), y = key(b); return x < y ? -sign : x > y ? sign : a - b; });
     order = Uint32Array.from(keep);
     count.textContent = `${order.length} of ${F} features`;
@@ -108,13 +115,28 @@ function render({ model, el }) {
     drawn = [start, end];
     const sel = model.get("selected");
     const rows = [];
+    const threshold = model.get("_dense_threshold");
     for (let i = start; i < end; i++) {
       const f = order[i];
-      const cells = [String(f), fmt(numeric[f]), fmt(numeric[F + f]), fmt(numeric[2 * F + f]), visible(text[f]), label(f)];
+      const dense = val("dense", f) > 0;
+      const dead = val("density", f) === 0;
+      const cells = [String(f), fmt(val("score", f)), fmt(val("density", f)), fmt(val("mean_act", f)), fmt(val("max_act", f)),
+        visible(text[f]), label(f)];
       const row = h("div", {
-        class: "sk-row" + (f === sel ? " sk-selected" : ""), role: "row", "data-feature": f,
+        class: "sk-row" + (f === sel ? " sk-selected" : "") + (dense ? " sk-dense-row" : "") + (dead ? " sk-dead-row" : ""),
+        role: "row", "data-feature": f, "data-dense": dense ? "1" : "0",
         onclick: () => { model.set("selected", f); model.save_changes(); },
-      }, cells.map((v, j) => h("div", { class: `sk-cell sk-${COLUMNS[j].key}` + (COLUMNS[j].num ? " sk-num" : ""), title: v }, v)));
+      }, cells.map((v, j) => {
+        const cell = h("div", { class: `sk-cell sk-${COLUMNS[j].key}` + (COLUMNS[j].num ? " sk-num" : ""), title: v }, v);
+        if (COLUMNS[j].key === "density" && (dense || dead)) {
+          const why = dense ? `dense: fires on more than ${Number((100 * threshold).toPrecision(3))}% of tokens; sorted last by default`
+            : "never fired in the corpus";
+          cell.prepend(h("span", { class: dense ? "sk-badge sk-badge-dense" : "sk-badge sk-badge-dead", title: why },
+            dense ? "dense" : "dead"));
+          cell.title = `${v} (${why})`;
+        }
+        return cell;
+      }));
       row.style.top = `${i * ROW}px`;
       rows.push(row);
     }

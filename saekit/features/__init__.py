@@ -1,12 +1,14 @@
 """Features: what each SAE latent does, as plain data.
 
 - `stats`: `feature_stats(model, sae, texts) -> FeatureStats`, one streaming pass over the activation
-  stream (density, top and sampled contexts, histogram, co-occurrence, logit effects, neighbours),
-  saved to and loaded from a folder.
+  stream (density, de-duplicated top and sampled contexts, histogram, co-occurrence, logit effects,
+  neighbours), saved compactly to and loaded from a folder; the interpretability score, the dense flag
+  and the default order (score first, dense and dead features last) that the views use.
 - `accumulators`: the per-statistic streaming accumulators `feature_stats` runs side by side.
 - `geometry`: co-occurrence (Jaccard), decoder neighbours, logit effects.
 - `unembed`: the model's final norm and unembedding as plain torch.
-- `search`: features of a prompt, features for a text or for tokens, multilingual features.
+- `search`: features of a prompt, features for a text or for tokens, multilingual features; text and
+  multilingual search rank by specificity (activation on the query over the corpus mean).
 """
 
 from __future__ import annotations
@@ -18,26 +20,32 @@ from .search import (
     MultilingualFeatures,
     ParallelArticle,
     PromptActivations,
+    corpus_baseline,
     features_for_text,
     features_for_tokens,
     multilingual_features,
     parallel_articles,
     prompt_activations,
+    specificity,
 )
-from .stats import HIST_EDGES, FeatureStats, feature_stats, token_strings
+from .stats import DENSE_DENSITY, HIST_EDGES, PER_DOCUMENT, SORT_KEYS, FeatureStats, feature_stats, token_strings
 from .unembed import Unembedding, direction_logits, find_final_norm, unembedding
 
 __all__ = [
+    "DENSE_DENSITY",
     "HIST_EDGES",
     "LANGUAGES",
     "FeatureError",
     "FeatureStats",
     "MultilingualFeatures",
+    "PER_DOCUMENT",
     "ParallelArticle",
     "PromptActivations",
+    "SORT_KEYS",
     "UnembedError",
     "Unembedding",
     "cooccurrence",
+    "corpus_baseline",
     "decoder_neighbours",
     "direction_logits",
     "feature_stats",
@@ -48,6 +56,7 @@ __all__ = [
     "multilingual_features",
     "parallel_articles",
     "prompt_activations",
+    "specificity",
     "token_strings",
     "unembedding",
 ]

@@ -7,7 +7,11 @@ side by side over the activation stream.
 - `ActivationHistogram`: exact counts of nonzero activations on fixed log2-spaced bins (`HIST_EDGES`).
 - `TopContexts`: per feature, the `k` contexts where it peaks highest (a streaming top-k of each context's
   strongest token), each kept as a window of tokens around that token with every token's activation.
-- `ContextSample`: a uniform reservoir of `k` contexts where a feature fires (the same top-k on random keys).
+  The list is de-duplicated as it streams: a window identical (token for token) to a higher-ranked one
+  is left out, and at most `per_document` contexts of one source document are kept, so a document
+  repeated in the corpus, or one long document cut into many contexts, cannot fill the list.
+- `ContextSample`: a reservoir of `k` contexts where a feature fires (the same top-k on random keys, with
+  the same de-duplication: uniform over the distinct windows, at most `per_document` per document).
 - `CooccurrenceSample`: the (token, feature) firings of the first `max_tokens` tokens, sparse, for the
   Jaccard similarity of firing sets (`geometry.cooccurrence`).
 
@@ -31,6 +35,57 @@ from .geometry import cooccurrence
 HIST_EDGES = 2.0 ** torch.arange(-10, 16.01, 0.25)
 """Histogram bin edges shared by every feature: 4 bins per octave from 2^-10 to 2^16 (activations
 below the first edge go to the first bin, above the last to the last)."""
+
+PER_DOCUMENT = 2
+"""Default cap on the top (and sampled) contexts drawn from one source document, so that the list shows
+a feature across many documents rather than one document's repetitions."""
+
+_HASH_P = 2**31 - 1
+_HASH_BASES = (1_000_003, 999_983)
+
+
+def window_hash(tokens_nW: Tensor) -> Tensor:
+    """[n] int64 fingerprint of each window of token ids [n, W]: two polynomial hashes mod 2^31 - 1 side by
+    side (no int64 overflow), so equal windows always match and different ones collide with odds ~2^-62."""
+    t = tokens_nW.long() + 2  # -1 (outside the text) becomes 1; ids stay positive
+    h1 = torch.zeros(t.shape[0], dtype=torch.long)
+    h2 = torch.zeros(t.shape[0], dtype=torch.long)
+    for w in range(t.shape[1]):
+        h1 = (h1 * _HASH_BASES[0] + t[:, w]) % _HASH_P
+        h2 = (h2 * _HASH_BASES[1] + t[:, w]) % _HASH_P
+    return h1 * (2**31) + h2
+
+
+def _rank_within(groups_FM: Tensor, valid_FM: Tensor) -> Tensor:
+    """For rows already in priority order: each valid entry's rank (0 = first) among the valid entries of
+    its row that share its group value, counting in row order; invalid entries get rank -1."""
+    F, M = groups_FM.shape
+    g = groups_FM.argsort(dim=1, stable=True)  # groups together, priority order kept inside each group
+    gs = groups_FM.gather(1, g)
+    vs = valid_FM.gather(1, g).long()
+    new = torch.ones_like(gs, dtype=torch.bool)
+    new[:, 1:] = gs[:, 1:] != gs[:, :-1]
+    pos = torch.arange(M).expand(F, M)
+    start = torch.where(new, pos, torch.zeros_like(pos)).cummax(dim=1).values
+    cs = vs.cumsum(1)
+    before = torch.where(start > 0, cs.gather(1, (start - 1).clamp_min(0)), torch.zeros_like(cs))
+    rank_sorted = torch.where(vs.bool(), cs - before - 1, torch.full_like(cs, -1))
+    return torch.empty_like(rank_sorted).scatter_(1, g, rank_sorted)
+
+
+def eligible_keys(keys_FM: Tensor, hashes_FM: Tensor, docs_FM: Tensor, per_document: int | None) -> Tensor:
+    """`keys_FM` with -inf where a candidate may not enter a feature's list: its window equals that of a
+    higher-keyed candidate (`hashes_FM`), or its document (`docs_FM`) already has `per_document`
+    higher-keyed candidates that are not duplicates (None: no cap). Ties keep column order."""
+    order = keys_FM.argsort(dim=1, descending=True, stable=True)
+    k_s = keys_FM.gather(1, order)
+    live = torch.isfinite(k_s)
+    dup = _rank_within(hashes_FM.gather(1, order), live) > 0
+    out_s = torch.where(dup, torch.full_like(k_s, -math.inf), k_s)
+    if per_document is not None:
+        capped = _rank_within(docs_FM.gather(1, order), live & ~dup) >= per_document
+        out_s = torch.where(capped, torch.full_like(k_s, -math.inf), out_s)
+    return torch.empty_like(out_s).scatter_(1, order, out_s)
 
 
 @dataclass
@@ -128,46 +183,85 @@ class ActivationHistogram:
 
 class TopContexts:
     """Per feature, the `k` contexts with the strongest peak activation, strongest kept by a streaming
-    top-k, each with the window (`left` tokens before, `right` after the peak) of tokens and activations."""
+    top-k, each with the window (`left` tokens before, `right` after the peak) of tokens and activations.
+
+    De-duplicated as it streams (see `eligible_keys`): a window identical to a higher-ranked one is left
+    out, and at most `per_document` contexts come from one document. `context_doc` [N] maps each source
+    context to its document (None: every context is its own document, and only identical windows are
+    removed).
+    """
 
     name = "top"
     """Prefix of the result's tensor names."""
 
-    def __init__(self, n_features: int, k: int, window: tuple[int, int]) -> None:
+    def __init__(self, n_features: int, k: int, window: tuple[int, int], *,
+                 context_doc: Tensor | None = None, per_document: int | None = PER_DOCUMENT) -> None:
         self.left, self.right = window
         W = self.left + 1 + self.right
         self.values = torch.full((n_features, k), -math.inf)
         self.context = torch.full((n_features, k), -1, dtype=torch.long)
         self.tokens = torch.full((n_features, k, W), -1, dtype=torch.int32)
         self.acts = torch.zeros((n_features, k, W))
+        self.hashes = torch.zeros((n_features, k), dtype=torch.long)
+        self.doc = torch.full((n_features, k), -1, dtype=torch.long)
+        self.context_doc = None if context_doc is None else torch.as_tensor(context_doc, dtype=torch.long)
+        self.per_document = per_document
+
+    def _docs(self, context_B: Tensor) -> Tensor:
+        """[B] document of each context; -1 - context where unknown (a document of its own)."""
+        own = -1 - context_B.long()
+        cd = self.context_doc
+        if cd is None or len(cd) == 0:
+            return own
+        inside = context_B < len(cd)
+        return torch.where(inside, cd[context_B.clamp(max=len(cd) - 1)], own)
 
     def update(self, b: LatentBatch) -> None:
         vals_FB = b.peaks[0].T.contiguous()
         keys_FB = self._keys(vals_FB)
-        keys_FK = self._ranks()
-        K = self.values.shape[1]
-        top_keys, sel = torch.cat([keys_FK, keys_FB], dim=1).topk(K, dim=1)
-        is_new = (sel >= K) & torch.isfinite(top_keys)
-        keep_old = sel < K
-        rows = torch.arange(self.values.shape[0])[:, None].expand_as(sel)
+        F, K = self.values.shape
+        B = vals_FB.shape[1]
+        # windows of every firing (feature, context) candidate: their fingerprints decide duplicates
+        fire_f, fire_b = torch.isfinite(keys_FB).nonzero(as_tuple=True)
+        win_tok, win_acts = b.windows(fire_f, fire_b, self.left, self.right)
+        slot_FB = torch.full((F, B), -1, dtype=torch.long)
+        slot_FB[fire_f, fire_b] = torch.arange(len(fire_f))
+        hash_FB = torch.zeros((F, B), dtype=torch.long)
+        hash_FB[fire_f, fire_b] = window_hash(win_tok)
+        doc_FB = self._docs(b.context)[None, :].expand(F, B)
+        keys = eligible_keys(torch.cat([self._ranks(), keys_FB], dim=1), torch.cat([self.hashes, hash_FB], dim=1),
+                             torch.cat([self.doc, doc_FB], dim=1), self.per_document)
+        top_keys, sel = keys.topk(K, dim=1)
+        live = torch.isfinite(top_keys)
+        is_new = (sel >= K) & live
+        keep_old = (sel < K) & live
+        rows = torch.arange(F)[:, None].expand_as(sel)
         old_j = sel.clamp(max=K - 1)
         r, j = rows[keep_old], old_j[keep_old]
         new_vals = torch.full_like(self.values, -math.inf)
         new_ctx = torch.full_like(self.context, -1)
         new_tok = torch.full_like(self.tokens, -1)
         new_acts = torch.zeros_like(self.acts)
+        new_hash = torch.zeros_like(self.hashes)
+        new_doc = torch.full_like(self.doc, -1)
         new_vals[keep_old] = self.values[r, j]
         new_ctx[keep_old] = self.context[r, j]
         new_tok[keep_old] = self.tokens[r, j]
         new_acts[keep_old] = self.acts[r, j]
+        new_hash[keep_old] = self.hashes[r, j]
+        new_doc[keep_old] = self.doc[r, j]
         if bool(is_new.any()):
             f_idx = rows[is_new]
             b_idx = sel[is_new] - K
+            s_idx = slot_FB[f_idx, b_idx]
             new_vals[is_new] = vals_FB[f_idx, b_idx]
             new_ctx[is_new] = b.context[b_idx]
-            new_tok[is_new], new_acts[is_new] = b.windows(f_idx, b_idx, self.left, self.right)
+            new_tok[is_new], new_acts[is_new] = win_tok[s_idx], win_acts[s_idx]
+            new_hash[is_new] = hash_FB[f_idx, b_idx]
+            new_doc[is_new] = doc_FB[f_idx, b_idx]
         self.values, self.context, self.tokens, self.acts = new_vals, new_ctx, new_tok, new_acts
-        self._set_ranks(top_keys)
+        self.hashes, self.doc = new_hash, new_doc
+        self._set_ranks(torch.where(live, top_keys, torch.full_like(top_keys, -math.inf)))
 
     def _keys(self, vals_FB: Tensor) -> Tensor:
         """Rank of each (feature, context) candidate; -inf where the feature does not fire."""
@@ -194,12 +288,13 @@ class TopContexts:
 
 class ContextSample(TopContexts):
     """A uniform sample of `k` contexts where each feature fires: `TopContexts` ranked by random keys
-    (a reservoir), seeded by `seed`."""
+    (a reservoir), seeded by `seed`, with the same de-duplication."""
 
     name = "sample"
 
-    def __init__(self, n_features: int, k: int, window: tuple[int, int], seed: int = 0) -> None:
-        super().__init__(n_features, k, window)
+    def __init__(self, n_features: int, k: int, window: tuple[int, int], seed: int = 0, *,
+                 context_doc: Tensor | None = None, per_document: int | None = PER_DOCUMENT) -> None:
+        super().__init__(n_features, k, window, context_doc=context_doc, per_document=per_document)
         self.generator = torch.Generator().manual_seed(seed)
         self.ranks = torch.full((n_features, k), -math.inf)
 
@@ -211,7 +306,7 @@ class ContextSample(TopContexts):
         return self.ranks
 
     def _set_ranks(self, top_keys: Tensor) -> None:
-        self.ranks = torch.where(torch.isfinite(top_keys), top_keys, torch.full_like(top_keys, -math.inf))
+        self.ranks = top_keys
 
 
 class CooccurrenceSample:
@@ -246,10 +341,13 @@ class CooccurrenceSample:
 
 __all__ = [
     "HIST_EDGES",
+    "PER_DOCUMENT",
     "ActivationHistogram",
     "ContextSample",
     "CooccurrenceSample",
     "FiringStats",
     "LatentBatch",
     "TopContexts",
+    "eligible_keys",
+    "window_hash",
 ]

@@ -1,8 +1,8 @@
 """Finding features: what fires on a prompt, on given tokens, and on the same concept across languages.
 
 - `prompt_activations(model, sae, text)`: each token's active features and values (the prompt view).
-- `features_for_text(model, sae, text, stats)`: features that fire most on a text, scored against their
-  corpus maximum so that always-on features do not crowd the list.
+- `features_for_text(model, sae, text, stats)`: features ranked by how *specific* they are to a text
+  (below), so that dense, generic features ("The", "(") do not crowd the list.
 - `features_for_tokens(stats, tokens)`: features whose top contexts peak on the given tokens.
 - `parallel_articles()` + `multilingual_features(model, sae, articles)`: the built-in corpus holds
   English, Spanish and French Wikipedia leads of the same vital articles. The Spanish and French files
@@ -10,7 +10,21 @@
   articles is the English title, and otherwise by a local title; each entry's `title` field is the
   resolved article title. An article is matched when its key or title equals an English key (the
   `titles_*.json` files only map titles to topics, so they do not help). A feature "fires on the same
-  concept across languages" when its per-article activation profile correlates across languages.
+  concept across languages" when its per-article activation profile correlates across languages;
+  `MultilingualFeatures.table` ranks those by specificity.
+
+Specificity (a lift): how much more a feature is active on the query than on an average corpus token,
+
+    specificity_f = q_f / c_f,   q_f = (sum of z_f over the query's n tokens) / n,
+                                 c_f = (N * mean_f + n * q_f) / (N + n)
+
+where mean_f is the feature's mean activation per corpus token (zeros included: `density * mean_act` of
+`FeatureStats`, or `corpus_baseline` on a held-out sample) over N tokens. The query is pooled into the
+corpus mean, which plays the part of the "+ eps" in q / (mean + eps) without a free constant: a feature
+that fires on the query as much as anywhere scores about 1, one that never fired in the corpus scores
+at most (N + n) / n, and one that is silent on the query scores 0. A generic feature that fires on a
+third of all tokens cannot score above 3; a feature for one word that fires on 1 token in 10,000 scores
+in the hundreds when the query contains that word.
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..data import WIKI_FILES, Document, wiki_articles
+from ..data import WIKI_FILES, Document, contexts, corpus, wiki_articles
 from ..errors import FeatureError
 from ..stream import stream_activations
 from .accumulators import LatentBatch
@@ -117,23 +131,83 @@ def prompt_activations(model: Model, sae, text: str, *, max_features: int = 32, 
 # -- search ---------------------------------------------------------------------------------------
 
 
-def features_for_text(model: Model, sae, text: str | Sequence[str], stats: FeatureStats | None = None, *, top: int = 20):
-    """Features that fire most on `text`, as a DataFrame (feature, max_on_text, mean_on_text, score, ...).
+def specificity(query_sum_F: Tensor, query_n: int | Tensor, corpus_mean_F: Tensor, corpus_n: int) -> Tensor:
+    """The specificity (lift) of each feature on a query (module docstring): `query_sum_F` is the sum of
+    each feature's activations over the query's `query_n` tokens, `corpus_mean_F` its mean activation per
+    token over `corpus_n` corpus tokens. Broadcasts, so queries may be stacked in front ([..., F])."""
+    n = torch.as_tensor(query_n, dtype=torch.float64)
+    q_sum = query_sum_F.double()
+    q = q_sum / n.clamp_min(1)
+    pooled = (corpus_mean_F.double() * corpus_n + q_sum) / (corpus_n + n)
+    return torch.where(q_sum > 0, q / pooled.clamp_min(1e-300), torch.zeros_like(q)).float()
 
-    With `stats`, score = max on the text / the feature's max over the corpus (1 means "as strongly as it
-    ever fires"), and the table shows density and label; without, score is the raw max.
+
+@torch.no_grad()
+def corpus_baseline(model: Model, sae, texts=None, *, n_tokens: int = 4096, context_len: int = 64,
+                    batch_size: int = 16, split: str = "test") -> tuple[Tensor, int]:
+    """(mean activation per token [F], tokens seen): each feature's baseline on a small held-out sample,
+    for `specificity` when no `FeatureStats` are at hand. `texts` None is the built-in corpus' `split`."""
+    if n_tokens < 1:
+        raise FeatureError(f"n_tokens must be >= 1 for a corpus baseline, got {n_tokens}")
+    hp = sae.cfg.hookpoint
+    if hp is None:
+        raise FeatureError("the SAE has no cfg.hookpoint: set sae.cfg.hookpoint to the hook point it was trained on")
+    docs = corpus(split=split) if texts is None else ([texts] if isinstance(texts, str) else texts)
+    ctx = contexts(model, docs, context_len=context_len, n_tokens=n_tokens)
+    total = torch.zeros(sae.n_latents, dtype=torch.float64)
+    seen = 0
+    for batch in stream_activations(model, ctx, [hp], batch_size=batch_size, device=sae.device):
+        lat = LatentBatch.encode(sae, batch, hp)
+        total += lat.z.sum((0, 1), dtype=torch.float64)
+        seen += lat.n_tokens
+    if seen == 0:
+        raise FeatureError("the baseline texts gave no tokens: pass longer texts or a FeatureStats as stats=")
+    return (total / seen).float(), seen
+
+
+TEXT_RANKS = ("specificity", "max")
+"""How `features_for_text` ranks: by specificity (default), or by the old score (max on the text, / the
+corpus max when stats are given)."""
+
+
+def features_for_text(model: Model, sae, text: str | Sequence[str], stats: FeatureStats | None = None, *,
+                      top: int = 20, rank: str = "specificity", baseline_tokens: int = 4096):
+    """Features most specific to `text` (a string or a list of them), as a DataFrame indexed by feature:
+    score (what the rows are ranked by), specificity, max_on_text, mean_on_text, corpus_mean, and with
+    `stats` density, dense, top_tokens and label.
+
+    `rank="specificity"` (default): mean activation on the text's tokens over the feature's mean
+    activation per corpus token (the module docstring's formula). The corpus mean comes from `stats`
+    (density x mean_act over its `n_tokens`); without stats it is measured on `baseline_tokens` tokens of
+    the built-in corpus' held-out split (`corpus_baseline`; one extra pass of a few seconds).
+    `rank="max"`: the old ranking, max on the text / the feature's corpus max with `stats`, the raw max
+    without (no baseline pass). Only features that fire on the text are listed.
     """
     import pandas as pd
 
+    if rank not in TEXT_RANKS:
+        raise FeatureError(f"unknown rank {rank!r}: rank by one of {', '.join(map(repr, TEXT_RANKS))}")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise FeatureError(f"top must be an int >= 1 (how many features to list), got {top!r}")
     texts = [text] if isinstance(text, str) else list(text)
     if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
         raise FeatureError("pass a non-empty string (or a list of them) to search features for")
     lat = _latents(model, sae, texts, 512)
     zk = lat.z[lat.keep]  # [n, F]
     mx, mean = zk.amax(0), zk.mean(0)
-    score = mx / stats.max_act.clamp_min(1e-6) if stats is not None else mx
+    if stats is not None:
+        base, base_n = stats.density * stats.mean_act, stats.n_tokens
+    elif rank == "specificity":
+        base, base_n = corpus_baseline(model, sae, n_tokens=baseline_tokens)
+    else:
+        base, base_n = None, 0
+    spec = specificity(zk.sum(0, dtype=torch.float64), zk.shape[0], base, base_n) if base is not None else None
+    if rank == "specificity":
+        score = spec
+    else:
+        score = mx / stats.max_act.clamp_min(1e-6) if stats is not None else mx
     score = torch.where(mx > 0, score, torch.zeros_like(score))
-    order = torch.argsort(score, descending=True)[:top]
+    order = torch.argsort(score, descending=True, stable=True)[:top]
     order = order[score[order] > 0]
     df = pd.DataFrame({
         "feature": order.tolist(),
@@ -141,8 +215,12 @@ def features_for_text(model: Model, sae, text: str | Sequence[str], stats: Featu
         "max_on_text": mx[order].numpy(),
         "mean_on_text": mean[order].numpy(),
     })
+    if spec is not None:
+        df.insert(2, "specificity", spec[order].numpy())
+        df["corpus_mean"] = base[order].numpy()
     if stats is not None:
         df["density"] = stats.density[order].numpy()
+        df["dense"] = stats.is_dense()[order].numpy()
         df["top_tokens"] = [" | ".join(stats.peak_tokens(f, 3)) for f in order.tolist()]
         df["label"] = [stats.labels.get(f, "") for f in order.tolist()]
     return df.set_index("feature")
@@ -218,20 +296,63 @@ def parallel_articles(languages: Sequence[str] = LANGUAGES, *, limit: int | None
     return out
 
 
+MULTILINGUAL_RANKS = ("specificity", "correlation")
+"""How `MultilingualFeatures.table` ranks: by specificity (default) or by cross-language correlation."""
+
+
 @dataclass
 class MultilingualFeatures:
-    """Per-article maximum activation of every feature in each language, and what it says."""
+    """Per-article activations of every feature in each language, and what they say."""
 
     articles: list[str]
     languages: list[str]
     max_acts: Tensor
     """[L, A, F]: each feature's strongest activation on each article's lead, per language."""
+    sum_acts: Tensor | None = None
+    """[L, A, F]: the sum of each feature's activations over each lead's tokens (None: not recorded)."""
+    n_tokens: Tensor | None = None
+    """[L, A]: tokens of each lead."""
+    corpus_mean: Tensor | None = None
+    """[F]: mean activation per corpus token from `FeatureStats` (None: the leads themselves are the corpus)."""
+    corpus_tokens: int = 0
+    """Tokens behind `corpus_mean`."""
 
-    def table(self, top: int = 20, min_articles: int = 2):
-        """Features whose article profile agrees across languages: score = mean Pearson correlation over
-        language pairs of the [A] profiles; a feature must fire on `min_articles` articles in every language."""
+    def lift(self) -> Tensor:
+        """[L, A, F]: the specificity of each feature on each lead (module docstring). The corpus is the
+        `FeatureStats` given to `multilingual_features`, else every lead in every language together."""
+        if self.sum_acts is None or self.n_tokens is None:
+            raise FeatureError(
+                "these MultilingualFeatures hold no per-lead sums: compute them with multilingual_features(...) "
+                "or rank by 'correlation'"
+            )
+        n = self.n_tokens.double()[..., None]  # [L, A, 1]
+        if self.corpus_mean is not None:
+            return specificity(self.sum_acts, n, self.corpus_mean, self.corpus_tokens)
+        mean = self.sum_acts.double().sum((0, 1)) / n.sum().clamp_min(1)
+        q = self.sum_acts.double() / n.clamp_min(1)
+        return torch.where(self.sum_acts > 0, q / mean.clamp_min(1e-300), torch.zeros_like(q)).float()
+
+    def table(self, top: int = 20, min_articles: int = 2, *, rank: str = "specificity", min_correlation: float = 0.0):
+        """Features that fire on the same concept across languages.
+
+        A feature qualifies when it fires on at least `min_articles` articles in every language. Columns:
+        correlation (mean Pearson correlation over language pairs of its [A] max-activation profiles, and
+        each pair's), specificity (the largest, over articles, of the lowest over languages of its lift on
+        that article's lead: how specific it is to one article in its weakest language), and score, what
+        the rows are ranked by.
+
+        `rank="specificity"` (default): qualifying features with correlation above `min_correlation`, by
+        specificity, so that features that fire on every lead ("(", dates, names' pieces shared by many
+        articles) sink. `rank="correlation"`: the old ranking, by correlation alone.
+        """
         import pandas as pd
 
+        if rank not in MULTILINGUAL_RANKS:
+            raise FeatureError(f"unknown rank {rank!r}: rank by one of {', '.join(map(repr, MULTILINGUAL_RANKS))}")
+        if isinstance(min_articles, bool) or not isinstance(min_articles, int) or min_articles < 1:
+            raise FeatureError(f"min_articles must be an int >= 1, got {min_articles!r}")
+        if not -1 <= min_correlation <= 1:
+            raise FeatureError(f"min_correlation must be in [-1, 1] (a Pearson correlation), got {min_correlation!r}")
         L, A, F = self.max_acts.shape
         fires = (self.max_acts > 0).sum(1)  # [L, F]
         ok = (fires >= min_articles).all(0)
@@ -239,16 +360,29 @@ class MultilingualFeatures:
         z = z / z.norm(dim=1, keepdim=True).clamp_min(1e-9)
         pairs = list(combinations(range(L), 2))
         corr = torch.stack([(z[i] * z[j]).sum(0) for i, j in pairs])  # [P, F]
-        score = torch.where(ok, corr.mean(0), torch.full((F,), -1.0))
-        order = torch.argsort(score, descending=True)[:top]
+        agreement = corr.mean(0)
+        if rank == "specificity" or self.sum_acts is not None:
+            spec_AF = self.lift().amin(0)  # [A, F]: each article in the feature's weakest language
+            spec = spec_AF.amax(0)
+        else:
+            spec_AF = spec = None
+        if rank == "specificity":
+            keep = ok & (agreement > min_correlation)
+            score = torch.where(keep, spec, torch.full((F,), -1.0))
+        else:
+            score = torch.where(ok, agreement, torch.full((F,), -1.0))
+        order = torch.argsort(score, descending=True, stable=True)[:top]
         order = order[score[order] > -1]
         short = [lang.replace("wiki_", "") for lang in self.languages]
-        rows: dict[str, Any] = {"feature": order.tolist(), "score": score[order].numpy()}
+        rows: dict[str, Any] = {"feature": order.tolist(), "score": score[order].numpy(),
+                                "correlation": agreement[order].numpy()}
+        if spec is not None:
+            rows["specificity"] = spec[order].numpy()
         for p, (i, j) in enumerate(pairs):
             rows[f"corr_{short[i]}_{short[j]}"] = corr[p, order].numpy()
-        mean_over = self.max_acts.mean(0)  # [A, F]
+        by_article = spec_AF if (rank == "specificity" and spec_AF is not None) else self.max_acts.mean(0)  # [A, F]
         rows["articles"] = [
-            ", ".join(self.articles[a] for a in torch.argsort(mean_over[:, f], descending=True)[:3].tolist())
+            ", ".join(self.articles[a] for a in torch.argsort(by_article[:, f], descending=True)[:3].tolist())
             for f in order.tolist()
         ]
         return pd.DataFrame(rows).set_index("feature")
@@ -268,31 +402,47 @@ class MultilingualFeatures:
 
 
 def multilingual_features(
-    model: Model, sae, articles: Sequence[ParallelArticle], *, tokens_per_doc: int = 48, batch_size: int = 16, progress: bool = True
+    model: Model, sae, articles: Sequence[ParallelArticle], *, stats: FeatureStats | None = None,
+    tokens_per_doc: int = 48, batch_size: int = 16, progress: bool = True
 ) -> MultilingualFeatures:
-    """Run each article's lead (first `tokens_per_doc` tokens) in every language through model and SAE."""
+    """Run each article's lead (first `tokens_per_doc` tokens) in every language through model and SAE.
+
+    With `stats`, specificity is measured against its corpus (density x mean_act); without, against all
+    the leads together (every language), which is corpus enough when there are many articles.
+    """
     if not articles:
         raise FeatureError("no parallel articles given: call parallel_articles(limit=50) and pass its result")
     languages = list(articles[0].docs)
-    out = torch.zeros(len(languages), len(articles), sae.n_latents)
+    shape = (len(languages), len(articles), sae.n_latents)
+    out, sums = torch.zeros(shape), torch.zeros(shape)
+    n_tok = torch.zeros(len(languages), len(articles))
     bar = tqdm(total=len(languages) * len(articles), desc="multilingual", disable=not progress)
     for li, lang in enumerate(languages):
         docs = [a.docs[lang] for a in articles]
         for s in range(0, len(docs), batch_size):
-            z = _latents(model, sae, [d.text for d in docs[s : s + batch_size]], tokens_per_doc).z
+            lat = _latents(model, sae, [d.text for d in docs[s : s + batch_size]], tokens_per_doc)
+            z = lat.z
             out[li, s : s + len(z)] = z.amax(1)
+            sums[li, s : s + len(z)] = z.sum(1)
+            n_tok[li, s : s + len(z)] = lat.keep.sum(1).float()
             bar.update(len(z))
     bar.close()
-    return MultilingualFeatures([a.key for a in articles], languages, out)
+    mean = None if stats is None else (stats.density * stats.mean_act)
+    return MultilingualFeatures([a.key for a in articles], languages, out, sums, n_tok, mean,
+                                0 if stats is None else stats.n_tokens)
 
 
 __all__ = [
+    "MULTILINGUAL_RANKS",
     "MultilingualFeatures",
     "ParallelArticle",
     "PromptActivations",
+    "TEXT_RANKS",
+    "corpus_baseline",
     "features_for_text",
     "features_for_tokens",
     "multilingual_features",
     "parallel_articles",
     "prompt_activations",
+    "specificity",
 ]

@@ -1,6 +1,7 @@
 """FeatureBrowser: a sortable, filterable, searchable table of every feature (`FeatureTable`, numbers sent
 as packed float32 bytes, rows rendered virtually so 16k+ features stay fast) above a `FeatureDashboard`
-that shows the selected row."""
+that shows the selected row. The default order is `FeatureStats.order()`: by interpretability score,
+dense features (flagged in the table) and features that never fired last."""
 
 from __future__ import annotations
 
@@ -11,11 +12,20 @@ import numpy as np
 import traitlets
 
 from ..errors import WidgetError
-from ..features import FeatureStats
+from ..features import DENSE_DENSITY, FeatureStats
 from .base import SaeWidget, export_html
 from .dashboard import FeatureDashboard
 
-SORTABLE = ("feature", "density", "mean_act", "max_act", "top_tokens", "label")
+SORTABLE = ("score", "feature", "density", "mean_act", "max_act", "top_tokens", "label")
+NUMERIC = ("density", "mean_act", "max_act", "score", "rank", "dense")
+"""Rows of the packed `_numeric` bytes, F float32 each: rank is the position in `FeatureStats.order()`,
+dense is 1.0 for dense features."""
+
+
+def _check_sort(sort_by: str) -> str:
+    if sort_by not in SORTABLE:
+        raise WidgetError(f"unknown sort_by {sort_by!r}: sort the feature table by one of {', '.join(map(repr, SORTABLE))}")
+    return sort_by
 
 
 def _shown(token: str) -> str:
@@ -31,35 +41,46 @@ class FeatureTable(SaeWidget):
 
     selected = traitlets.Int(-1).tag(sync=True)
     """Feature of the selected row, -1 when none is."""
-    sort_by = traitlets.Enum(SORTABLE, "max_act").tag(sync=True)
+    sort_by = traitlets.Enum(SORTABLE, "score").tag(sync=True)
+    """Column the rows are sorted by; 'score' is `FeatureStats.order()` (dense and dead features last)."""
     descending = traitlets.Bool(True).tag(sync=True)
     query = traitlets.Unicode("").tag(sync=True)
     """Search text: '#12' finds feature 12; other text matches top tokens and labels."""
     min_log_density = traitlets.Float(-8.0).tag(sync=True)
     """Rows with density below 10**min_log_density are hidden (-8: show all, dead features too)."""
     labels = traitlets.Dict({}).tag(sync=True)
+    _dense_threshold = traitlets.Float(DENSE_DENSITY).tag(sync=True)
+    """Density above which a feature is flagged dense (`saekit.features.DENSE_DENSITY`), for the tooltip."""
     _numeric = traitlets.Bytes(b"").tag(sync=True)
     _text = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
     def __init__(self, stats: FeatureStats, **kwargs: Any) -> None:
         if not isinstance(stats, FeatureStats):
             raise WidgetError(f"FeatureTable takes FeatureStats, got {type(stats).__name__}")
+        _check_sort(kwargs.get("sort_by", "score"))
         super().__init__(**kwargs)
         self.stats = stats
-        cols = np.stack([stats.density.numpy(), stats.mean_act.numpy(), stats.max_act.numpy()]).astype("<f4")
-        self._numeric = cols.tobytes()  # [3, F] row-major: density | mean_act | max_act
-        self._text = [" | ".join(_shown(t) for t in stats.peak_tokens(f, 3)) for f in range(stats.n_features)]
+        F = stats.n_features
+        rank = np.empty(F, dtype=np.float64)
+        rank[np.asarray(stats.order(), dtype=np.int64)] = np.arange(F)
+        cols = np.stack([stats.density.numpy(), stats.mean_act.numpy(), stats.max_act.numpy(), stats.score().numpy(),
+                         rank, stats.is_dense().numpy()]).astype("<f4")
+        self._numeric = cols.tobytes()  # [len(NUMERIC), F] row-major
+        self._text = [" | ".join(_shown(t) for t in stats.peak_tokens(f, 3)) for f in range(F)]
         self.labels = {str(k): v for k, v in stats.labels.items()}
 
     def order(self) -> list[int]:
         """Features in the table's current sort order and filter (what the front end shows)."""
-        df = self.stats.table()
+        df = self.stats.table(sort_by="feature")
         df = df[df["density"] >= (10.0 ** self.min_log_density if self.min_log_density > -8 else -1)]
         q = self.query.strip().lower()
         if q.lstrip("#").isdigit():
             df = df[df.index == int(q.lstrip("#"))]
         elif q:
             df = df[df["top_tokens"].str.lower().str.contains(q, regex=False) | df["label"].str.lower().str.contains(q, regex=False)]
+        if self.sort_by == "score":
+            shown = set(df.index)
+            return [f for f in self.stats.order("score", descending=self.descending) if f in shown]
         df = df.sort_index(ascending=not self.descending) if self.sort_by == "feature" else df.sort_values(self.sort_by, ascending=not self.descending, kind="stable")
         return [int(f) for f in df.index]
 
@@ -74,10 +95,11 @@ class FeatureBrowser(ipywidgets.VBox):
     the dashboard show up in the table and are saved with the statistics.
     """
 
-    def __init__(self, stats: FeatureStats, *, selected: int | None = None, sort_by: str = "max_act",
+    def __init__(self, stats: FeatureStats, *, selected: int | None = None, sort_by: str = "score",
                  query: str = "", min_log_density: float = -8.0) -> None:
         if not isinstance(stats, FeatureStats):
             raise WidgetError(f"FeatureBrowser takes FeatureStats, got {type(stats).__name__}")
+        _check_sort(sort_by)
         self.stats = stats
         self.table = FeatureTable(stats, sort_by=sort_by, query=query, min_log_density=min_log_density)
         first = selected if selected is not None else (self.table.order() or [0])[0]

@@ -1,7 +1,10 @@
 """FeatureDashboard: one feature's statistics, contexts, logit effects and neighbours (a thin view of
-`FeatureStats.view`). Clicking a neighbour sets `feature`; clicking a token sets `clicked_token` and
-navigates to the feature whose top contexts most often peak on that token; editing the label writes it
-into the statistics (and to disk when they live in a folder)."""
+`FeatureStats.view`): the dense flag and the interpretability score (with its terms) in the header, an
+activation histogram with labelled axes, each context's source document when known, and a caveat on the
+logit effects (direct logit-lens effects, weakly meaningful at middle layers). Clicking a neighbour sets
+`feature`; clicking a token sets `clicked_token` and navigates to the feature whose top contexts most
+often peak on that token; editing the label writes it into the statistics (and to disk when they live in
+a folder)."""
 
 from __future__ import annotations
 
