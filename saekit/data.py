@@ -1,4 +1,4 @@
-"""Text sources -> fixed-length token contexts.
+"""Text sources -> token contexts (BOS first, padded on the right).
 
 Built-in offline corpus (no hub at run time):
 - `wiki_en`, `wiki_es`, `wiki_fr`: lead sections of Wikipedia's ~10,000 level-4 vital articles, from the
@@ -34,6 +34,8 @@ SOURCES = (*WIKI_FILES, "python")
 DEFAULT_MIX: dict[str, float] = {"wiki_en": 0.55, "wiki_es": 0.1, "wiki_fr": 0.1, "python": 0.25}
 """Default mixture by tokens: English prose, other languages and code."""
 TEST_FRACTION = 0.05
+BUILTIN_MIN_TOKENS = 8
+"""`contexts`' default `min_tokens` for the built-in corpus: a document's last piece shorter than this is dropped."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Document:
 
 
 class TokenContexts(NamedTuple):
-    """Fixed-length contexts: BOS first, padded on the right."""
+    """Contexts of one width T: BOS first, padded on the right (`contexts` says what T is)."""
 
     input_ids: Tensor
     """[N, T] token ids."""
@@ -221,19 +223,33 @@ def contexts(
     context_len: int = 128,
     n_tokens: int | None = None,
     n_contexts: int | None = None,
-    min_tokens: int = 8,
+    min_tokens: int | None = None,
     batch_docs: int = 64,
 ) -> TokenContexts:
-    """Tokenise documents into [N, context_len] contexts: BOS, then up to context_len - 1 tokens.
+    """Tokenise documents into [N, T] contexts: BOS, then up to context_len - 1 tokens, padded on the right.
 
-    A long document is cut into several contexts; the last piece is padded (or dropped when shorter
-    than `min_tokens`). Stops once `n_tokens` text tokens (BOS not counted) or `n_contexts` contexts
-    are collected.
+    A long document is cut into several contexts; its last piece is padded, or dropped when shorter than
+    `min_tokens` tokens. `min_tokens` None (the default) is 8 for documents of the built-in corpus
+    (`documents` None, `corpus()`, `source_documents`: a `Document.source` in `SOURCES`) and 1 for
+    everything else (users' strings and files, Hugging Face rows), so a user's short sentence is kept.
+    Texts that are empty or only whitespace are skipped.
+
+    T is `context_len`, except when no context comes from the built-in corpus: then the trailing columns
+    that are padding in every row are trimmed, so T is the longest context (one sentence of n tokens
+    gives [1, n + 1], BOS included, with no padding). Stops once `n_tokens` text tokens (BOS not counted)
+    or `n_contexts` contexts are collected.
     `tokenizer` may be a saekit `Model` (its tokenizer is used). `documents` None means `corpus()`.
+    Raises `CorpusError` when no text is given, all of it is empty or whitespace, or nothing is long
+    enough for `min_tokens`.
     """
     tok = getattr(tokenizer, "tokenizer", tokenizer)
     if context_len < 2:
         raise CorpusError(f"context_len must be at least 2 (BOS + one token), got {context_len}")
+    if min_tokens is not None and min_tokens < 1:
+        raise CorpusError(f"min_tokens must be at least 1 (or None for the default), got {min_tokens}")
+    for name, value in (("n_tokens", n_tokens), ("n_contexts", n_contexts)):
+        if value is not None and value < 1:
+            raise CorpusError(f"{name} must be at least 1 (or None for no limit), got {value}")
     if documents is None:
         documents = corpus()
     elif isinstance(documents, str):
@@ -245,20 +261,29 @@ def contexts(
     doc_of_row: list[int] = []
     docs_used: list[Document] = []
     got_tokens = 0
+    seen = blank = 0  # documents given, and those that were empty or whitespace
+    builtin = False  # whether any context comes from the built-in corpus (then T stays context_len)
 
     def done() -> bool:
         return (n_tokens is not None and got_tokens >= n_tokens) or (n_contexts is not None and len(rows) >= n_contexts)
 
+    def shortest(d: Document) -> int:
+        if min_tokens is not None:
+            return min_tokens
+        return BUILTIN_MIN_TOKENS if d.source in SOURCES else 1
+
     def flush(batch: list[Document]) -> None:
-        nonlocal got_tokens
+        nonlocal got_tokens, builtin
         enc = tok([d.text for d in batch], add_special_tokens=False)["input_ids"]
         for d, ids in zip(batch, enc):
+            least = shortest(d)
             for s in range(0, len(ids), body):
                 piece = ids[s : s + body]
-                if len(piece) < min_tokens or done():
+                if len(piece) < least or done():
                     break
                 if not docs_used or docs_used[-1] is not d:
                     docs_used.append(d)
+                builtin = builtin or d.source in SOURCES
                 rows.append([bos] + piece)
                 doc_of_row.append(len(docs_used) - 1)
                 got_tokens += len(piece)
@@ -269,6 +294,10 @@ def contexts(
             d = Document(d, "user", str(i))
         if not isinstance(d, Document):
             raise CorpusError(f"document #{i} is a {type(d).__name__}; pass strings or saekit.data.Document")
+        seen += 1
+        if not d.text.strip():
+            blank += 1
+            continue
         batch.append(d)
         if len(batch) >= batch_docs:
             flush(batch)
@@ -278,13 +307,21 @@ def contexts(
     if batch and not done():
         flush(batch)
     if not rows:
+        if not seen:
+            raise CorpusError("no texts were given, so there are no contexts: pass at least one non-empty string or Document")
+        if blank == seen:
+            raise CorpusError(
+                f"all {seen} text(s) are empty or only whitespace, so there are no contexts: pass text with words in it"
+            )
+        least = min_tokens if min_tokens is not None else f"{BUILTIN_MIN_TOKENS} for the built-in corpus, 1 otherwise"
         raise CorpusError(
-            "the corpus produced no contexts: the texts are empty or shorter than "
-            f"min_tokens={min_tokens} tokens; pass longer texts or lower min_tokens."
+            f"the texts produced no contexts: every one is shorter than min_tokens ({least}) tokens; "
+            "pass longer texts or lower min_tokens."
         )
     N = len(rows)
-    ids = torch.full((N, context_len), pad, dtype=torch.long)
-    mask = torch.zeros((N, context_len), dtype=torch.long)
+    T = context_len if builtin else max(len(row) for row in rows)
+    ids = torch.full((N, T), pad, dtype=torch.long)
+    mask = torch.zeros((N, T), dtype=torch.long)
     for r, row in enumerate(rows):
         ids[r, : len(row)] = torch.tensor(row)
         mask[r, : len(row)] = 1

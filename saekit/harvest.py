@@ -61,7 +61,9 @@ def harvest(
     d = {h: model.d_model for h in cfg.hookpoints}
     info = {
         "model": model.name,
-        "context_len": ctx.input_ids.shape[1],
+        # the setting, not the tensor's width: contexts trims users' short texts to their longest context,
+        # and every harvested position lies below context_len either way
+        "context_len": ctx.input_ids.shape[1] if isinstance(texts, TokenContexts) else cfg.context_len,
         "n_contexts": len(ctx),
         "drop_bos": cfg.drop_bos,
         "drop_pad": cfg.drop_pad,

@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 
+import saekit
 from saekit import data
 from saekit.data import CorpusError
 from tiny import byte_tokenizer
@@ -66,8 +67,65 @@ def test_users_text_files_and_strings(tmp_path):
 
 @pytest.mark.parametrize("texts", [[], ["", "   "], ["hi"]])
 def test_empty_corpus_is_a_clear_error(texts):
+    docs = data.text_documents(texts) if texts else []
+    if texts == ["hi"]:  # a user's short text is kept by default; only an explicit min_tokens drops it
+        assert data.contexts(byte_tokenizer(), docs, context_len=16).input_ids.shape == (1, 3)
+        with pytest.raises(CorpusError, match=r"shorter than min_tokens \(8\)"):
+            data.contexts(byte_tokenizer(), docs, context_len=16, min_tokens=8)
+        return
     with pytest.raises(CorpusError, match="no contexts"):
-        data.contexts(byte_tokenizer(), data.text_documents(texts) if texts else [], context_len=16)
+        data.contexts(byte_tokenizer(), docs, context_len=16)
+
+
+@pytest.mark.parametrize(
+    "texts, message",
+    [
+        ([], "no texts were given"),
+        (iter([]), "no texts were given"),
+        ([""], "empty or only whitespace"),
+        (["   ", "\n\t "], "all 2 text\\(s\\) are empty or only whitespace"),
+        ("  ", "empty or only whitespace"),
+        ([data.Document(" \n", "user", "0")], "empty or only whitespace"),
+    ],
+)
+def test_no_text_or_only_whitespace_is_a_corpus_error(texts, message):
+    """An empty list, or texts that are only whitespace, raise saekit's CorpusError naming the problem and
+    the fix (never a context of whitespace tokens, never a bare IndexError)."""
+    with pytest.raises(CorpusError, match=message) as e:
+        data.contexts(byte_tokenizer(), texts, context_len=16)
+    assert isinstance(e.value, saekit.SaekitError) and "pass" in str(e.value)
+
+
+def test_a_users_short_text_is_kept_and_not_padded():
+    """One short sentence gives [1, n + 1] (BOS + its n tokens), with no padding column."""
+    tok = byte_tokenizer()
+    text = "The Eiffel Tower is in Paris."
+    n = len(tok(text, add_special_tokens=False)["input_ids"])
+    ctx = data.contexts(tok, [text])
+    assert ctx.input_ids.shape == (1, n + 1) and bool(ctx.attention_mask.all())
+    assert ctx.input_ids[0, 0] == tok.bos_token_id
+    # several short texts: padded to the longest of them, not to context_len; blank ones skipped
+    ctx = data.contexts(tok, ["short", "   ", "a little longer"], context_len=64)
+    assert ctx.input_ids.shape == (2, 1 + len("a little longer")) and ctx.attention_mask.sum(1).tolist() == [6, 16]
+    assert [d.text for d in ctx.documents] == ["short", "a little longer"]
+    # a long text's short last piece is kept for users' text (min_tokens 1), dropped at min_tokens=8
+    assert data.contexts(tok, ["x" * 65], context_len=32).attention_mask.sum(1).tolist() == [32, 32, 4]
+    assert data.contexts(tok, ["x" * 65], context_len=32, min_tokens=8).attention_mask.sum(1).tolist() == [32, 32]
+    with pytest.raises(CorpusError, match="min_tokens must be at least 1"):
+        data.contexts(tok, ["x"], min_tokens=0)
+    with pytest.raises(CorpusError, match="n_tokens must be at least 1"):
+        data.contexts(tok, ["x"], n_tokens=0)
+
+
+def test_builtin_corpus_keeps_context_len_and_min_tokens_8():
+    """The built-in corpus keeps its width context_len and its default min_tokens of 8, passed or not."""
+    tok = byte_tokenizer()
+    docs = list(itertools.islice(data.corpus(), 3))
+    short = data.Document(docs[0].text[:5], docs[0].source, docs[0].key)  # a built-in document under 8 tokens
+    ctx = data.contexts(tok, [short, *docs], context_len=4096, n_contexts=2)
+    assert ctx.input_ids.shape[1] == 4096 and ctx.documents[0] is not short
+    with pytest.raises(CorpusError, match=r"shorter than min_tokens \(8 for the built-in corpus"):
+        data.contexts(tok, [short], context_len=32)
 
 
 def test_unknown_source_and_empty_mix():

@@ -9,6 +9,7 @@ import saekit
 from saekit import ActivationCache, HarvestConfig
 from saekit.harvest import HarvestError
 from saekit.store import CacheError, ShuffleBuffer
+from saekit.stream import cached_activations
 from tiny import tiny_model
 
 TEXTS = [("The quick brown fox jumps over the lazy dog. " * 6)[: 40 + 13 * i] for i in range(40)]
@@ -79,6 +80,24 @@ def test_nan_activations_are_a_clear_error(model, monkeypatch):
     monkeypatch.setattr(type(model), "capture", nan_capture)
     with pytest.raises(HarvestError, match="NaN or inf"):
         saekit.harvest(model, TEXTS, hookpoints="resid_post.0", n_tokens=100, progress=False)
+
+
+def test_short_user_texts_harvest_every_token_and_resume(model, tmp_path):
+    """Users' short texts are contexts narrower than context_len (trimmed padding); the cache still records
+    the requested context_len, its rows replay on that grid, and a rerun with the same settings reuses it."""
+    short = ["Hi.", "The Eiffel Tower is in Paris.", "   "]
+    cfg = HarvestConfig(hookpoints=("resid_post.1",), context_len=64, batch_size=2)
+    ctx = saekit.contexts(model, short, context_len=64)
+    assert len(ctx) == 2 and ctx.input_ids.shape[1] < 64 and bool(ctx.attention_mask[1].all())
+    cache = saekit.harvest(model, short, cfg=cfg, n_tokens=10**6, out=tmp_path / "c", progress=False)
+    assert cache.info["context_len"] == 64 and cache.n_tokens == int(ctx.attention_mask.sum()) - len(ctx)
+    acts = model.capture(ctx.input_ids, ["resid_post.1"], attention_mask=ctx.attention_mask)["resid_post.1"]
+    keep = ctx.attention_mask.bool() & (ctx.input_ids != model.bos_token_id)
+    torch.testing.assert_close(cache.load(), acts[keep])
+    (batch,) = cached_activations(cache, ["resid_post.1"], batch_size=8)
+    assert batch.keep.shape == (2, 64) and batch.n_tokens == cache.n_tokens
+    again = saekit.harvest(model, short, cfg=cfg, n_tokens=10**6, out=tmp_path / "c", progress=False)
+    assert again.shards == cache.shards
 
 
 def test_bad_hookpoint_fails_before_any_forward(model, monkeypatch):

@@ -506,7 +506,7 @@ def _decode(stored: dict[str, Tensor]) -> dict[str, Tensor]:
             out[k] = t.long()
         elif k.endswith("_tokens") and t.dtype == torch.int16:
             if vocab is None:
-                raise ValueError(f"{k} holds int16 token indices but the file has no {_VOCAB_KEY}")
+                raise FeatureError(f"{k} holds int16 token indices but the file has no {_VOCAB_KEY}")
             ids = vocab.long()[t.long().clamp_min(0)]
             out[k] = torch.where(t >= 0, ids, -1).to(torch.int32)
     return out

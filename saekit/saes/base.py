@@ -143,7 +143,11 @@ class Sae(nn.Module):
         return self.W_dec.device
 
     def encode(self, x: Tensor) -> Tensor:
-        """Dense latent activations [..., F] for activations [..., D]."""
+        """Dense latent activations [..., F] for activations [..., D].
+
+        Every row is encoded, padding included: from a padded batch [B, T, D], pass the real positions,
+        `acts[ctx.attention_mask.bool()]` (or `saekit.tokens.keep_mask`, which also leaves out BOS).
+        """
         x_BD, lead = self._flatten(x)
         acts, idx = self.encode_raw(x_BD)
         if is_dense_code(idx):
