@@ -19,6 +19,10 @@ def test_wheel_ships_widget_assets_and_the_cli(tmp_path):
     shipped = {Path(n).name for n in names if n.startswith("saekit/_widgets/")}
     assert {p.name for p in (ROOT / "widgets").iterdir() if p.suffix in (".js", ".css")} <= shipped
     assert any(n.endswith("entry_points.txt") for n in names) and "saekit/cli.py" in names
+    # the shipped SAEs travel with the package (their safetensors are exempted from .gitignore's *.safetensors)
+    shipped_saes = {p.relative_to(ROOT).as_posix() for p in (ROOT / "saekit" / "pretrained").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert any(n.endswith("sae_weights.safetensors") for n in shipped_saes)
+    assert shipped_saes <= set(names), sorted(shipped_saes - set(names))[:5]
 
 
 def test_import_has_no_side_effects(tmp_path):
