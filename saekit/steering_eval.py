@@ -13,6 +13,8 @@ Each continuation is scored, unsteered (the steering is off while scoring):
 
 - concept: the feature's mean activation over the generated tokens, in units of its maximum activation
   over the corpus (the model re-reads the generated text without steering, so this measures the text);
+- concept hits: the fraction of continuations in which the feature fires on at least one generated token
+  (re-read unsteered; for a feature of one word, the share of continuations that use the word);
 - concept tokens: the fraction of generated tokens that are among the feature's peak tokens;
 - fluency: the mean negative log-likelihood per generated token under the unsteered model (lower is
   more fluent; the unsteered continuation is the reference).
@@ -60,9 +62,12 @@ class SteeringPoint:
     """Mean negative log-likelihood per generated token under the unsteered model (fluency; lower is better)."""
     samples: list[str] = field(default_factory=list)
     """The generated continuations (prompt excluded)."""
+    concept_hits: float = 0.0
+    """Fraction of continuations in which the feature fires on at least one generated token (re-read unsteered)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("method", "strength", "raw_strength", "concept", "concept_tokens", "nll", "samples")}
+        keys = ("method", "strength", "raw_strength", "concept", "concept_hits", "concept_tokens", "nll", "samples")
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass
@@ -217,18 +222,21 @@ def steering_eval(
     bar.close()
 
     def score(method: str, strength: float, runs: list[tuple[Tensor, Tensor]]) -> SteeringPoint:
-        acts, nll, hits, n_tok, texts = 0.0, 0.0, 0, 0, []
+        acts, nll, hits, n_tok, texts, fired = 0.0, 0.0, 0, 0, [], 0
         for ids, new in runs:
             full = torch.cat([ids, new], dim=1)  # [n, T + new]
             T = ids.shape[1]
             x = model.capture(full, [hookpoint])[hookpoint][:, T:].float()  # [n, new, D], unsteered
-            acts += float(enc_f(x.reshape(-1, x.shape[-1])).sum())
+            z_nT = enc_f(x.reshape(-1, x.shape[-1])).reshape(x.shape[0], x.shape[1])  # [n, new]
+            acts += float(z_nT.sum())
+            fired += int((z_nT > 0).any(1).sum())
             nll += float(model.token_nll(full)[:, T - 1 :].sum())  # the NLL of each generated token
             for row in new.tolist():
                 hits += sum(_key(model.tokenizer.decode([t])) in concept_keys for t in row)
                 texts.append(model.tokenizer.decode(row, skip_special_tokens=True))
             n_tok += new.numel()
-        return SteeringPoint(method, strength, strength * scale, acts / n_tok / scale, hits / n_tok, nll / n_tok, texts)
+        return SteeringPoint(method, strength, strength * scale, acts / n_tok / scale, hits / n_tok, nll / n_tok, texts,
+                             fired / max(len(texts), 1))
 
     points = [score("none", 0.0, reference)]
     points += [score(m, s, results[(m, s)]) for m, s in jobs]

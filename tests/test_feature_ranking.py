@@ -246,6 +246,20 @@ def test_text_search_ranks_the_specific_feature_first(known):
         features_for_text(model, sae, "zoo", stats, rank="best")
 
 
+def test_coverage_rank_prefers_the_feature_that_fires_across_the_text(known):
+    """Coverage = share of the text's tokens where a feature fires - its corpus density; dense latents out."""
+    model, sae, _, stats = known
+    text = "bob knew a wavy yak by a bay with a kiwi, and a zoo"
+    for df in (features_for_text(model, sae, text, stats, rank="coverage"),
+               features_for_text(model, sae, text, rank="coverage", baseline_tokens=2048)):
+        assert DENSE not in df.index, "a dense latent fires everywhere: not a concept"
+        assert df.index[0] == RARE and ZED in df.index
+        assert df.loc[RARE, "coverage"] > df.loc[ZED, "coverage"] > 0
+        assert (df["score"] <= df["coverage"] + 1e-6).all() and (df["score"].diff().dropna() <= 1e-6).all()
+    lat = features_for_text(model, sae, text, stats, rank="coverage")
+    assert lat.loc[RARE, "score"] == pytest.approx(lat.loc[RARE, "coverage"] - float(stats.density[RARE]), abs=1e-6)
+
+
 def test_specificity_formula_bounds():
     """About 1 for a feature as active as anywhere, at most (N + n) / n, 0 when silent."""
     mean = torch.tensor([0.5, 0.0, 0.2])

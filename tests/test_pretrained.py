@@ -62,3 +62,13 @@ def test_load_pretrained_still_reads_folders(tmp_path):
     sae.save(tmp_path / "mine")
     back = saekit.load_pretrained(tmp_path / "mine")
     torch.testing.assert_close(back.W_dec, sae.W_dec)
+
+
+def test_labels_on_shipped_stats_never_write_into_the_package():
+    folder = pretrained.folder(MODEL, "resid_post.6") / "features"
+    before = sorted(p.name for p in folder.iterdir())
+    stats = pretrained.stats(MODEL, "resid_post.6")
+    stats.set_label(3, "a label of mine")
+    assert stats.labels[3] == "a label of mine"
+    assert sorted(p.name for p in folder.iterdir()) == before, "the installed package must stay as shipped"
+    assert 3 not in pretrained.stats(MODEL, "resid_post.6").labels

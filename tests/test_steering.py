@@ -152,6 +152,8 @@ def test_steering_eval_measures_both_methods(setup):
     for p in ev.points:
         assert math.isfinite(p.nll) and p.nll > 0 and p.concept >= 0 and 0 <= p.concept_tokens <= 1
         assert len(p.samples) == 4
+        assert 0 <= p.concept_hits <= 1 and (p.concept_hits > 0) == (p.concept > 0)
+        assert p.concept_hits * len(p.samples) == pytest.approx(round(p.concept_hits * len(p.samples)))
     assert ev.points[2].raw_strength == pytest.approx(8.0 * float(stats.max_act[f]))
     # strong steering on a random tiny model changes the text, so the scores move away from the reference
     strong = ev.method("sae")[-1]

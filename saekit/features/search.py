@@ -41,7 +41,7 @@ from ..data import WIKI_FILES, Document, contexts, corpus, wiki_articles
 from ..errors import FeatureError
 from ..stream import stream_activations
 from .accumulators import LatentBatch
-from .stats import FeatureStats, token_strings
+from .stats import DENSE_DENSITY, FeatureStats, token_strings
 
 if TYPE_CHECKING:
     from ..lm import Model
@@ -142,11 +142,19 @@ def specificity(query_sum_F: Tensor, query_n: int | Tensor, corpus_mean_F: Tenso
     return torch.where(q_sum > 0, q / pooled.clamp_min(1e-300), torch.zeros_like(q)).float()
 
 
-@torch.no_grad()
 def corpus_baseline(model: Model, sae, texts=None, *, n_tokens: int = 4096, context_len: int = 64,
                     batch_size: int = 16, split: str = "test") -> tuple[Tensor, int]:
     """(mean activation per token [F], tokens seen): each feature's baseline on a small held-out sample,
     for `specificity` when no `FeatureStats` are at hand. `texts` None is the built-in corpus' `split`."""
+    mean, _, seen = _corpus_means(model, sae, texts, n_tokens=n_tokens, context_len=context_len,
+                                  batch_size=batch_size, split=split)
+    return mean, seen
+
+
+@torch.no_grad()
+def _corpus_means(model: Model, sae, texts=None, *, n_tokens: int = 4096, context_len: int = 64,
+                  batch_size: int = 16, split: str = "test") -> tuple[Tensor, Tensor, int]:
+    """(mean activation per token [F], share of tokens where each feature fires [F], tokens seen)."""
     if n_tokens < 1:
         raise FeatureError(f"n_tokens must be >= 1 for a corpus baseline, got {n_tokens}")
     hp = sae.cfg.hookpoint
@@ -155,19 +163,22 @@ def corpus_baseline(model: Model, sae, texts=None, *, n_tokens: int = 4096, cont
     docs = corpus(split=split) if texts is None else ([texts] if isinstance(texts, str) else texts)
     ctx = contexts(model, docs, context_len=context_len, n_tokens=n_tokens)
     total = torch.zeros(sae.n_latents, dtype=torch.float64)
+    fired = torch.zeros(sae.n_latents, dtype=torch.float64)
     seen = 0
     for batch in stream_activations(model, ctx, [hp], batch_size=batch_size, device=sae.device):
         lat = LatentBatch.encode(sae, batch, hp)
         total += lat.z.sum((0, 1), dtype=torch.float64)
+        fired += (lat.z[lat.keep] > 0).sum(0, dtype=torch.float64)
         seen += lat.n_tokens
     if seen == 0:
         raise FeatureError("the baseline texts gave no tokens: pass longer texts or a FeatureStats as stats=")
-    return (total / seen).float(), seen
+    return (total / seen).float(), (fired / seen).float(), seen
 
 
-TEXT_RANKS = ("specificity", "max")
-"""How `features_for_text` ranks: by specificity (default), or by the old score (max on the text, / the
-corpus max when stats are given)."""
+TEXT_RANKS = ("specificity", "coverage", "max")
+"""How `features_for_text` ranks: by specificity (default), by coverage contrast (the share of the text's
+tokens where the feature fires minus its density in the corpus), or by the old score (max on the text, /
+the corpus max when stats are given)."""
 
 
 def features_for_text(model: Model, sae, text: str | Sequence[str], stats: FeatureStats | None = None, *,
@@ -180,6 +191,11 @@ def features_for_text(model: Model, sae, text: str | Sequence[str], stats: Featu
     activation per corpus token (the module docstring's formula). The corpus mean comes from `stats`
     (density x mean_act over its `n_tokens`); without stats it is measured on `baseline_tokens` tokens of
     the built-in corpus' held-out split (`corpus_baseline`; one extra pass of a few seconds).
+    `rank="coverage"`: the share of the text's tokens where the feature fires minus the share of corpus
+    tokens where it fires (its density, from `stats`, else from the same baseline pass). Specificity
+    rewards one strong firing of a rare feature; coverage favours a feature that fires across a concept's
+    text (a topic or language feature: the ones that steer, see notebook 03). Dense features (density
+    above `DENSE_DENSITY`) are left out of this ranking.
     `rank="max"`: the old ranking, max on the text / the feature's corpus max with `stats`, the raw max
     without (no baseline pass). Only features that fire on the text are listed.
     """
@@ -194,16 +210,21 @@ def features_for_text(model: Model, sae, text: str | Sequence[str], stats: Featu
         raise FeatureError("pass a non-empty string (or a list of them) to search features for")
     lat = _latents(model, sae, texts, 512)
     zk = lat.z[lat.keep]  # [n, F]
-    mx, mean = zk.amax(0), zk.mean(0)
+    mx, mean, cover = zk.amax(0), zk.mean(0), (zk > 0).float().mean(0)
+    density = None
     if stats is not None:
         base, base_n = stats.density * stats.mean_act, stats.n_tokens
-    elif rank == "specificity":
-        base, base_n = corpus_baseline(model, sae, n_tokens=baseline_tokens)
+        density = stats.density
+    elif rank in ("specificity", "coverage"):
+        base, density, base_n = _corpus_means(model, sae, n_tokens=baseline_tokens)
     else:
         base, base_n = None, 0
     spec = specificity(zk.sum(0, dtype=torch.float64), zk.shape[0], base, base_n) if base is not None else None
     if rank == "specificity":
         score = spec
+    elif rank == "coverage":
+        score = (cover - density).clamp_min(0)
+        score = torch.where(density > DENSE_DENSITY, torch.zeros_like(score), score)
     else:
         score = mx / stats.max_act.clamp_min(1e-6) if stats is not None else mx
     score = torch.where(mx > 0, score, torch.zeros_like(score))
@@ -214,6 +235,7 @@ def features_for_text(model: Model, sae, text: str | Sequence[str], stats: Featu
         "score": score[order].numpy(),
         "max_on_text": mx[order].numpy(),
         "mean_on_text": mean[order].numpy(),
+        "coverage": cover[order].numpy(),
     })
     if spec is not None:
         df.insert(2, "specificity", spec[order].numpy())

@@ -68,10 +68,13 @@ def load(model: str, name: str, *, device: str = "cpu", dtype: str = "float32") 
 
 
 def stats(model: str, name: str) -> FeatureStats:
-    """The shipped SAE's feature statistics on held-out text (top contexts, densities, histograms...)."""
+    """The shipped SAE's feature statistics on held-out text (top contexts, densities, histograms...).
+    Detached from the package folder: labels set on them stay in memory until `stats.save(folder)`."""
     from ..features import FeatureStats
 
-    return FeatureStats.load(folder(model, name) / "features")
+    loaded = FeatureStats.load(folder(model, name) / "features")
+    loaded.path = None  # never write users' labels into the installed package
+    return loaded
 
 
 def card(model: str, name: str) -> dict[str, Any]:

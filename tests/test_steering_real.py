@@ -1,0 +1,40 @@
+"""Steering on the shipped SAE of the real default model: a concept feature found automatically (coverage
+ranking) moves the next-token distribution toward its concept, in proportion to the strength, in units of
+its maximum activation. Notebook 03 shows the sampled, scored version and the ablation comparison."""
+
+import pytest
+import torch
+
+import saekit
+from saekit import Steer
+from saekit.features.search import features_for_text
+
+pytestmark = pytest.mark.real_model
+
+SEA = [
+    "The ocean waves crashed on the beach while sailors steered their ships across the open sea.",
+    "Fish and coral live beneath the water of the sea, far from the coast and the harbour.",
+    "The tide came in over the sand, and the boat drifted out into the ocean.",
+    "Whales and dolphins swim in the deep blue sea, and seagulls fly over the waves.",
+]
+SEA_WORDS = [" sea", " ocean", " water", " waves", " beach", " ship", " boat", " fish"]
+CONTROL_WORDS = [" money", " bank", " law", " school", " king", " city", " music", " game"]
+
+
+def test_sea_feature_found_automatically_steers_toward_the_sea(real_model):
+    sae = saekit.load_pretrained("gemma-3-270m", "resid_post.6")
+    stats = saekit.pretrained.stats("gemma-3-270m", "resid_post.6")
+    found = features_for_text(real_model, sae, SEA, stats, top=3, rank="coverage")
+    sea = int(found.index[0])
+    assert {" sea", " Sea"} & set(stats.peak_tokens(sea, 2)), stats.peak_tokens(sea, 4)
+
+    def gain(strength, words):
+        e = saekit.measure(real_model, "The weather today is", Steer(None, (sae, sea), strength, unit="max_act", stats=stats),
+                           tokens=words, top=0)
+        return float(torch.logsumexp(e.logp_edited[-1], -1) - torch.logsumexp(e.logp_clean[-1], -1))
+
+    sea_gains = [gain(s, SEA_WORDS) for s in (0.25, 0.5, 1.0)]
+    assert sea_gains[0] < sea_gains[1] < sea_gains[2] and sea_gains[2] > 1.0, sea_gains
+    assert gain(1.0, CONTROL_WORDS) < sea_gains[2] - 1.0, "specific to the concept, not every noun"
+    g = saekit.generate(real_model, "I think that", Steer(None, (sae, sea), 1.0, unit="max_act", stats=stats), max_new_tokens=16)
+    assert any(w in g.steered.lower() for w in ("sea", "ocean", "water", "wave", "beach")), g.steered
