@@ -2,6 +2,7 @@
 
     python benchmarks/pretrain.py                      # everything, resumable: rerun after a kill
     python benchmarks/pretrain.py --stage stats        # one stage again (harvest, train, eval, stats, export)
+    python benchmarks/pretrain.py --only transcoder.6 --work runs/pretrain-tc   # one SAE (harvests only its hook points)
 
 Stages, each writing under --work as it finishes (a rerun skips what is done, training resumes from its
 checkpoint):
@@ -46,15 +47,21 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def stage_harvest(model, work: Path, tokens: int, test_tokens: int, as_is: bool = False):
-    cfg = saekit.HarvestConfig(hookpoints=HOOKPOINTS, dtype="bfloat16", batch_size=16)
+def hookpoints_of(names) -> tuple[str, ...]:
+    """The hook points the SAEs `names` read and predict, in HOOKPOINTS' order."""
+    wanted = {h for n in names for h in SAES[n][:2] if h}
+    return tuple(h for h in HOOKPOINTS if h in wanted)
+
+
+def stage_harvest(model, work: Path, tokens: int, test_tokens: int, as_is: bool = False, hookpoints=HOOKPOINTS):
+    cfg = saekit.HarvestConfig(hookpoints=hookpoints, dtype="bfloat16", batch_size=16)
     if as_is and (work / "acts_train" / "manifest.json").exists():
         train = saekit.ActivationCache.open(work / "acts_train")  # the shards finished so far, checksummed
         log(f"harvest: using the training cache as it is ({train.n_tokens:,} tokens of the {tokens:,} asked for)")
     else:
-        log(f"harvest: {tokens:,} training tokens at {HOOKPOINTS}")
+        log(f"harvest: {tokens:,} training tokens at {hookpoints}")
         train = saekit.harvest(model, n_tokens=tokens, out=work / "acts_train", cfg=cfg, shard_tokens=131_072)
-    log(f"harvest: held-out (test split) at {HOOKPOINTS}")
+    log(f"harvest: held-out (test split) at {hookpoints}")
     test = saekit.harvest(model, n_tokens=test_tokens, out=work / "acts_test", cfg=cfg, split="test", shard_tokens=131_072)
     log(f"harvest done: train {train.n_tokens:,} tokens, test {test.n_tokens:,} tokens")
     return train, test
@@ -64,8 +71,9 @@ def _has_checkpoint(ckpt: Path) -> bool:
     return (ckpt / STATE_JSON).exists() or (ckpt.with_name(ckpt.name + ".old") / STATE_JSON).exists()
 
 
-def stage_train(train_cache, work: Path, epochs: float) -> None:
-    for name, (hp, target, F, k) in SAES.items():
+def stage_train(train_cache, work: Path, epochs: float, names=tuple(SAES)) -> None:
+    for name in names:
+        hp, target, F, k = SAES[name]
         out = work / "saes" / name
         if weights_file(out) is not None:
             log(f"train {name}: done already")
@@ -114,8 +122,8 @@ def transcoder_card(sae, test_cache, n_tokens: int) -> dict:
     }
 
 
-def stage_eval(model, test_cache, work: Path, eval_tokens: int) -> None:
-    for name in SAES:
+def stage_eval(model, test_cache, work: Path, eval_tokens: int, names=tuple(SAES)) -> None:
+    for name in names:
         card_file = work / "saes" / name / "card.json"
         if card_file.exists():
             continue
@@ -136,7 +144,7 @@ def stage_eval(model, test_cache, work: Path, eval_tokens: int) -> None:
         log(f"eval {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in card.items() if isinstance(v, float)))
 
 
-def stage_stats(model, test_cache, work: Path, stats_tokens: int, test_tokens: int) -> None:
+def stage_stats(model, test_cache, work: Path, stats_tokens: int, test_tokens: int, names=tuple(SAES)) -> None:
     # the held-out harvest's contexts, rebuilt exactly as harvest() built them: examples then show their
     # source document, and the top lists are drawn from many documents
     ctx = saekit.contexts(model, saekit.corpus(split="test"), context_len=test_cache.info["context_len"], n_tokens=test_tokens)
@@ -144,7 +152,7 @@ def stage_stats(model, test_cache, work: Path, stats_tokens: int, test_tokens: i
     rows = min(test_cache.n_tokens, 20_000)
     if not torch.equal(ctx.input_ids[keep][:rows], test_cache.load("token_ids")[:rows].long()):
         raise SystemExit("the rebuilt held-out contexts differ from the harvested ones: harvest the test cache again")
-    for name in SAES:
+    for name in names:
         out = work / "saes" / name / "features"
         sae = saekit.Sae.load(work / "saes" / name)
         t = time.time()
@@ -155,8 +163,8 @@ def stage_stats(model, test_cache, work: Path, stats_tokens: int, test_tokens: i
         log(f"stats {name}: {stats.n_tokens:,} tokens, {time.time() - t:.0f} s")
 
 
-def stage_export(work: Path, dest_root: Path) -> None:
-    for name in SAES:
+def stage_export(work: Path, dest_root: Path, names=tuple(SAES)) -> None:
+    for name in names:
         src = work / "saes" / name
         sae = saekit.Sae.load(src)
         sae.to(dtype=torch.bfloat16)
@@ -183,6 +191,8 @@ def main() -> None:
                    help="train on the shards an interrupted training harvest finished, without harvesting the rest")
     p.add_argument("--dest", type=Path, default=REPO / "saekit" / "pretrained" / "gemma-3-270m")
     p.add_argument("--stage", choices=["all", "harvest", "train", "eval", "stats", "export"], default="all")
+    p.add_argument("--only", nargs="+", choices=list(SAES), default=list(SAES),
+                   help="train (and harvest the hook points of) these SAEs only")
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -190,15 +200,16 @@ def main() -> None:
     stages = ["harvest", "train", "eval", "stats", "export"] if a.stage == "all" else [a.stage]
     train_cache = test_cache = None
     if set(stages) & {"harvest", "train", "eval", "stats"}:
-        train_cache, test_cache = stage_harvest(model, a.work, a.tokens, a.test_tokens, a.train_cache_as_is)
+        train_cache, test_cache = stage_harvest(model, a.work, a.tokens, a.test_tokens, a.train_cache_as_is,
+                                                hookpoints_of(a.only))
     if "train" in stages:
-        stage_train(train_cache, a.work, a.epochs)
+        stage_train(train_cache, a.work, a.epochs, a.only)
     if "eval" in stages:
-        stage_eval(model, test_cache, a.work, a.eval_tokens)
+        stage_eval(model, test_cache, a.work, a.eval_tokens, a.only)
     if "stats" in stages:
-        stage_stats(model, test_cache, a.work, a.stats_tokens, a.test_tokens)
+        stage_stats(model, test_cache, a.work, a.stats_tokens, a.test_tokens, a.only)
     if "export" in stages:
-        stage_export(a.work, a.dest)
+        stage_export(a.work, a.dest, a.only)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,14 @@ Each continuation is scored, unsteered (the steering is off while scoring):
 The result (`SteeringEval`) has one row per (method, strength), the unsteered reference as strength 0,
 `best(...)` (the strongest concept score whose fluency stays within a margin of the reference) and
 `plot()` (concept against fluency). A weak or negative result is a result: it is reported, not hidden.
+
+Which features steer? `output_scores(model, sae, features, stats)` measures, for each candidate, how much
+steering it at 1 x its max activation raises the log-probability that the next token is one of the tokens
+the feature itself peaks on (one clean + steered forward per feature and prompt, no sampling). Features
+that fire on a concept ("input" features) do not always write it ("output" features); Arad et al. (2025,
+"SAEs are good for steering, if you select the right features") found that filtering by such an output
+score is what makes SAE steering work. Typical use: rank features for a concept's texts with
+`features_for_text(..., rank="coverage")`, then keep the candidates with the highest output score.
 """
 
 from __future__ import annotations
@@ -135,6 +143,45 @@ class SteeringEval:
         return ax
 
 
+def output_scores(
+    model: Model,
+    sae: Any,
+    features: Sequence[int],
+    stats: FeatureStats,
+    *,
+    prompts: Sequence[str] = ("I think that", "Yesterday, we"),
+    strength: float = 1.0,
+    n_tokens: int = 5,
+    progress: bool = True,
+) -> "pandas.DataFrame":  # noqa: F821
+    """How much steering each feature (at `strength` x its max activation) raises log P(the next token is one
+    of its `n_tokens` most frequent peak tokens) after each prompt, averaged over `prompts`: a DataFrame indexed
+    by feature with output_score (nats), peak_tokens and density, highest score first (module docstring)."""
+    import pandas as pd
+
+    from .interventions import measure
+
+    check_fit(model, sae)
+    prompts = _check_prompts(prompts)
+    strength = _check_strength(strength)
+    feats = [int(f) for f in features]
+    if not feats:
+        raise InterventionError("output_scores: features is empty: pass the candidates to score, e.g. the index of "
+                                "features_for_text(model, sae, texts, stats, rank='coverage')")
+    scales = max_activations(stats, sae, feats, "output_scores")  # raises for a feature that never fired
+    rows = []
+    for f in tqdm(feats, desc="output scores", unit="feature", disable=not progress):
+        ids = concept_token_ids(stats, f, n_tokens)
+        edit = Steer(None, (sae, f), strength, unit="max_act", scale=scales[f])
+        gains = []
+        for p in prompts:
+            e = measure(model, p, edit, tokens=ids, top=0)
+            gains.append(float(torch.logsumexp(e.logp_edited[-1], -1) - torch.logsumexp(e.logp_clean[-1], -1)))
+        rows.append({"feature": f, "output_score": sum(gains) / len(gains),
+                     "peak_tokens": " | ".join(stats.token_str(i) for i in ids), "density": float(stats.density[f])})
+    return pd.DataFrame(rows).set_index("feature").sort_values("output_score", ascending=False, kind="stable")
+
+
 def diff_of_means(
     model: Model, hookpoint: str, concept_texts: Sequence[str], other_texts: Sequence[str], *, context_len: int = 64,
     batch_size: int = 8,
@@ -194,7 +241,7 @@ def steering_eval(
         raise InterventionError(f"steering_eval: methods must be a non-empty subset of {METHODS}, got {list(methods)}")
     if not isinstance(n_samples, int) or n_samples < 1:
         raise InterventionError(f"steering_eval: n_samples must be a positive int, got {n_samples!r}")
-    concept_ids = _concept_ids(stats, f, n_concept_tokens)
+    concept_ids = concept_token_ids(stats, f, n_concept_tokens)
     concept_keys = {_key(stats.token_str(i)) for i in concept_ids} - {""}
     directions: dict[str, Any] = {"sae": (sae, f)}
     if "diff_means" in methods:
@@ -269,8 +316,9 @@ def _key(token: str) -> str:
     return token.strip().lower()
 
 
-def _concept_ids(stats: Any, f: int, n: int) -> list[int]:
-    """The `n` most frequent peak tokens of the feature's top contexts."""
+def concept_token_ids(stats: Any, f: int, n: int) -> list[int]:
+    """The ids of the `n` most frequent peak tokens of feature `f`'s top contexts (what `concept_tokens` and
+    `output_scores` count)."""
     left = stats.meta["window"][0]
     ids = stats.tensors["top_tokens"][f, :, left][stats.tensors["top_context"][f] >= 0]
     ids = ids[ids >= 0]
@@ -312,4 +360,4 @@ def _feature_reader(sae: Any, f: int):
     return read
 
 
-__all__ = ["SteeringEval", "SteeringPoint", "diff_of_means", "steering_eval", "METHODS"]
+__all__ = ["SteeringEval", "SteeringPoint", "diff_of_means", "output_scores", "steering_eval", "concept_token_ids", "METHODS"]

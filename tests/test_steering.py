@@ -12,7 +12,7 @@ import saekit
 from saekit.features import feature_stats
 from saekit.interventions import Clamp, InterventionError, Steer, activation_norm, compile_edits
 from saekit.lm.in_trace import sae_edit
-from saekit.steering_eval import diff_of_means, steering_eval
+from saekit.steering_eval import diff_of_means, output_scores, steering_eval
 from saekit.widgets import SteeringPanel
 from test_features import TEXTS
 from test_widgets_interventions import make_model_sae
@@ -190,3 +190,34 @@ def test_steering_eval_refuses_a_feature_without_statistics(setup):
         pytest.skip("every latent of the tiny SAE fired on the test texts")
     with pytest.raises(InterventionError, match="never fired"):
         steering_eval(model, sae, silent[0], ["The cat"], stats=stats, progress=False)
+
+
+def test_output_scores_measure_the_rise_of_each_features_own_peak_tokens(setup):
+    model, sae, stats, fired, silent = setup
+    feats = fired[:4]
+    df = output_scores(model, sae, feats, stats, prompts=["The cat", "A dog"], n_tokens=3, progress=False)
+    assert sorted(df.index.tolist()) == sorted(feats)
+    assert (df["output_score"].diff().dropna() <= 1e-9).all(), "highest first"
+    f = int(df.index[0])
+    # the score is the mean over prompts of the change of log P(next token is a peak token)
+    from saekit.steering_eval import concept_token_ids
+
+    ids = concept_token_ids(stats, f, 3)
+    assert df.loc[f, "peak_tokens"] == " | ".join(stats.token_str(i) for i in ids)
+    edit = Steer(None, (sae, f), 1.0, unit="max_act", stats=stats)
+    direct = []
+    for p in ("The cat", "A dog"):
+        e = saekit.measure(model, p, edit, tokens=ids, top=0)
+        direct.append(float(torch.logsumexp(e.logp_edited[-1], -1) - torch.logsumexp(e.logp_clean[-1], -1)))
+    assert df.loc[f, "output_score"] == pytest.approx(sum(direct) / 2, abs=1e-5)
+    # a vanishing strength moves nothing; the default strength moves the tiny model's predictions
+    tiny = output_scores(model, sae, feats, stats, strength=1e-6, progress=False)
+    assert tiny["output_score"].abs().max() < 1e-3
+    assert df["output_score"].abs().max() > 1e-3
+    with pytest.raises(InterventionError, match="features is empty"):
+        output_scores(model, sae, [], stats, progress=False)
+    with pytest.raises(InterventionError, match="positive and finite"):
+        output_scores(model, sae, feats, stats, strength=float("nan"), progress=False)
+    if silent:
+        with pytest.raises(InterventionError, match="never fired"):
+            output_scores(model, sae, [silent[0]], stats, progress=False)

@@ -38,3 +38,30 @@ def test_sea_feature_found_automatically_steers_toward_the_sea(real_model):
     assert gain(1.0, CONTROL_WORDS) < sea_gains[2] - 1.0, "specific to the concept, not every noun"
     g = saekit.generate(real_model, "I think that", Steer(None, (sae, sea), 1.0, unit="max_act", stats=stats), max_new_tokens=16)
     assert any(w in g.steered.lower() for w in ("sea", "ocean", "water", "wave", "beach")), g.steered
+
+
+CONCEPTS = {
+    "mountain": ["The climbers reached the summit of the mountain after a long hike up the rocky peak.",
+                 "Snow covers the high peaks of the Alps and the Himalayas all year round.",
+                 "The valley lies between two mountain ranges, below steep cliffs and glaciers.",
+                 "They walked up the mountain trail to see the view from the top of the hill."],
+    "war": ["The army attacked the enemy's positions, and the war lasted for four years.",
+            "Soldiers fought in the battle, and many were killed before the two armies signed a peace treaty.",
+            "During the Second World War, troops invaded the country and bombed its cities.",
+            "The general led his forces into battle against the invading army."],
+}
+
+
+@pytest.mark.parametrize("concept", sorted(CONCEPTS))
+def test_coverage_then_output_score_finds_a_feature_that_writes_the_concept(real_model, concept):
+    """Input side (coverage on four sentences), then output side (steering raises the feature's own peak
+    tokens): the winner is the concept's own multilingual feature, and its output score dwarfs the others'."""
+    from saekit.steering_eval import output_scores
+
+    sae = saekit.load_pretrained("gemma-3-270m", "resid_post.6")
+    stats = saekit.pretrained.stats("gemma-3-270m", "resid_post.6")
+    found = features_for_text(real_model, sae, CONCEPTS[concept], stats, top=10, rank="coverage")
+    scored = output_scores(real_model, sae, found.index.tolist(), stats, progress=False)
+    best = int(scored.index[0])
+    assert concept in " ".join(stats.peak_tokens(best, 3)).lower(), stats.peak_tokens(best, 5)
+    assert scored["output_score"].iloc[0] > 3.0 and scored["output_score"].iloc[0] > 2 * scored["output_score"].iloc[1]
