@@ -99,29 +99,6 @@ def stage_train(train_cache, work: Path, epochs: float, names=tuple(SAES)) -> No
         log(f"train {name}: {time.time() - t:.0f} s")
 
 
-def transcoder_card(sae, test_cache, n_tokens: int) -> dict:
-    """A transcoder's card from the held-out cache: FVU of mlp_out predicted from mlp_in, L0, dead fraction.
-
-    (CE-loss recovered needs the prediction spliced into the model's MLP output, which `evaluate` does not
-    do for transcoders yet; the card says so rather than leaving the field out silently.)"""
-    x_ND = test_cache.load(sae.cfg.hookpoint)[:n_tokens].float()
-    y_ND = test_cache.load(sae.cfg.target_hookpoint)[:n_tokens].float()
-    sse, l0_sum, fired = 0.0, 0.0, torch.zeros(sae.n_latents, dtype=torch.bool)
-    with torch.no_grad():
-        for s in range(0, len(x_ND), 4096):
-            x, y = x_ND[s : s + 4096], y_ND[s : s + 4096]
-            latents_NF = sae.encode(x)
-            sse += float(((sae.reconstruct(x) - y) ** 2).sum())
-            l0_sum += float((latents_NF != 0).sum())
-            fired |= (latents_NF != 0).any(0)
-    total = float(((y_ND - y_ND.mean(0)) ** 2).sum())
-    return {
-        "l0": l0_sum / len(x_ND), "fvu": sse / total, "explained_variance": 1 - sse / total,
-        "dead_fraction": 1 - float(fired.float().mean()),
-        "ce_loss_recovered": None, "note": "CE-loss recovered not measured: evaluate() cannot splice a transcoder yet",
-    }
-
-
 def stage_eval(model, test_cache, work: Path, eval_tokens: int, names=tuple(SAES)) -> None:
     for name in names:
         card_file = work / "saes" / name / "card.json"
@@ -129,13 +106,10 @@ def stage_eval(model, test_cache, work: Path, eval_tokens: int, names=tuple(SAES
             continue
         sae = saekit.Sae.load(work / "saes" / name)
         t = time.time()
-        if sae.cfg.target_hookpoint:
-            metrics = transcoder_card(sae, test_cache, 65_536)
-            where = "held-out activation cache (test split), 65,536 tokens"
-        else:
-            result = saekit.evaluate(model, sae, n_tokens=eval_tokens)
-            metrics = {k: v for k, v in result.to_dict().items() if not isinstance(v, (list, dict))}
-            where = f"built-in corpus, test split (held out from training), {eval_tokens:,} tokens"
+        # a transcoder is scored on the MLP output it predicts, spliced in for the MLP's output
+        result = saekit.evaluate(model, sae, n_tokens=eval_tokens)
+        metrics = {k: v for k, v in result.to_dict().items() if not isinstance(v, (list, dict))}
+        where = f"built-in corpus, test split (held out from training), {eval_tokens:,} tokens"
         training = json.loads((work / "saes" / name / "training.json").read_text())
         card = {**metrics, "eval_text": where, "eval_seconds": round(time.time() - t, 1), "training": training,
                 "architecture": sae.cfg.architecture, "n_latents": sae.n_latents, "k": sae.cfg.k,

@@ -129,10 +129,11 @@ def _sae_label(sae: Any) -> str:
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Splice:
-    """Run the model with the SAE spliced in at its hook point."""
+    """Run the model with the SAE spliced in at its hook point (a transcoder: its prediction from
+    `cfg.hookpoint`, the MLP's input, in place of `cfg.target_hookpoint`, the MLP's output)."""
 
     sae: Any
-    """The SAE; it acts at `sae.cfg.hookpoint`."""
+    """The SAE; it acts at `sae.cfg.hookpoint` (a transcoder reads there and acts at its target)."""
     error_term: bool = False
     """Keep the error term x - x_hat: False runs on the reconstruction alone (the spliced-in model);
     True is the exact model, on which Ablate/Clamp edits of the same SAE then act."""
@@ -501,11 +502,14 @@ def _sae_specs(edit: Any, model: Model, edits: Sequence[Any] | None) -> list[tup
         return []
     sae = edit.sae
     hp = check_fit(model, sae)
-    if getattr(sae.cfg, "target_hookpoint", None) is not None:
-        raise InterventionError(
-            f"{edit!r}: this SAE is a transcoder (it predicts {sae.cfg.target_hookpoint!r} from {hp!r}), so its "
-            f"output cannot replace its input; Splice, Ablate and Clamp need an SAE that reconstructs its hook point"
-        )
+    target_hp = getattr(sae.cfg, "target_hookpoint", None)
+    if target_hp is not None:  # a transcoder: read its input hook point, edit the one it predicts
+        check_fit(model, sae, target_hp)
+        if model.resolve(target_hp).order <= model.resolve(hp).order:
+            raise InterventionError(
+                f"{edit!r}: this transcoder predicts {target_hp!r} from {hp!r}, which does not run first: "
+                f"its target must come after its input in the forward pass"
+            )
     targets: dict[int, float] = {}
     active_only: set[int] = set()
     edit_error_term = splice = None
@@ -544,6 +548,12 @@ def _sae_specs(edit: Any, model: Model, edits: Sequence[Any] | None) -> list[tup
     if not error_term:
         spec["W_dec"] = sae.W_dec.detach().float().cpu()
         spec["b_dec"] = sae.b_dec.detach().float().cpu()
+        if getattr(sae, "W_skip", None) is not None:
+            spec["W_skip"] = sae.W_skip.detach().float().cpu()
+    if target_hp is not None:
+        key = f"transcoder {hp} -> {target_hp} #{next(i for i, e in enumerate(edits) if e is edit)}"
+        spec["source"] = key
+        return [(hp, {"op": "read", "key": key}), (target_hp, spec)]
     return [(hp, spec)]
 
 

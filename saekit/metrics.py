@@ -157,11 +157,21 @@ class EvalSums:
     def of_batch(cls, model: Model, sae, batch: ActivationBatch, hookpoint: str, splice: Splice) -> "EvalSums":
         """One batch's contributions: reconstruction of its kept activations, and the next-token losses of
         the clean model and the model with `splice` applied (one forward, two invokes, with the full
-        next-token distributions for the KL), and with the hook point zero-ablated (a second forward)."""
-        x_ND = batch.acts[hookpoint]
-        with torch.no_grad():
-            latents_NF = sae.encode(x_ND)
-            x_hat_ND = sae.decode(latents_NF).float()
+        next-token distributions for the KL), and with the hook point zero-ablated (a second forward).
+        For a transcoder the reconstruction is its prediction of `cfg.target_hookpoint` (the MLP's output)
+        from `hookpoint` (its input), and the zero-ablated run zeroes the target (the MLP's output)."""
+        target = getattr(sae.cfg, "target_hookpoint", None)
+        if target is None:
+            x_ND = batch.acts[hookpoint]
+            with torch.no_grad():
+                latents_NF = sae.encode(x_ND)
+                x_hat_ND = sae.decode(latents_NF).float()
+        else:  # a transcoder: its prediction of the target from the input, scored against the target
+            x_ND, src_ND = batch.acts[target], batch.acts[hookpoint]
+            with torch.no_grad():
+                latents_NF = sae.encode(src_ND)
+                x_hat_ND = sae.reconstruct(src_ND).float()
+            hookpoint = target  # the zero-ablation baseline removes what the transcoder replaces
         x, x_hat = x_ND.double(), x_hat_ND.double()
         ids_BT, mask_BT = batch.input_ids.to(model.device), batch.attention_mask.to(model.device)
         score_BT = batch.attention_mask[:, 1:].bool()  # next-token predictions whose target is a real token
@@ -230,16 +240,21 @@ def evaluate(
     batch_size: int = 4,
     progress: bool = True,
 ) -> EvalResult:
-    """Evaluate `sae` at its hook point on held-out text (default: the built-in corpus's test split)."""
+    """Evaluate `sae` at its hook point on held-out text (default: the built-in corpus's test split).
+    A transcoder is scored on its prediction of `cfg.target_hookpoint`: FVU against the MLP's output,
+    and CE-loss recovered with the prediction spliced in for the MLP's output (zero-ablation baseline:
+    the MLP's output set to zero)."""
     hookpoint = check_fit(model, sae, hookpoint)
     if isinstance(texts, TokenContexts):
         ctx = texts
     else:
         ctx = contexts(model, corpus(split="test") if texts is None else texts, context_len=context_len, n_tokens=n_tokens)
     splice = Splice(_reading(sae, hookpoint), error_term=False)
+    target = getattr(sae.cfg, "target_hookpoint", None)
+    reads = [hookpoint] if target is None else [hookpoint, check_fit(model, sae, target)]
     sums = EvalSums(fired=torch.zeros(sae.n_latents, dtype=torch.long))
     bar = tqdm(total=len(ctx), desc="evaluate", unit="ctx", disable=not progress)
-    for batch in stream_activations(model, ctx, [hookpoint], batch_size=batch_size, device=sae.device):
+    for batch in stream_activations(model, ctx, reads, batch_size=batch_size, device=sae.device):
         sums = sums + EvalSums.of_batch(model, sae, batch, hookpoint, splice)
         bar.update(len(batch.context))
     bar.close()

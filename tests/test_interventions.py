@@ -289,8 +289,39 @@ def test_feature_edits_are_exact_for_every_architecture(model, arch):
     torch.testing.assert_close(clamped, model.token_nll(ids, edits=manual(keep, sae.decode(edited).detach())))
 
 
-def test_transcoders_are_refused_for_feature_edits(model):
-    """A transcoder predicts another hook point: its output cannot replace its input (a clear error, not a wrong run)."""
-    tc = Sae(SaeConfig(d_in=32, n_latents=64, k=4, architecture="transcoder", hookpoint="mlp_in.1", target_hookpoint="mlp_out.1"))
-    with pytest.raises(InterventionError, match="transcoder"):
-        model.token_nll(model.encode_prompt(TEXT), edits=Ablate(tc, [1]))
+@pytest.mark.parametrize("arch", ["transcoder", "skip_transcoder"])
+def test_transcoder_edits_read_mlp_in_and_write_mlp_out(model, arch):
+    """A transcoder spliced in replaces the MLP's output by its prediction from the MLP's input (skip term
+    included); with the error term kept it is the exact model, and an ablation removes one latent's share."""
+    torch.manual_seed(0)
+    tc = Sae(SaeConfig(d_in=32, n_latents=64, k=4, architecture=arch, hookpoint="mlp_in.1", target_hookpoint="mlp_out.1"))
+    with torch.no_grad():
+        for p in tc.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # a skip term and biases that are not zero
+    ids = model.encode_prompt(TEXT)
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    keep[:, 0] = False
+    acts = model.capture(ids, ["mlp_in.1", "mlp_out.1"])
+    x_in, y = acts["mlp_in.1"], acts["mlp_out.1"]  # the splice changes nothing upstream of mlp_out.1
+    with torch.no_grad():
+        y_hat = tc.reconstruct(x_in)
+        lat = tc.encode(x_in)
+
+    def at_out(new):
+        return {"mlp_out.1": lambda v: torch.where(keep[..., None], new.to(v.dtype), v)}
+
+    clean = model.token_nll(ids)
+    spliced = model.token_nll(ids, edits=Splice(tc, error_term=False))
+    torch.testing.assert_close(spliced, model.token_nll(ids, edits=at_out(y_hat)))
+    assert not torch.allclose(spliced, clean), "the prediction differs from the MLP's output"
+    assert torch.equal(model.token_nll(ids, edits=Splice(tc, error_term=True)), clean)
+    f = int((lat[0, 1:] > 0).sum(0).argmax())
+    assert (lat[0, 1:, f] > 0).any()
+    ablated = model.token_nll(ids, edits=Ablate(tc, [f]))
+    torch.testing.assert_close(ablated, model.token_nll(ids, edits=at_out(y - lat[..., f : f + 1] * tc.W_dec[f].detach())))
+
+
+def test_transcoder_must_predict_a_later_hook_point(model):
+    tc = Sae(SaeConfig(d_in=32, n_latents=64, k=4, architecture="transcoder", hookpoint="mlp_out.1", target_hookpoint="mlp_in.1"))
+    with pytest.raises(InterventionError, match="does not run first"):
+        model.token_nll(model.encode_prompt(TEXT), edits=Splice(tc))

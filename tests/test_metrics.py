@@ -112,6 +112,33 @@ def test_evaluate_splices_the_saes_own_reconstruction(model, arch):
     assert r.n_tokens == int(keep.sum()) and r.ce_spliced != pytest.approx(r.ce_clean, abs=1e-6)
 
 
+@pytest.mark.parametrize("arch", ["transcoder", "skip_transcoder"])
+def test_evaluate_scores_a_transcoder_on_the_mlp_output_it_predicts(model, arch):
+    """FVU of the prediction against mlp_out; CE with the prediction in place of the MLP's output; the
+    zero-ablation baseline zeroes the MLP's output."""
+    from saekit.metrics import fvu
+    from saekit.tokens import keep_mask
+
+    tc = Sae(SaeConfig(d_in=model.d_model, n_latents=64, k=4, architecture=arch, hookpoint="mlp_in.1",
+                       target_hookpoint="mlp_out.1"), seed=3)
+    ctx = saekit.contexts(model, TEXTS, context_len=32, n_tokens=200)
+    r = saekit.evaluate(model, tc, ctx, batch_size=len(ctx), progress=False)
+    acts = model.capture(ctx.input_ids, ["mlp_in.1", "mlp_out.1"], ctx.attention_mask)
+    keep = keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id)
+    with torch.no_grad():
+        y_hat = tc.reconstruct(acts["mlp_in.1"])
+    assert r.fvu == pytest.approx(float(fvu(acts["mlp_out.1"][keep], y_hat[keep])), rel=1e-4)
+    score = ctx.attention_mask[:, 1:].bool()
+
+    def ce(new):
+        nll = model.token_nll(ctx.input_ids, ctx.attention_mask, edits={"mlp_out.1": lambda a: torch.where(keep[..., None], new, a)})
+        return float(nll[score].mean())
+
+    assert r.ce_spliced == pytest.approx(ce(y_hat), rel=1e-5)
+    assert r.ce_zero_ablation == pytest.approx(ce(torch.zeros_like(y_hat)), rel=1e-5)
+    assert r.n_tokens == int(keep.sum()) and 0 < r.l0 <= 4
+
+
 def test_evaluate_at_another_hookpoint(model):
     """hookpoint= evaluates there, also for an SAE that records none, and leaves the SAE's config alone."""
     texts = TEXTS[:4]

@@ -49,15 +49,21 @@ def read_sites(root: Any, sites: list) -> dict:
 def apply_plan(root: Any, plan: list, keep: Tensor, step: int) -> None:
     """Apply each site's ops in execution order; `plan` is [((module_path, io), [op, ...]), ...].
 
-    An op is a callable [B, T, D] -> [B, T, D], or a spec: {'op': 'add', 'vector' [D]} or an SAE edit
-    (`sae_edit`). Specs act where `keep` [B, T] is True on the prompt pass (step 0), everywhere after.
+    An op is a callable [B, T, D] -> [B, T, D], or a spec: {'op': 'add', 'vector' [D]}, an SAE edit
+    (`sae_edit`), or {'op': 'read', 'key'}: keep the activation under `key` for a later site's SAE edit
+    whose 'source' names it (a transcoder reads mlp_in and writes mlp_out). Specs act where `keep` [B, T]
+    is True on the prompt pass (step 0), everywhere after.
     """
+    reads: dict = {}
     for (path, io), ops in plan:
         env = envoy_at(root, path)
         value = env.input if io == "input" else env.output
         first = value[0] if isinstance(value, tuple) else value
         for op in ops:
-            first = apply_op(op, first, keep, step)
+            if isinstance(op, dict) and op["op"] == "read":
+                reads[op["key"]] = first
+                continue
+            first = apply_op(op, first, keep, step, reads)
         if io == "input":
             env.input = first
         elif isinstance(value, tuple):
@@ -66,15 +72,19 @@ def apply_plan(root: Any, plan: list, keep: Tensor, step: int) -> None:
             env.output = first
 
 
-def apply_op(op: Any, x_BTD: Tensor, keep: Tensor, step: int) -> Tensor:
-    """One op of a plan on the activation x [B, T, D] (see `apply_plan`)."""
+def apply_op(op: Any, x_BTD: Tensor, keep: Tensor, step: int, reads: dict | None = None) -> Tensor:
+    """One op of a plan on the activation x [B, T, D] (see `apply_plan`; `reads` holds the activations
+    kept by earlier 'read' ops)."""
     if callable(op):
         return op(x_BTD)
     x = x_BTD.float()
     if op["op"] == "add":
         new = x + op["vector"].to(x.device, x.dtype)
     elif op["op"] == "sae":
-        new = sae_edit(op, x)
+        source = (reads or {}).get(op["source"]) if "source" in op else None
+        if "source" in op and source is None:
+            raise ValueError(f"the SAE edit reads {op['source']!r}, which no earlier site of the plan kept")
+        new = sae_edit(op, x, None if source is None else source.float())
     else:
         raise ValueError(f"unknown edit op {op['op']!r}")
     if step == 0 and keep is not None and keep.shape == x.shape[:2]:
@@ -139,17 +149,20 @@ def encoder_rows(enc: dict, rows: Tensor) -> dict:
     return out
 
 
-def sae_edit(op: dict, x_BTD: Tensor) -> Tensor:
+def sae_edit(op: dict, x_BTD: Tensor, source_BTD: Tensor | None = None) -> Tensor:
     """x' = base + (target - a_S) @ W_dec[S], base = x (error term kept) or x_hat (reconstruction only).
 
     `op`: {'op': 'sae', 'enc' (an encoder description), 'error_term', 'rows' (the edited latents S, or
     None), 'target' [S], 'dec_rows' [S, D], optionally 'active_only' [S] bool (edit those latents only
-    where they fire), and without the error term 'W_dec' [F, D], 'b_dec' [D]}.
+    where they fire), and without the error term 'W_dec' [F, D], 'b_dec' [D] (and 'W_skip' [D, D_in] for a
+    skip transcoder)}. A transcoder's edit encodes `source` (its input hook point, kept by a 'read' op)
+    and edits x, the hook point it predicts; an SAE encodes x itself.
     """
     B, T, D = x_BTD.shape
     x_ND = x_BTD.reshape(B * T, D)
+    src_ND = x_ND if source_BTD is None else source_BTD.reshape(B * T, source_BTD.shape[-1])
     rows = op["rows"]
-    lat = encode_latents(op["enc"], x_ND, rows)
+    lat = encode_latents(op["enc"], src_ND, rows)
     dev = x_ND.device
     if op["error_term"]:
         base = x_ND
@@ -160,6 +173,8 @@ def sae_edit(op: dict, x_BTD: Tensor) -> Tensor:
         else:
             x_hat = lat["dense"] @ W_dec
         base = x_hat + op["b_dec"].to(dev)
+        if "W_skip" in op:
+            base = base + src_ND @ op["W_skip"].to(dev).t()
     if rows is not None:
         delta_NS = op["target"].to(dev) - lat["a_S"]
         if "active_only" in op:  # Clamp(where='active'): leave a feature alone where it does not fire
