@@ -171,11 +171,11 @@ def test_circuit_plain_data(model, saes):
     metric = metric_for(model)
     c0 = attribute(model, saes, PAIRS, metric, method="atp", node_threshold=1e9, edges=False, progress=False)
     top = max(float(v.abs().max()) for v in c0.scores.values())
-    c = attribute(model, saes, PAIRS, metric, method="atp", node_threshold=top / 4, edge_threshold=0.0, progress=False)
-    assert c.edges and all(abs(c.scores[e.up.hookpoint][e.up.position, e.up.index]) >= top / 4 for e in c.edges)
-    small = c.prune(top / 3, 0.0)
+    c = attribute(model, saes, PAIRS, metric, method="atp", node_threshold=top / 40, edge_threshold=0.0, progress=False)
+    assert c.edges and all(abs(c.scores[e.up.hookpoint][e.up.position, e.up.index]) >= top / 40 for e in c.edges)
+    small = c.prune(top / 20, 0.0)
     nodes = small.nodes()
-    assert nodes and all(abs(s) >= top / 3 for _, s in nodes)
+    assert len(nodes) > 1 and all(abs(s) >= top / 20 for _, s in nodes)
     assert abs(nodes[0][1]) == pytest.approx(top)
     table = small.to_pandas()
     assert list(table.columns)[:4] == ["hookpoint", "position", "token", "feature"] and len(table) == len(nodes)
@@ -226,3 +226,16 @@ def test_bad_input(model, saes):
     assert c.nodes() == [] and c.edges == []
     with pytest.warns(UserWarning, match="empty"):
         c.prune(1e7)
+
+
+def test_remote_models_get_a_clear_error(model, saes):
+    """Gradient runs are local only in this version: a remote model is refused before any work."""
+    from saekit.errors import RemoteError
+
+    metric = metric_for(model)
+    model.remote = "local"
+    try:
+        with pytest.raises(RemoteError, match="local only"):
+            attribute(model, saes, PAIRS, metric, progress=False)
+    finally:
+        model.remote = False
