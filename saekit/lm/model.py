@@ -315,9 +315,12 @@ class Model:
         applied in execution order by plain torch hooks (`grad_run.py`): what circuit attribution
         differentiates. The edits may keep tensors of their own in the graph (SAE latents, error terms).
 
-        Local only. nnsight 0.8 can run backward passes inside traces and NDIF executes them, but
-        attribution needs many backward passes over one retained graph spliced with SAEs at several hook
-        points; saekit does not ship that to NDIF yet, so a remote model raises a RemoteError.
+        Local only. What nnsight 0.8 offers for remote gradients: inside a trace, `with metric.backward():`
+        serves `.grad` of tensors captured in the forward, one backward pass per trace, gradients requested
+        in reverse forward order (nnsight/intervention/backward.py); that code is what NDIF would execute
+        (not checked against NDIF from here: no network). Attribution needs SAE weights on the server and,
+        for edges, one backward pass per kept downstream node over one retained graph; saekit does not
+        ship that yet, so a remote model raises a RemoteError before any work.
         """
         if self.remote:
             raise RemoteError(
