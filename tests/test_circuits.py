@@ -50,9 +50,9 @@ def patched_metric(model, work, ids, metric, h, values):
 
 
 def test_ig_completeness_per_layer(model, saes):
-    """IG at many steps: a layer's node scores (features + error) sum to the effect of patching that layer."""
+    """IG (24 midpoint steps): a layer's node scores (features + error) sum to the effect of patching that layer."""
     metric = metric_for(model)
-    c = attribute(model, saes, PAIRS, metric, method="ig", steps=64, node_threshold=1e9, edges=False, progress=False)
+    c = attribute(model, saes, PAIRS, metric, method="ig", steps=24, node_threshold=1e9, edges=False, progress=False)
     work = checked_saes(model, saes)
     p = checked_prompts(model, PAIRS)
     clean, patch = node_values(model, work, p.clean), node_values(model, work, p.patch)
@@ -61,7 +61,7 @@ def test_ig_completeness_per_layer(model, saes):
         effect = float((patched_metric(model, work, p.clean, metric, h, patch[h]) - m_clean).mean())
         total = float(c.scores[h].sum())
         assert abs(effect) > 1e-3, "the patch must move the metric for the test to mean anything"
-        assert total == pytest.approx(effect, rel=1e-2), h
+        assert total == pytest.approx(effect, rel=2e-3), h  # measured 2e-4 at 24 steps; one step misses by 6-28%
     # attribution patching is only first order: it differs from the effect on a nonlinear model
     atp = attribute(model, saes, PAIRS, metric, method="atp", node_threshold=1e9, edges=False, progress=False)
     assert any(abs(float(atp.scores[h].sum()) - float(c.scores[h].sum())) > 1e-4 for h in HPS)
