@@ -33,6 +33,8 @@ from .interop import export_saelens, load_dictionary_learning, load_pretrained, 
 from .train import Trainer, train
 from .steering_eval import SteeringEval, diff_of_means, steering_eval
 from . import pretrained
+from .circuits import Circuit, attribute
+from . import circuits
 
 __all__ = [
     "Ablate",
@@ -85,4 +87,7 @@ __all__ = [
     "steering_eval",
     "pretrained",
     "__version__",
+    "Circuit",
+    "attribute",
+    "circuits",
 ]

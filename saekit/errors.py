@@ -69,3 +69,7 @@ class TrainingError(SaekitError, ValueError):
 
 class UnembedError(SaekitError, ValueError):
     """The model's read-out could not be found; the message says what to pass instead."""
+
+
+class CircuitError(SaekitError, ValueError):
+    """Bad input to circuit attribution (hook points, prompts, metric, thresholds); names the fix."""

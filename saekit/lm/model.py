@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import HookPointError, ModelInputError
+from ..errors import HookPointError, ModelInputError, RemoteError
 from ..hookpoints import (
     HookPoint,
     ModelLayout,
@@ -34,6 +34,7 @@ from ..hookpoints import (
     probe_clone_roles,
 )
 from ..tokens import keep_mask, separator_id
+from .grad_run import grad_mode, hooked_logits, sorted_sites
 from .in_trace import apply_plan, compare_logits, nll_of, read_sites, saved
 from .remote import model_key, register_saekit, remote_backend, remote_errors
 
@@ -301,6 +302,41 @@ class Model:
                     new_ids = saved(tracer.result[:, T:].clone())
         n = input_ids.shape[0]
         return new_ids[:n], new_ids[n:]
+
+    def grad_logits(
+        self,
+        input_ids: Tensor,
+        edits: Mapping[str, Edit],
+        attention_mask: Tensor | None = None,
+        *,
+        grad: bool = True,
+    ) -> Tensor:
+        """Logits [B, T, V] of a local forward with autograd on (`grad`), each {hookpoint: callable} edit
+        applied in execution order by plain torch hooks (`grad_run.py`): what circuit attribution
+        differentiates. The edits may keep tensors of their own in the graph (SAE latents, error terms).
+
+        Local only. What nnsight 0.8 offers for remote gradients: inside a trace, `with metric.backward():`
+        serves `.grad` of tensors captured in the forward, one backward pass per trace, gradients requested
+        in reverse forward order (nnsight/intervention/backward.py); that code is what NDIF would execute
+        (not checked against NDIF from here: no network). Attribution needs SAE weights on the server and,
+        for edges, one backward pass per kept downstream node over one retained graph; saekit does not
+        ship that yet, so a remote model raises a RemoteError before any work.
+        """
+        if self.remote:
+            raise RemoteError(
+                "gradient runs (circuit attribution) are local only in this saekit version: load the model "
+                "locally (saekit.load_model(name)) to attribute; remote models still capture, edit and generate"
+            )
+        if not isinstance(edits, Mapping):
+            raise ModelInputError(f"edits must be a {{hookpoint: callable}} mapping, got {type(edits).__name__}")
+        for h, fn in edits.items():
+            if not callable(fn):
+                raise ModelInputError(f"the edit at {h!r} must be a callable [B, T, D] -> [B, T, D], got {type(fn).__name__}")
+        sites = sorted_sites(self, edits)
+        ids = input_ids.to(self.device)
+        mask = None if attention_mask is None else attention_mask.to(self.device)
+        with grad_mode(grad):
+            return hooked_logits(self.hf_model, sites, ids, mask)
 
     # -- internals ----------------------------------------------------------------------------
 

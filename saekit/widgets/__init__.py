@@ -36,3 +36,7 @@ def __dir__() -> list[str]:
 # intervention widgets (SteeringPanel, AblationPanel)
 _WHERE.update({"SteeringPanel": "steering", "AblationPanel": "ablation"})
 __all__ = sorted(_WHERE)
+
+# circuits (CircuitView)
+_WHERE.update({"CircuitView": "circuit"})
+__all__ = sorted(_WHERE)

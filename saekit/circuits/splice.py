@@ -1,0 +1,77 @@
+"""SAEs spliced into a forward as nodes: x -> decode(f) + err at a hook point, with f and err as graph nodes.
+
+At each hook point the activation x [B, T, D] becomes decode(f) + err with f = encode(x) (the feature
+nodes) and err = x - decode(f) (the error node), so the output equals x and the model is unchanged; what
+changes is that every feature and the error are tensors one can differentiate with respect to, patch or
+ablate (Marks et al. 2024, "Sparse Feature Circuits"). The gradient with respect to f flows only through
+decode (f is cloned before decoding), while the upstream gradient through x keeps the model's own
+(identity) Jacobian: the error term absorbs the encoder's part.
+
+Every edit here is a callable [B, T, D] -> [B, T, D] for `Model.grad_logits`; position 0 (the separator)
+is never edited.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+
+def float_copy(sae: Any, device: torch.device, dtype: torch.dtype = torch.float32) -> Any:
+    """A copy of `sae` on `device` in `dtype` (float32, or float64 for a float64 model) with frozen
+    parameters (the caller's SAE is left as it is)."""
+    import copy
+
+    work = copy.deepcopy(sae).to(device=device, dtype=dtype)
+    for p in work.parameters():
+        p.requires_grad_(False)
+    return work
+
+
+def nodes_edit(sae: Any, store: dict, delta_f: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+    """Splice `sae` as nodes; `store` receives 'f' [B, T, F] and 'err' [B, T, D] (graph nodes).
+    `delta_f` [B, T, F], if given, is added to the features (finite-difference checks)."""
+
+    def edit(x_BTD: Tensor) -> Tensor:
+        x = x_BTD.to(sae.W_dec.dtype)
+        f = sae.encode(x)
+        f_node = f.clone()
+        if delta_f is not None:
+            f_node = f_node + delta_f
+        err = x - sae.decode(f)
+        store["f"], store["err"] = f_node, err
+        return (sae.decode(f_node) + err).to(x_BTD.dtype)
+
+    return edit
+
+
+def replace_edit(sae: Any, f_BTF: Tensor, err_BTD: Tensor) -> Callable[[Tensor], Tensor]:
+    """Replace the activation by decode(f) + err with given node values (patching, integrated gradients)."""
+
+    def edit(x_BTD: Tensor) -> Tensor:
+        return (sae.decode(f_BTF) + err_BTD).to(x_BTD.dtype)
+
+    return edit
+
+
+def ablate_edit(
+    sae: Any, keep_TF: Tensor, keep_err_T: Tensor, f_mean_TF: Tensor, err_mean_TD: Tensor
+) -> Callable[[Tensor], Tensor]:
+    """Features where `keep_TF` [T, F] is False and the error where `keep_err_T` [T] is False are set to
+    their per-position means (`f_mean_TF`, `err_mean_TD`; zeros for zero-ablation); position 0 is left alone."""
+
+    def edit(x_BTD: Tensor) -> Tensor:
+        x = x_BTD.to(sae.W_dec.dtype)
+        f = sae.encode(x)
+        err = x - sae.decode(f)
+        T = x.shape[1]
+        keep = keep_TF[:T].to(x.device).clone()
+        keep_err = keep_err_T[:T].to(x.device).clone()
+        keep[0], keep_err[0] = True, True
+        f2 = torch.where(keep, f, f_mean_TF[:T].to(x.device, x.dtype))
+        err2 = torch.where(keep_err[:, None], err, err_mean_TD[:T].to(x.device, x.dtype))
+        return (sae.decode(f2) + err2).to(x_BTD.dtype)
+
+    return edit
