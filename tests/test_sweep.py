@@ -200,3 +200,39 @@ def test_plots_draw(tmp_path):
     df = pd.DataFrame({"l0": [4, 8, 16, 4], "fvu": [0.4, 0.3, 0.2, 0.3], "n_latents": [32, 32, 32, 64]})
     ax = plot_frontier(df)
     assert ax.get_xlabel().startswith("L0")
+
+
+def test_sweep_command_on_a_local_model_folder(tmp_path):
+    """`saekit sweep --widths --ks --tokens` end to end on a tiny model; rerunning finds everything done."""
+    import subprocess
+    import sys
+
+    from tiny import byte_tokenizer, tiny_hf_model
+
+    model_dir = tmp_path / "tiny"
+    tiny_hf_model("llama", n_layers=2).save_pretrained(model_dir)
+    byte_tokenizer().save_pretrained(model_dir)
+    args = [sys.executable, "-m", "saekit.cli", "sweep", "--model", str(model_dir), "--hookpoint", "resid_post.1",
+            "--widths", "32", "64", "128", "--ks", "4", "--tokens", "2048", "4096", "--batch-size", "512",
+            "--harvest-tokens", "4096", "--eval-tokens", "512", "--text", __file__, "--out", str(tmp_path / "sw")]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "w128_k4" in r.stdout and (tmp_path / "sw" / "results.csv").exists() and (tmp_path / "sw" / "frontier.png").exists()
+    import pandas as pd
+
+    t = pd.read_csv(tmp_path / "sw" / "results.csv")
+    assert len(t) == 6 and set(t.tokens) == {2048, 4096}
+    r2 = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert "train:" not in r2.stderr, "a finished sweep trains nothing when rerun"
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "sw" / "results.csv"), t)
+
+
+def test_sweep_command_options_come_from_the_configs():
+    from saekit import cli
+
+    args = cli.build_parser().parse_args(["sweep", "--widths", "64", "128", "--ks", "8", "--tokens", "4096", "--batch-size", "256"])
+    sweep_kw, sae_kw, train_kw, _ = (cli.config_kwargs(args, s) for s in cli.SWEEP)
+    assert SweepConfig(**sweep_kw) == SweepConfig(widths=(64, 128), ks=(8,), tokens=(4096,))
+    assert "n_latents" not in sae_kw and "tokens" not in train_kw and train_kw["batch_size"] == 256
+    assert cli.main(["sweep", "--widths", "16", "--ks", "32"]) == 2  # refused before any model loads
