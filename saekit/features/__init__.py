@@ -66,6 +66,6 @@ __all__ = [
 
 # dictionary science: feature splitting across widths, the 2-D feature map
 from .map import dominant_label, map_coordinates
-from .match import SplitTree, coactivation, decoder_cosine, split_tree
+from .match import Splits, coactivation, decoder_cosine, split_tree
 
-__all__ += ["SplitTree", "coactivation", "decoder_cosine", "dominant_label", "map_coordinates", "split_tree"]
+__all__ += ["Splits", "coactivation", "decoder_cosine", "dominant_label", "map_coordinates", "split_tree"]

@@ -65,7 +65,7 @@ def _latents(sae: Any, acts_ND: Tensor, batch: int = 4096) -> Tensor:
 
 
 @dataclass
-class SplitTree:
+class Splits:
     """Matches between consecutive dictionary sizes. `edges` has one row per (level, parent, child)."""
 
     widths: list[int]
@@ -109,7 +109,7 @@ def split_tree(
     *,
     by: str = "both",
     threshold: float = 0.3,
-) -> SplitTree:
+) -> Splits:
     """Match consecutive SAEs of `saes` (sorted by width here) and return the tree.
 
     `acts_ND`, a token sample of the hook point they read, adds the co-activation score; without it only
@@ -141,7 +141,7 @@ def split_tree(
             rows.append({"level": lvl, "parent": p, "child": child, "cosine": float(cos[p, child]),
                          "coactivation": float(co[p, child]), "score": float(best[child])})
     edges = pd.DataFrame(rows, columns=["level", "parent", "child", "cosine", "coactivation", "score"])
-    return SplitTree(widths, edges, by, {"threshold": threshold, "sample_tokens": 0 if acts_ND is None else int(acts_ND.shape[0])})
+    return Splits(widths, edges, by, {"threshold": threshold, "sample_tokens": 0 if acts_ND is None else int(acts_ND.shape[0])})
 
 
-__all__ = ["SplitTree", "coactivation", "decoder_cosine", "split_tree"]
+__all__ = ["Splits", "coactivation", "decoder_cosine", "split_tree"]

@@ -36,3 +36,7 @@ def __dir__() -> list[str]:
 # intervention widgets (SteeringPanel, AblationPanel)
 _WHERE.update({"SteeringPanel": "steering", "AblationPanel": "ablation"})
 __all__ = sorted(_WHERE)
+
+# dictionary science widgets (SplitTree, FeatureMap)
+_WHERE.update({"SplitTree": "split_tree", "FeatureMap": "feature_map"})
+__all__ = sorted(_WHERE)
