@@ -157,7 +157,7 @@ def _search(n, d, y, terms, grid_points: int = 32, zooms: int = 12) -> tuple[np.
         if rss[g] < best[2]:
             best = (c[g], tuple(float(e) for e in exps_GT[g]), float(rss[g]))
         steps = [(b - a) / (grid_points - 1) for a, b in ranges]
-        ranges = [(math.log(e) - 2 * s, math.log(e) + 2 * s) for e, s in zip(best[1], steps)]
+        ranges = [(max(lo, math.log(e) - 2 * s), min(hi, math.log(e) + 2 * s)) for e, s in zip(best[1], steps)]
         grid_points = 9
     return best
 

@@ -25,7 +25,9 @@ def _nodes(node: dict[str, Any]):
 
 
 class SplitTree(SaeWidget):
-    """`SplitTree(splits, stats=[stats_small, ..., stats_large], root=f)`: observe `root` and `opened`."""
+    """`SplitTree(splits, stats=[stats_small, ..., stats_large], root=f)`: observe `root` and `opened`.
+
+    Without stats, `tokens` (per level, one string per feature) labels the nodes; dashboards need stats."""
 
     _asset_js = "split_tree.js"
     _asset_css = "split_tree.css"
@@ -44,6 +46,7 @@ class SplitTree(SaeWidget):
         splits: Splits,
         stats: Sequence[FeatureStats] | None = None,
         *,
+        tokens: Sequence[Sequence[str]] | None = None,
         roots: Sequence[int] | None = None,
         max_roots: int = 300,
         **kwargs: Any,
@@ -65,22 +68,30 @@ class SplitTree(SaeWidget):
         forest = {str(f): splits.descendants(f) for f in dict.fromkeys(roots + [self.root])}
         self._widths = list(splits.widths)
         self._roots = roots
-        tokens = {}
-        if self.stats is not None:
-            for node in forest.values():
-                for lvl, f in _nodes(node):
-                    tokens[f"{lvl}:{f}"] = " | ".join(_shown(t) for t in self.stats[lvl].peak_tokens(f, 3))
-        self._tokens = tokens
+        token_map: dict[str, str] = {}
+        self._given_tokens = tokens
+        for node in forest.values():
+            token_map.update(self._node_tokens(node))
+        self._tokens = token_map
         self._forest = forest
         self._dashboards: dict[int, FeatureDashboard] = {}
         self.observe(self._on_root, "root")
+
+    def _node_tokens(self, node: dict[str, Any]) -> dict[str, str]:
+        """{'level:feature': top tokens} of a subtree, from the stats or the `tokens` given."""
+        out = {}
+        for lvl, f in _nodes(node):
+            if self.stats is not None:
+                out[f"{lvl}:{f}"] = " | ".join(_shown(t) for t in self.stats[lvl].peak_tokens(f, 3))
+            elif self._given_tokens is not None:
+                out[f"{lvl}:{f}"] = str(self._given_tokens[lvl][f])
+        return out
 
     def _on_root(self, change) -> None:
         key = str(change["new"])
         if key not in self._forest:
             node = self.splits.descendants(change["new"])
-            if self.stats is not None:
-                self._tokens = {**self._tokens, **{f"{lvl}:{f}": " | ".join(_shown(t) for t in self.stats[lvl].peak_tokens(f, 3)) for lvl, f in _nodes(node)}}
+            self._tokens = {**self._tokens, **self._node_tokens(node)}
             self._forest = {**self._forest, key: node}
 
     def dashboard(self, level: int, feature: int) -> FeatureDashboard:
