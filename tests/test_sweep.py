@@ -214,7 +214,7 @@ def test_sweep_command_on_a_local_model_folder(tmp_path):
     byte_tokenizer().save_pretrained(model_dir)
     args = [sys.executable, "-m", "saekit.cli", "sweep", "--model", str(model_dir), "--hookpoint", "resid_post.1",
             "--widths", "32", "64", "128", "--ks", "4", "--tokens", "2048", "4096", "--batch-size", "512",
-            "--harvest-tokens", "4096", "--eval-tokens", "512", "--text", __file__, "--out", str(tmp_path / "sw")]
+            "--harvest-tokens", "4096", "--eval-tokens", "512", "--ce-tokens", "256", "--text", __file__, "--out", str(tmp_path / "sw")]
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "w128_k4" in r.stdout and (tmp_path / "sw" / "results.csv").exists() and (tmp_path / "sw" / "frontier.png").exists()
@@ -222,6 +222,8 @@ def test_sweep_command_on_a_local_model_folder(tmp_path):
 
     t = pd.read_csv(tmp_path / "sw" / "results.csv")
     assert len(t) == 6 and set(t.tokens) == {2048, 4096}
+    last = t[t.tokens == 4096]
+    assert last.ce_loss_recovered.notna().all() and t[t.tokens == 2048].ce_loss_recovered.isna().all()
     r2 = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert "train:" not in r2.stderr, "a finished sweep trains nothing when rerun"
