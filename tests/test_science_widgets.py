@@ -174,3 +174,16 @@ def test_exported_science_widgets_in_chromium(family, tmp_path):
         assert errors == []
         assert all(u.startswith(("file:", "blob:", "data:")) for u in requests), requests
         context.close()
+
+
+def test_science_widget_assets_are_plain_modules():
+    import re
+
+    from saekit.widgets.base import asset_dir
+
+    for name in ("split_tree", "feature_map"):
+        js = (asset_dir() / f"{name}.js").read_text()
+        assert (asset_dir() / f"{name}.css").exists()
+        assert "export default" in js and "innerHTML" not in js, "data goes in with textContent only"
+        assert not re.search(r"""import\s.*from\s+["']https?:""", js), "no CDN imports"
+        assert "return () =>" in js, "render returns a cleanup"
