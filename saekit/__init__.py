@@ -9,7 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import SaekitError
-from .config import ConfigError, HarvestConfig, SaeConfig, TrainConfig
+from .config import ConfigError, HarvestConfig, SaeConfig, SweepConfig, TrainConfig
 from .data import TokenContexts, contexts, corpus
 from .harvest import harvest
 from .interventions import Ablate, Clamp, Effects, Generation, LossChange, Splice, Steer, feature_means, generate, loss_change, measure
@@ -83,6 +83,7 @@ __all__ = [
     "load_model",
     "train",
     "SteeringEval",
+    "SweepConfig",
     "diff_of_means",
     "steering_eval",
     "pretrained",

@@ -25,7 +25,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .config import HarvestConfig, SaeConfig, TrainConfig, field_docs
+from .config import HarvestConfig, SaeConfig, SweepConfig, TrainConfig, field_docs
 
 if TYPE_CHECKING:
     from .lm import Model
@@ -109,6 +109,22 @@ TRAIN = (
 
 HARVEST = (Section(HarvestConfig),)
 """The config `saekit harvest` builds."""
+
+SWEEP = (
+    Section(SweepConfig),
+    Section(
+        SaeConfig,
+        derived={"d_in": "the model's width (d_model)", "model_name": "the model's name", "n_latents": "--widths",
+                 "k": "--ks", "target_l0": "--ks"},
+    ),
+    Section(TrainConfig, derived={"tokens": "the largest of --tokens"}),
+    Section(
+        HarvestConfig,
+        derived={"hookpoints": "--hookpoint"},
+        dests={"batch_size": "harvest_batch_size", "dtype": "harvest_dtype"},
+    ),
+)
+"""The configs `saekit sweep` builds (the grid, the SAE template, training, harvest)."""
 
 
 def _field_type(cls: type, name: str) -> tuple[type, bool]:
@@ -303,6 +319,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text_arg(h)
     for section in HARVEST:
         add_config_options(h, section)
+
+    w = sub.add_parser(
+        "sweep",
+        help="train a grid of SAEs (widths x k x token budgets) from one harvest and fit scaling laws",
+        description="Harvest once (or reuse --cache), train every (width, k) of the grid in shared passes to the largest "
+        "--tokens budget, evaluate each at every budget on held-out activations, and write results.csv, the fitted "
+        "law and the plots under --out. Rerunning a killed sweep resumes it. Works under torchrun (harvest first "
+        "with `saekit harvest` and pass --cache). The SweepConfig, SaeConfig, TrainConfig and HarvestConfig "
+        "options are those configs' fields.",
+    )
+    _add_model_args(w, device=False)
+    w.add_argument("--cache", default=None, metavar="DIR", help="activation cache folder: reused when it exists, harvested otherwise (default: <out>/activations).")
+    w.add_argument(
+        "--harvest-tokens", type=int, metavar="INT", default=_default_of(harvest, "n_tokens"),
+        help="activations to harvest (unique tokens); larger budgets re-read them in new orders. Default: %(default)s.",
+    )
+    w.add_argument("--out", default="runs/sweep", metavar="DIR", help="the sweep folder. Default: %(default)s.")
+    _add_text_arg(w)
+    for section in SWEEP:
+        add_config_options(w, section)
 
     q = sub.add_parser(
         "quickstart",
@@ -602,6 +638,54 @@ def _check_existing_cache(out: Path, model: Model, cfg: HarvestConfig, split: st
         raise CacheError(f"{out} holds a harvest with other settings ({'; '.join(diffs)}): choose another --out or delete it")
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    sweep_kw, sae_kw, train_kw, harvest_kw = (config_kwargs(args, s) for s in SWEEP)
+    scfg = SweepConfig(**sweep_kw)
+    SaeConfig(d_in=1, n_latents=min(scfg.widths), k=max(scfg.ks), **sae_kw)
+    TrainConfig(**{**train_kw, "tokens": max(scfg.tokens)})
+    HarvestConfig(hookpoints=("_",), **harvest_kw)
+    import saekit
+
+    from .store import MANIFEST, ActivationCache
+    from .sweep import bootstrap, fit_power_law, plot_fit, plot_frontier, run_sweep
+
+    out = Path(args.out)
+    model = saekit.load_model(args.model, device=train_kw["device"])
+    hookpoint = sae_kw["hookpoint"] or model.default_hookpoint()
+    model.resolve(hookpoint)
+    hcfg = HarvestConfig(hookpoints=(hookpoint,), **harvest_kw)
+    cache_dir = Path(args.cache) if args.cache else out / "activations"
+    if (cache_dir / MANIFEST).exists() and ActivationCache.open(cache_dir).n_tokens >= min(args.harvest_tokens, max(scfg.tokens)):
+        cache = ActivationCache.open(cache_dir)
+    else:
+        cache = saekit.harvest(model, _texts(args), cfg=hcfg, n_tokens=min(args.harvest_tokens, max(scfg.tokens)), out=cache_dir)
+    held = saekit.harvest(model, None if not args.text else _texts(args), cfg=hcfg, n_tokens=scfg.eval_tokens,
+                          split="test", out=out / "heldout")
+    template = SaeConfig(d_in=model.d_model, model_name=model.name, **{**sae_kw, "hookpoint": hookpoint,
+                                                                       "n_latents": min(scfg.widths), "k": max(scfg.ks)})
+    res = run_sweep(cache, held, scfg, out=out, train_cfg=TrainConfig(**{**train_kw, "tokens": max(scfg.tokens)}),
+                    sae_cfg=template, hookpoint=hookpoint, model=model)
+    table = res.table
+    table.to_csv(out / "results.csv", index=False)
+    print("\nsaekit sweep: results (held-out FVU, L0, dead fraction)\n" + table.drop(columns=["path", "pass"]).to_string(index=False))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for k, rows in table.groupby("k"):
+        try:
+            fit = bootstrap(fit_power_law(rows.n_latents, rows.fvu, tokens=rows.tokens), n=100)
+        except saekit.ConfigError as e:
+            print(f"k={k}: no law fitted ({e})")
+            continue
+        print(f"k={k}: {fit}")
+        if fit.terms == ("N", "D"):
+            print(f"k={k}: compute-optimal width at {max(scfg.tokens):,} tokens: {fit.optimal_width(max(scfg.tokens)):,.0f} latents")
+        plot_fit(fit).figure.savefig(out / f"fit_k{k}.png", dpi=120, bbox_inches="tight")
+    plot_frontier(table).figure.savefig(out / "frontier.png", dpi=120, bbox_inches="tight")
+    print(f"saved {out / 'results.csv'}, the fits and frontier.png")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from .quickstart import run
 
@@ -619,7 +703,8 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import SaekitError
 
     try:
-        return {"train": cmd_train, "eval": cmd_eval, "harvest": cmd_harvest, "quickstart": cmd_quickstart}[args.command](args)
+        return {"train": cmd_train, "eval": cmd_eval, "harvest": cmd_harvest, "quickstart": cmd_quickstart,
+                "sweep": cmd_sweep}[args.command](args)
     except SaekitError as e:
         print(f"saekit: error: {e}", file=sys.stderr)
         return 2

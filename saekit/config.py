@@ -327,6 +327,51 @@ class HarvestConfig:
         _check(self.dtype in ("float32", "bfloat16"), f"HarvestConfig.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
 
 
+@dataclass
+class SweepConfig:
+    """A grid of SAEs to train from one harvest (`saekit.sweep`): widths x sparsities, read at several token budgets."""
+
+    widths: tuple[int, ...] = (256, 512, 1024)
+    """Dictionary sizes (n_latents) of the grid."""
+
+    ks: tuple[int, ...] = (16,)
+    """Active latents per token of the grid: k for TopK-style architectures, target_l0 for the others."""
+
+    tokens: tuple[int, ...] = (40_960, 81_920, 163_840)
+    """Token budgets at which every run is evaluated. One run per (width, k) trains to the largest; the smaller
+    budgets are its checkpoints along the way (same data order, learning rate not yet decayed there)."""
+
+    eval_tokens: int = 8192
+    """Held-out activation rows on which FVU, L0 and the dead fraction are measured."""
+
+    per_pass: int = 0
+    """SAEs trained together in one pass over the data (0: the whole grid at once)."""
+
+    ce_tokens: int = 0
+    """Held-out tokens for CE-loss recovered at the largest budget (needs the model; 0 skips it: it costs one
+    forward pass of the model per SAE)."""
+
+    def __post_init__(self) -> None:
+        for name in ("widths", "ks", "tokens"):
+            v = getattr(self, name)
+            _check(
+                isinstance(v, (tuple, list)) and len(v) > 0 and all(_is_int(x) and x > 0 for x in v),
+                f"SweepConfig.{name} must be a non-empty tuple of positive ints, got {v!r}.",
+            )
+            _check(len(set(v)) == len(v), f"SweepConfig.{name}={tuple(v)} repeats a value: list each once.")
+        _check(
+            max(self.ks) < min(self.widths),
+            f"SweepConfig.ks={tuple(self.ks)} must all be smaller than the narrowest width {min(self.widths)}: "
+            f"drop the large k values or the small widths.",
+        )
+        _check(_is_int(self.eval_tokens) and self.eval_tokens > 0, f"SweepConfig.eval_tokens must be a positive int, got {self.eval_tokens!r}.")
+        _check(_is_int(self.per_pass) and self.per_pass >= 0, f"SweepConfig.per_pass must be an int >= 0, got {self.per_pass!r}.")
+        _check(_is_int(self.ce_tokens) and self.ce_tokens >= 0, f"SweepConfig.ce_tokens must be an int >= 0, got {self.ce_tokens!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring under each field of a dataclass, whitespace collapsed: {field name: text}.
@@ -362,4 +407,4 @@ def dump_json(obj: Any, path: Any) -> None:
         f.write("\n")
 
 
-__all__ = ["ConfigError", "SaeConfig", "TrainConfig", "HarvestConfig", "dump_json", "field_docs"]
+__all__ = ["ConfigError", "SaeConfig", "TrainConfig", "HarvestConfig", "SweepConfig", "dump_json", "field_docs"]

@@ -9,6 +9,9 @@
 - `unembed`: the model's final norm and unembedding as plain torch.
 - `search`: features of a prompt, features for a text or for tokens, multilingual features; text and
   multilingual search rank by specificity (activation on the query over the corpus mean).
+- `match`: feature splitting: SAEs of several widths matched by decoder cosine and co-activation, a tree
+  from the smallest dictionary to the largest (`split_tree`).
+- `map`: 2-D coordinates of the decoder directions (PCA built in, UMAP optional) and `dominant_label`.
 """
 
 from __future__ import annotations
@@ -60,3 +63,9 @@ __all__ = [
     "token_strings",
     "unembedding",
 ]
+
+# dictionary science: feature splitting across widths, the 2-D feature map
+from .map import dominant_label, map_coordinates
+from .match import Splits, coactivation, decoder_cosine, split_tree
+
+__all__ += ["Splits", "coactivation", "decoder_cosine", "dominant_label", "map_coordinates", "split_tree"]

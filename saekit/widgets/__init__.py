@@ -39,4 +39,6 @@ __all__ = sorted(_WHERE)
 
 # circuits (CircuitView)
 _WHERE.update({"CircuitView": "circuit"})
+# dictionary science widgets (SplitTree, FeatureMap)
+_WHERE.update({"SplitTree": "split_tree", "FeatureMap": "feature_map"})
 __all__ = sorted(_WHERE)
