@@ -36,3 +36,7 @@ def __dir__() -> list[str]:
 # intervention widgets (SteeringPanel, AblationPanel)
 _WHERE.update({"SteeringPanel": "steering", "AblationPanel": "ablation"})
 __all__ = sorted(_WHERE)
+
+# training monitor (TrainingMonitor: live curves, density, newly alive latents, Stop)
+_WHERE.update({"TrainingMonitor": "monitor"})
+__all__ = sorted(_WHERE)
