@@ -101,7 +101,6 @@ function histogram(edges, counts, dead, width = 520, height = 170) {
     if (d > 0) svg.append(s("rect", { x: pad.l + 3 + k * bw, y: pad.t + H - hh, width: bw, height: hh, fill: color, class: "sk-bar sk-dead-bar", "data-sae": k }));
   });
   for (let t = Math.ceil(lo); t <= hi; t += 1) svg.append(s("text", { x: X(t), y: height - 16, class: "sk-tick", "text-anchor": "middle" }, String(t)));
-  svg.append(s("text", { x: pad.l + deadW / 2, y: height - 16, class: "sk-tick", "text-anchor": "middle" }, "0"));
   svg.append(s("text", { x: pad.l + W / 2, y: height - 3, class: "sk-tick", "text-anchor": "middle" }, "log10(fires / tokens); latents per bin"));
   return svg;
 }

@@ -155,8 +155,9 @@ class TrainingMonitor(SaeWidget, TrainCallback):
         self._entries = list(trainer.history)
         with self.hold_sync():
             self._draw_entries()
+            self.summary = {**self.summary, "step": info["step"], "tokens": info["tokens"], "eta_s": 0.0}
             self.status = info["status"]
-            self.checkpoint = info["checkpoint"] or "" if info["status"] == "stopped" else ""
+            self.checkpoint = (info["checkpoint"] or "") if info["status"] == "stopped" else ""
             if info["status"] == "stopped":
                 self.message = (
                     f"stopped at step {info['step']}; checkpoint: {info['checkpoint']} (train again with the same "
