@@ -81,7 +81,11 @@ class TrainingHistory:
                     saes.append(sae_summary(json.loads((ckpt / f"sae_{i}" / "cfg.json").read_text())))
                 except (OSError, ValueError):
                     saes.append({})
-            return cls(config=state["cfg"], saes=saes, entries=state["history"], status="stopped", checkpoint=str(ckpt))
+            cfg = state["cfg"]
+            steps = -(-cfg["tokens"] // cfg["batch_size"])
+            done = state["step"] >= steps
+            return cls(config=cfg, saes=saes, entries=state["history"], status="done" if done else "stopped",
+                       checkpoint=None if done else str(ckpt))
         raise TrainingError(
             f"{p} holds no training history ({HISTORY_JSON} or a checkpoint): pass a folder written by "
             f"saekit.train(..., out=...) or Trainer.checkpoint"

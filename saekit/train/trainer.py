@@ -161,8 +161,9 @@ class Trainer:
         self.input_key: str | None = None
         self.initialised = False
         self.history: list[dict[str, Any]] = []
-        self.callbacks: list[TrainCallback] = [as_callback(cb) for cb in callbacks]
-        """TrainCallback objects (plain functions of the entry are wrapped); see callbacks.py."""
+        self.callbacks: list[TrainCallback | Callable[[dict[str, Any]], None]] = list(callbacks)
+        """TrainCallback objects, or plain functions of each history entry; see callbacks.py."""
+        self._cbs: list[TrainCallback] = [as_callback(cb) for cb in self.callbacks]  # checked now, rebuilt by fit
         self.stop_requested = False
         """Set by `request_stop()`; the loop ends before its next step."""
         self.stopped = False
@@ -259,6 +260,7 @@ class Trainer:
         if self.input_key is not None and self.input_key != keys[0] and self.initialised:
             raise TrainingError(f"this run trained on {self.input_key!r}; resume it on the same hook point, not {keys[0]!r}")
         self.input_key = keys[0]
+        self._cbs = [as_callback(cb) for cb in self.callbacks]  # functions appended since __init__ too
         self._meta = ROW_META if self._wants_meta(data) else ()
         batches = self._batches(data, keys)
         if not isinstance(data, (ActivationCache, Tensor)) and self.initialised and self.step:
@@ -273,7 +275,7 @@ class Trainer:
             self._initialise(self._sample(data, keys, first))
         steps = cfg.steps
         self.stop_requested = self.stopped = False
-        self._throttles = {i: Throttle(cb.every_s, time.perf_counter) for i, cb in enumerate(self.callbacks)}
+        self._throttles = {i: Throttle(cb.every_s, time.perf_counter) for i, cb in enumerate(self._cbs)}
         for cb in self._rank0_callbacks():
             cb.on_start(self, data)
         bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=not progress or self.rank != 0)
@@ -316,7 +318,7 @@ class Trainer:
         self.stop_requested = True
 
     def _rank0_callbacks(self) -> list[TrainCallback]:
-        return self.callbacks if self.rank == 0 else []
+        return self._cbs if self.rank == 0 else []
 
     def _wants_meta(self, data) -> bool:
         """Carry each row's (context_index, position) when a callback asks and the cache stores them."""
@@ -374,9 +376,9 @@ class Trainer:
     def _train_step(self, batch: dict[str, Tensor], t0: float, tok0: int, bar) -> None:
         """One optimiser step of every SAE on one batch, then the history entry every log_every steps."""
         cfg = self.cfg
+        meta = {k: batch.pop(k) for k in self._meta if k in batch}  # row positions for callbacks, not trained on
         for k, v in batch.items():
             _check_finite(v, f"batch {self.step} of {k!r}")
-        meta = {k: batch.pop(k) for k in self._meta if k in batch}
         batch = {k: v.to(self.device, non_blocking=True).float() * self.scales[k] for k, v in batch.items()}
         factor = lr_factor(self.step, cfg.steps, cfg.warmup_steps, cfg.decay_start)
         record = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.steps
