@@ -119,9 +119,7 @@ def main() -> None:
         write_section("TrainingMonitor overhead", body + "\n\n" + NOTE)
 
 
-NOTE = """The monitor adds no host synchronisation of its own: entries are built only on logging steps, where the
-trainer already brings the metrics to the host; per step it only checks a stop flag. Measured on a 2-core CPU
-shared with other jobs, so differences of a few percent are within the noise between runs."""
+NOTE = """(Interpretation written by hand below the table; see BENCHMARKS.md.)"""
 
 
 if __name__ == "__main__":
