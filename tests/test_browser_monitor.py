@@ -96,11 +96,13 @@ def test_training_monitor_live_in_jupyterlab_and_stop(browser, tmp_path):
             raise AssertionError(f"no curve drawn: {notebook_state(page)}; {[cell_output(page, i) for i in range(2)]}") from None
         # the curves grow while the training cell is still running
         first = points(page)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # generous: CI machines may be busy
         while points(page) <= first + 2 and time.monotonic() < deadline:
             time.sleep(0.3)
         grown = points(page)
-        assert grown > first + 2, (first, grown)
+        if grown <= first + 2:
+            screenshot(page, "monitor_did_not_grow")
+        assert grown > first + 2, (first, grown, notebook_state(page))
         assert "*" in notebook_state(page)["prompts"][1], "the training cell is still running"
         assert page.locator(".saekit-monitor .sk-status").inner_text() == "running"
         assert re.search(r"ETA \d+:\d\d", page.locator(".saekit-monitor .sk-stats").inner_text())
