@@ -14,7 +14,8 @@ checkpoint (with a `checkpoint_dir`), which resumes exactly.
 
 How Stop reaches a busy kernel: while a cell runs, the kernel's main thread handles no widget messages, so
 (with ipykernel >= 7) the monitor routes its own comm to a kernel subshell thread for the run; the click
-then lands at once. Where that is not available the button says so (interrupting the kernel still works).
+then lands at once. Where that is not available the button is disabled and says so (interrupting the kernel
+then ends training without a final checkpoint; TrainConfig.checkpoint_every bounds what is lost).
 
 Outside a Jupyter kernel (a terminal, a script) it draws a tqdm bar instead and, with `figure=True`, the
 matplotlib figure of the run at the end (`TerminalProgress`).
@@ -137,7 +138,8 @@ class TrainingMonitor(SaeWidget, TrainCallback):
             self._shown = True
         self._route = route_comm_to_subshell(self)
         self._can_stop = self._route is not None
-        self.message = "" if self._can_stop else "Stop needs ipykernel ≥ 7 (kernel subshells); interrupt the kernel instead"
+        self.message = "" if self._can_stop else ("Stop needs ipykernel ≥ 7 (kernel subshells); interrupting the kernel ends training without a final "
+                        "checkpoint (TrainConfig.checkpoint_every bounds what is lost)")
 
     def on_log(self, entry: dict[str, Any], arrays: list[LogArrays]) -> None:
         if not self._entries or self._entries[-1] is not entry:
