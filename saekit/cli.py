@@ -411,6 +411,23 @@ def _refuse_changed_options(out: Path, state: str, diffs: list[str]) -> None:
     )
 
 
+def _progress_callback():
+    """In a terminal one compact live line (tqdm: step, tokens, FVU, L0, dead, tokens/s, ETA); piped, that line
+    printed every 30 s."""
+    from .train import TerminalProgress, TrainCallback, progress_line
+
+    if sys.stderr.isatty():
+        return TerminalProgress(every_s=0.5)
+
+    class Lines(TrainCallback):
+        every_s = 30.0
+
+        def on_log(self, entry, arrays):
+            print(f"saekit: {progress_line(entry)}", flush=True)
+
+    return Lines()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     sae_kw, train_kw, harvest_kw = _train_configs(args)
     import saekit
@@ -467,9 +484,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         trainer = saekit.Trainer(saekit.Sae(sae_cfg, seed=cfg.seed), cfg)
     step0 = trainer.step
-    trainer.fit(cache, hookpoint, checkpoint_dir=ckpt)
+    trainer.callbacks.append(_progress_callback())
+    trainer.fit(cache, hookpoint, checkpoint_dir=ckpt, progress=False)
     durable.write_json(cfg.to_dict(), out / TRAIN_FILE)
     trainer.save(out)
+    trainer.training_history().save(out)  # the curves, reopened by TrainingMonitor.from_run(out)
     durable.crash_point("cli.after_save")
     remove_checkpoint(ckpt)
     t_train = time.time() - t1

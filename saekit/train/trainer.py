@@ -44,12 +44,16 @@ from ..saes import Sae, SaeOutput, is_dense_code
 from ..store import ActivationCache
 from . import distributed as dd
 from ..durable import crash_point
+from .callbacks import LogArrays, Throttle, TrainCallback, as_callback
 from .checkpoint import resume_trainer, write_checkpoint
+from .history import TrainingHistory, sae_summary
 
 SAMPLE_ROWS = 32_768
 """Rows of the data used to estimate the normalisation scale and to initialise the SAEs."""
 INPUT = "x"
 """Key of the input hook point in a trainer batch when the data does not name it (tensors, streams)."""
+ROW_META = ("context_index", "position")
+"""Cache columns carried in each batch (not trained on) when a callback wants tokens (TrainCallback.wants_tokens)."""
 
 
 def lr_factor(step: int, steps: int, warmup: int, decay_start: float) -> float:
@@ -132,7 +136,7 @@ class Trainer:
         saes: Sae | Sequence[Sae],
         cfg: TrainConfig | None = None,
         *,
-        callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+        callbacks: Sequence[TrainCallback | Callable[[dict[str, Any]], None]] = (),
     ) -> None:
         self.cfg = cfg or TrainConfig()
         saes = [saes] if isinstance(saes, Sae) else list(saes)
@@ -157,7 +161,15 @@ class Trainer:
         self.input_key: str | None = None
         self.initialised = False
         self.history: list[dict[str, Any]] = []
-        self.callbacks: list[Callable[[dict[str, Any]], None]] = list(callbacks)
+        self.callbacks: list[TrainCallback | Callable[[dict[str, Any]], None]] = list(callbacks)
+        """TrainCallback objects, or plain functions of each history entry; see callbacks.py."""
+        self._cbs: list[TrainCallback] = [as_callback(cb) for cb in self.callbacks]  # checked now, rebuilt by fit
+        self.stop_requested = False
+        """Set by `request_stop()`; the loop ends before its next step."""
+        self.stopped = False
+        """True when the last `fit` ended because a stop was requested."""
+        self._throttles: dict[int, Throttle] = {}
+        self._meta: tuple[str, ...] = ()
         self.folded = False
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         """Randomness for SAE hooks (resampling); saved in checkpoints."""
@@ -202,10 +214,11 @@ class Trainer:
                 raise TrainingError(
                     f"the cache holds {data.n_tokens} tokens, fewer than one batch ({bs}): harvest more or lower batch_size"
                 )
+            cols = keys + list(self._meta)
             it = data.batches(
-                keys, bs, seed=self.cfg.seed, epochs=None, start_batch=self.step, rank=self.rank, world_size=self.world_size
+                cols, bs, seed=self.cfg.seed, epochs=None, start_batch=self.step, rank=self.rank, world_size=self.world_size
             )
-            return (dict(zip(keys, b)) for b in it)
+            return (dict(zip(cols, b)) for b in it)
         return self._stream(iter(data), keys)
 
     def _stream(self, it: Iterator, keys: list[str]) -> Iterator[dict[str, Tensor]]:
@@ -247,6 +260,8 @@ class Trainer:
         if self.input_key is not None and self.input_key != keys[0] and self.initialised:
             raise TrainingError(f"this run trained on {self.input_key!r}; resume it on the same hook point, not {keys[0]!r}")
         self.input_key = keys[0]
+        self._cbs = [as_callback(cb) for cb in self.callbacks]  # functions appended since __init__ too
+        self._meta = ROW_META if self._wants_meta(data) else ()
         batches = self._batches(data, keys)
         if not isinstance(data, (ActivationCache, Tensor)) and self.initialised and self.step:
             batches = itertools.islice(batches, self.step, None)  # a resumed stream: skip what was used
@@ -259,11 +274,18 @@ class Trainer:
                     raise TrainingError("the activation stream is empty: harvest some activations first")
             self._initialise(self._sample(data, keys, first))
         steps = cfg.steps
+        self.stop_requested = self.stopped = False
+        self._throttles = {i: Throttle(cb.every_s, time.perf_counter) for i, cb in enumerate(self._cbs)}
+        for cb in self._rank0_callbacks():
+            cb.on_start(self, data)
         bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=not progress or self.rank != 0)
         t0, tok0 = time.perf_counter(), self.step * cfg.batch_size
         step0 = self.step
         batch = last = None
         while self.step < steps:
+            if self.stop_requested:
+                self.stopped = True
+                break
             if first is not None:
                 batch, first = first, None
             else:
@@ -280,7 +302,42 @@ class Trainer:
             self._calibrate(data, keys, last)
         if checkpoint_dir is not None and (self.step > step0 or not self.has_checkpoint(checkpoint_dir)):
             self.checkpoint(checkpoint_dir)
+        info = {
+            "status": "stopped" if self.stopped else "done",
+            "step": self.step,
+            "tokens": self.step * cfg.batch_size,
+            "checkpoint": str(checkpoint_dir) if checkpoint_dir is not None else None,
+        }
+        for cb in self._rank0_callbacks():
+            cb.on_end(self, info)
         return self
+
+    def request_stop(self) -> None:
+        """End `fit` cleanly before its next step (safe from another thread): the checkpoint it then writes
+        (with a `checkpoint_dir`) resumes exactly."""
+        self.stop_requested = True
+
+    def _rank0_callbacks(self) -> list[TrainCallback]:
+        return self._cbs if self.rank == 0 else []
+
+    def _wants_meta(self, data) -> bool:
+        """Carry each row's (context_index, position) when a callback asks and the cache stores them."""
+        if not any(cb.wants_tokens for cb in self._rank0_callbacks()) or not isinstance(data, ActivationCache):
+            return False
+        try:  # a harvested cache's shards hold them; caches written from bare tensors may not
+            return all(data.shard(0, k).shape[0] == data.shards[0]["rows"] for k in ROW_META)
+        except Exception:  # noqa: BLE001 - any reason the column is missing: train without it
+            return False
+
+    def training_history(self) -> TrainingHistory:
+        """This run's history as a TrainingHistory (config, SAEs, entries; status from the last fit)."""
+        done = self.step >= self.cfg.steps
+        return TrainingHistory(
+            config=self.cfg.to_dict(),
+            saes=[sae_summary(s.cfg.to_dict()) for s in self.saes],
+            entries=list(self.history),
+            status="done" if done else ("stopped" if self.stopped else "running"),
+        )
 
     def _calibrate(self, data, keys: list[str], last: dict[str, Tensor] | None) -> None:
         """Once training ends: each SAE sets what inference needs from its final weights (`Sae.calibrate`),
@@ -319,21 +376,25 @@ class Trainer:
     def _train_step(self, batch: dict[str, Tensor], t0: float, tok0: int, bar) -> None:
         """One optimiser step of every SAE on one batch, then the history entry every log_every steps."""
         cfg = self.cfg
+        meta = {k: batch.pop(k) for k in self._meta if k in batch}  # row positions for callbacks, not trained on
         for k, v in batch.items():
             _check_finite(v, f"batch {self.step} of {k!r}")
         batch = {k: v.to(self.device, non_blocking=True).float() * self.scales[k] for k, v in batch.items()}
         factor = lr_factor(self.step, cfg.steps, cfg.warmup_steps, cfg.decay_start)
         record = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.steps
-        logs = []
+        logs, arrays = [], []
         for slot in self.slots:
             out = self._optimise(slot, batch, factor)
             self._track(slot, out, batch[self.input_key])
             if record:
-                logs.append(self._metrics(slot, out))
+                m, density_F = self._metrics(slot, out)
+                logs.append(m)
+                dead_F = (slot.tokens_since_fired >= cfg.dead_after).cpu() if self.callbacks else None
+                arrays.append(LogArrays(density_F, dead_F, out.acts.detach(), out.indices, meta or None))
         self.step += 1
         bar.update()
         if record:
-            self._log(logs, factor, t0, tok0, bar)
+            self._log(logs, factor, t0, tok0, bar, arrays)
 
     def _optimise(self, slot: _Slot, batch: dict[str, Tensor], factor: float) -> SaeOutput:
         """Forward, backward (gradients averaged over ranks), the SAE's constraints and Adam's step at lr * factor."""
@@ -372,7 +433,7 @@ class Trainer:
             slot.reset_optimizer_rows(rows)
             slot.tokens_since_fired[rows] = 0
 
-    def _metrics(self, slot: _Slot, out: SaeOutput) -> dict[str, Any]:
+    def _metrics(self, slot: _Slot, out: SaeOutput) -> tuple[dict[str, Any], Tensor]:
         """Plain numbers for one SAE: averaged over ranks; the density window is summed and then reset."""
         scalars = torch.stack([out.loss.detach(), out.fvu.detach(), out.aux_loss.detach(), out.l0.detach()]).float()
         fires, tokens = slot.window_fires.clone(), torch.tensor([slot.window_tokens], device=self.device)
@@ -393,25 +454,35 @@ class Trainer:
             "density_histogram": density_histogram(density_F, bins=self.cfg.histogram_bins),
             "n_latents": slot.sae.n_latents,
             "architecture": slot.sae.architecture,
-        }
+        }, density_F
 
-    def _log(self, logs: list[dict[str, Any]], factor: float, t0: float, tok0: int, bar) -> None:
-        """Append a history entry and hand it to the callbacks (rank 0 only)."""
+    def _log(
+        self, logs: list[dict[str, Any]], factor: float, t0: float, tok0: int, bar, arrays: list[LogArrays]
+    ) -> None:
+        """Append a history entry and hand it to the callbacks (rank 0 only; each throttled by its every_s)."""
         tokens = self.step * self.cfg.batch_size
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        rate = (tokens - tok0) / elapsed
         entry = {
             "step": self.step,
+            "steps": self.cfg.steps,
             "tokens": tokens,
+            "total_tokens": self.cfg.steps * self.cfg.batch_size,
             "lr": self.slots[0].lr * factor,
-            "tokens_per_s": (tokens - tok0) / max(time.perf_counter() - t0, 1e-9),
+            "tokens_per_s": rate,
+            "elapsed_s": elapsed,
+            "eta_s": (self.cfg.steps - self.step) * self.cfg.batch_size / max(rate, 1e-9),
             "saes": logs,
         }
         self.history.append(entry)
         bar.set_postfix(fvu=f"{logs[0]['fvu']:.3f}", l0=f"{logs[0]['l0']:.1f}", dead=f"{logs[0]['dead_fraction']:.2f}")
-        if self.rank == 0:
-            for cb in self.callbacks:
-                cb(entry)
+        last = self.step >= self.cfg.steps
+        for i, cb in enumerate(self._rank0_callbacks()):
+            if self._throttles[i].ready(force=last or self.stop_requested):
+                cb.on_log(entry, arrays)
 
-    def has_checkpoint(self, checkpoint_dir: str | Path) -> bool:
+    @staticmethod
+    def has_checkpoint(checkpoint_dir: str | Path) -> bool:
         """Whether `checkpoint_dir` already holds a checkpoint (a resumed, already finished run needs no new one)."""
         from .checkpoint import STATE_JSON
 
@@ -480,6 +551,9 @@ def train(
     hookpoint: str | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    callbacks: Sequence[TrainCallback | Callable[[dict[str, Any]], None]] = (),
+    monitor: TrainCallback | None = None,
+    checkpoint_dir: str | Path | None = None,
     **sae_kwargs: Any,
 ) -> Sae | list[Sae]:
     """Train SAE(s) on harvested activations and return them in raw activation units.
@@ -487,6 +561,13 @@ def train(
     `sae_cfg` None builds an SAE from `sae_kwargs` (architecture=..., n_latents=..., k=...) with d_in
     from the data. Several configs train together from one pass over the data (four widths or four
     k values at once); with `out` they are saved in subfolders sae_0, sae_1...
+
+    Each returned SAE carries the run's `training_history` (a TrainingHistory; with `out` it is also
+    saved as out/training_history.json). `callbacks` receive the log entries as they come (callbacks.py);
+    `monitor` is one more callback that shows the run, e.g. `saekit.widgets.TrainingMonitor()`, whose
+    Stop button ends training at the next step. With `checkpoint_dir` the run checkpoints there (every
+    TrainConfig.checkpoint_every steps, when stopped, and at the end) and a call that finds a checkpoint
+    there resumes it exactly (same data and config; the finished checkpoint is kept: delete it to retrain).
     """
     cfg = cfg or TrainConfig()
     if isinstance(data, ActivationCache):
@@ -506,10 +587,31 @@ def train(
     elif sae_kwargs:
         raise ConfigError(f"pass either sae_cfg or SAE keyword arguments, not both (got {sorted(sae_kwargs)})")
     cfgs = [sae_cfg] if isinstance(sae_cfg, SaeConfig) else list(sae_cfg)
-    saes = [Sae(c, seed=cfg.seed + i) for i, c in enumerate(cfgs)]
-    trainer = Trainer(saes, cfg)
-    trainer.fit(data, hp if isinstance(data, ActivationCache) else None, progress=progress)
+    cbs = [as_callback(c) for c in callbacks] + ([as_callback(monitor)] if monitor is not None else [])
+    if checkpoint_dir is not None and Trainer.has_checkpoint(checkpoint_dir):
+        trainer = Trainer.resume(checkpoint_dir, cfg)
+        if [s.cfg for s in trainer.saes] != cfgs:
+            raise TrainingError(
+                f"{checkpoint_dir} holds a run of other SAEs ({[s.cfg for s in trainer.saes]}); pass another "
+                f"checkpoint_dir or delete it to train these"
+            )
+        trainer.callbacks = cbs
+    else:
+        trainer = Trainer([Sae(c, seed=cfg.seed + i) for i, c in enumerate(cfgs)], cfg, callbacks=cbs)
+    if any(getattr(c, "shows_progress", False) for c in cbs):
+        progress = False  # the monitor draws the progress
+    trainer.fit(data, hp if isinstance(data, ActivationCache) else None, checkpoint_dir=checkpoint_dir, progress=progress)
+    history = trainer.training_history()
+    if trainer.stopped and checkpoint_dir is not None:
+        history.checkpoint = str(checkpoint_dir)
+    for c in cbs:
+        history.newly_alive += list(getattr(c, "newly_alive_rows", []))
     trainer.fold()
+    saes = trainer.saes
+    for s in saes:
+        s.training_history = history
     if out is not None:
         trainer.save(out)
+        if trainer.rank == 0:
+            history.save(out)
     return saes[0] if isinstance(sae_cfg, SaeConfig) else saes

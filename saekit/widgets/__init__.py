@@ -3,6 +3,10 @@
 - `FeatureDashboard(stats, feature=0)`: one feature.
 - `FeatureBrowser(stats)`: a sortable, filterable, searchable table of every feature above a dashboard.
 - `PromptInspector(model, sae, text)`: a prompt's tokens coloured by a feature, and each token's features.
+- `SteeringPanel`, `AblationPanel`: edits with sliders, generated or measured live.
+- `TrainingMonitor()`: curves, density histogram and newly alive latents while `saekit.train` runs; Stop.
+- `CircuitView(circuit, stats)`: a feature circuit by layer; click a node for its dashboard or to ablate it.
+- `SplitTree(splits, stats)`, `FeatureMap.of(sae, stats)`: features across widths, and a 2-D map of them.
 
 Every widget has `to_html(path)` (standalone, offline). `saekit.widgets.base` holds the shared plumbing.
 """
@@ -19,6 +23,12 @@ _WHERE = {
     "PromptInspector": "prompt",
     "SaeWidget": "base",
     "export_html": "base",
+    "SteeringPanel": "steering",
+    "AblationPanel": "ablation",
+    "CircuitView": "circuit",
+    "SplitTree": "split_tree",
+    "FeatureMap": "feature_map",
+    "TrainingMonitor": "monitor",
 }
 
 __all__ = sorted(_WHERE)
@@ -32,13 +42,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
-
-# intervention widgets (SteeringPanel, AblationPanel)
-_WHERE.update({"SteeringPanel": "steering", "AblationPanel": "ablation"})
-__all__ = sorted(_WHERE)
-
-# circuits (CircuitView)
-_WHERE.update({"CircuitView": "circuit"})
-# dictionary science widgets (SplitTree, FeatureMap)
-_WHERE.update({"SplitTree": "split_tree", "FeatureMap": "feature_map"})
-__all__ = sorted(_WHERE)
