@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import traitlets
 
+from ..errors import WidgetError
 from ..train.callbacks import LogArrays, NewlyAlive, TokenContexts, TrainCallback
 from ..train.history import METRICS, TrainingHistory, sae_summary
 from ..train.progress import TerminalProgress
@@ -239,7 +240,7 @@ def _decoder(tokenizer: Any) -> Callable[[int], str] | None:
         return lambda i: tokenizer.decode([i])
     if callable(tokenizer):
         return tokenizer
-    raise TypeError(f"tokenizer must have .decode(ids) or be a function id -> str, got {type(tokenizer).__name__}")
+    raise WidgetError(f"tokenizer must have .decode(ids) or be a function id -> str, got {type(tokenizer).__name__}")
 
 
 def route_comm_to_subshell(widget: SaeWidget) -> Callable[[], None] | None:
