@@ -69,3 +69,11 @@ class TrainingError(SaekitError, ValueError):
 
 class UnembedError(SaekitError, ValueError):
     """The model's read-out could not be found; the message says what to pass instead."""
+
+
+class EvalError(SaekitError, ValueError):
+    """Input an evaluation cannot use (one class of labels, no words, unknown evaluation); names the fix."""
+
+
+class EndpointError(SaekitError, RuntimeError):
+    """An LLM endpoint that cannot be reached or keeps failing; cached replies are kept (never the key)."""
