@@ -94,7 +94,7 @@ def run(model, sae, stats=None, evals: Sequence[str] = EVALS, *, out: str | Path
     if unknown or not evals:
         raise EvalError(f"unknown evaluation(s) {unknown}; choose from {', '.join(EVALS)}")
     if "autointerp" in evals and stats is None:
-        raise EvalError("autointerp explains from FeatureStats: pass stats= (saekit.feature_stats or saekit.pretrained.stats)")
+        raise EvalError("autointerp explains from FeatureStats: pass stats= (saekit.features.feature_stats or saekit.pretrained.stats)")
     options = options or {}
     details, seconds, rows = {}, {}, []
     for name in evals:

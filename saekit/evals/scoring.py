@@ -65,9 +65,10 @@ def fires(context: dict[str, Any]) -> bool:
 
 def baseline_explanation(contexts: Sequence[dict[str, Any]], *, max_patterns: int = 3,
                          min_share: float = 0.15) -> Explanation:
-    """The tokens and bigrams (previous token + active token) the feature fires on most often, counted
-    once per context; greedily the patterns that cover the most not-yet-covered contexts, each covering at
-    least `min_share` of them (the first is always kept)."""
+    """The tokens and bigrams (previous token + active token) the feature fires on, counted once per
+    context; greedily the patterns that cover the most not-yet-covered contexts weighted by their precision
+    inside these contexts (the share of a pattern's occurrences where the feature fires, so 'big dog' beats
+    'dog' when 'dog' also occurs unfired), each covering at least `min_share` of them (the first always)."""
     if not contexts:
         raise FeatureError("a baseline explanation needs at least one activating context")
     cover: dict[tuple[str, ...], set[int]] = {}
@@ -81,12 +82,21 @@ def baseline_explanation(contexts: Sequence[dict[str, Any]], *, max_patterns: in
                 cover.setdefault((toks[j - 1], toks[j]), set()).add(i)
     if not cover:
         return Explanation("(no activating token)", ())
+    # precision inside the explained contexts: of a pattern's occurrences, the share where the feature fires
+    hits = {p: 0 for p in cover}
+    occ = {p: 0 for p in cover}
+    for c in contexts:
+        for p in cover:
+            for j in pattern_ends(c["tokens"], [p]):
+                occ[p] += 1
+                hits[p] += c["acts"][j] > 0
+    precision = {p: hits[p] / max(occ[p], 1) for p in cover}
     chosen: list[tuple[str, ...]] = []
     covered: set[int] = set()
     n = len(contexts)
     while len(chosen) < max_patterns:
-        # a unigram wins ties with the bigrams it is part of (shorter is the more general explanation)
-        best = max(cover, key=lambda p: (len(cover[p] - covered), -len(p), p))
+        # new contexts covered, weighted by precision; a unigram wins ties with its bigrams (more general)
+        best = max(cover, key=lambda p: (round(len(cover[p] - covered) * precision[p], 6), -len(p), p))
         gain = len(cover[best] - covered)
         if chosen and gain < min_share * n or gain == 0:
             break
