@@ -33,6 +33,7 @@ from .interop import export_saelens, load_dictionary_learning, load_pretrained, 
 from .train import Trainer, train
 from .steering_eval import SteeringEval, diff_of_means, steering_eval
 from . import pretrained
+from . import evals
 
 __all__ = [
     "Ablate",
@@ -84,5 +85,6 @@ __all__ = [
     "diff_of_means",
     "steering_eval",
     "pretrained",
+    "evals",
     "__version__",
 ]

@@ -178,7 +178,7 @@ def test_real_model_pipeline(real_model):
     sae = saekit.load_pretrained("gemma-3-270m", "resid_post.6")
     stats = saekit.pretrained.stats("gemma-3-270m", "resid_post.6")
     rep = run(real_model, sae, stats, evals=["autointerp", "absorption"], progress=False,
-              options={"autointerp": {"n_features": 6, "set_labels": False}, "absorption": {"n_words": 800, "min_words": 10}})
+              options={"autointerp": {"n_features": 4, "n_non": 4, "set_labels": False}, "absorption": {"n_words": 800, "min_words": 10}})
     auto = rep.details["autointerp"]
     assert len(auto) > 0 and auto["verified"].all()
     ab = rep.details["absorption"]
@@ -193,3 +193,14 @@ def test_local_backend_pipeline_end_to_end(tiny):
     res = autointerp(stats, feats, model=model, sae=sae, explainer=llm, set_labels=False, progress=False)
     # a random tiny model's replies are noise: each feature is scored or counted as malformed, none lost
     assert len(res.rows) + res.skipped.get("malformed_reply", 0) == len(feats)
+
+
+def test_cli_eval_options_come_from_evals_config(capsys):
+    from saekit.cli import build_parser, main
+    from saekit.config import EvalsConfig
+
+    args = build_parser().parse_args(["eval", "some_sae", "--evals", "autointerp,absorption", "--n-words", "500"])
+    assert args.evals == ["autointerp,absorption"] and args.n_words == 500
+    assert EvalsConfig(evals=tuple(args.evals)).evals == ("autointerp", "absorption")
+    assert main(["eval", "some_sae", "--evals", "nope"]) == 2  # refused before anything loads
+    assert "unknown evaluation" in capsys.readouterr().err

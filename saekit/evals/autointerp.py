@@ -86,7 +86,7 @@ def scoring_sets(stats: FeatureStats, features: Sequence[int], *, model=None, sa
         explain[f], sets[f] = ex, ScoringSet(held)
         own = {tuple(r) for r in _window_rows(stats, "top", f) + _window_rows(stats, "sample", f)}
         rand: list[list[int]] = []
-        for g in rng.sample(range(F), min(F, 4 * n_non)):
+        for g in rng.sample(range(F), min(F, 2 * n_non)):
             rows = [r for r in _window_rows(stats, "sample", g) if tuple(r) not in own]
             if g != f and rows:
                 rand.append(rng.choice(rows))

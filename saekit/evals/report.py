@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..config import EVALS
 from ..durable import write_json
 from ..errors import EvalError
 
-EVALS = ("autointerp", "sparse_probing", "absorption")
 EVALS_FILE = "evals.json"
 
 
