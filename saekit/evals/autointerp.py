@@ -168,6 +168,10 @@ def autointerp(stats: FeatureStats, features: Sequence[int] | None = None, *, mo
         if set_labels:
             stats.set_label(f, e.text)
     name = explainer if isinstance(explainer, str) else explainer.name
+    # per-feature scores for the FeatureBrowser's 'autointerp' column
+    saved = stats.meta.setdefault("evals", {}).setdefault("autointerp", {})
+    for r in rows:
+        saved[str(r["feature"])] = {k: v for k, v in r.items() if isinstance(v, float)}
     return AutointerpResult(rows, skipped, name)
 
 

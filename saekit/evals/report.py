@@ -104,8 +104,6 @@ def run(model, sae, stats=None, evals: Sequence[str] = EVALS, *, out: str | Path
             res = autointerp(stats, model=model, sae=sae, progress=progress, **kw)
             df = res.table()
             df.attrs["summary"] = res.summary()
-            stats.meta.setdefault("evals", {})["autointerp"] = {
-                str(f): {k: v for k, v in r.items() if isinstance(v, float)} for f, r in zip(df.index, res.rows)}
         elif name == "sparse_probing":
             df = sparse_probing(model, sae, **kw)
         else:
