@@ -111,6 +111,16 @@ def test_autointerp_baseline_end_to_end(tiny):
     assert stats.labels[f] == df.loc[f, "explanation"]  # explanations become labels
 
 
+def test_labels_never_rewrite_the_stats_folder(tiny, tmp_path):
+    model, sae, stats = tiny
+    stats.path = tmp_path  # as if loaded from (shipped) files
+    try:
+        autointerp(stats, n_features=8, progress=False)
+    finally:
+        stats.path = None
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_too_few_contexts_are_skipped_and_counted(tiny):
     model, sae, stats = tiny
     dead = [f for f in range(stats.n_features) if float(stats.density[f]) == 0]

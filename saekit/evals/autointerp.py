@@ -125,7 +125,8 @@ def autointerp(stats: FeatureStats, features: Sequence[int] | None = None, *, mo
                progress: bool = True) -> AutointerpResult:
     """Explain and score `features` (default: `n_features` chosen at random). `explainer` and `scorer`
     are 'baseline' (offline, no LLM) or a backend (`OpenAIBackend`, `LocalBackend`); `scorer` None uses
-    the explainer. With `set_labels` the explanations become the features' labels in `stats`."""
+    the explainer. With `set_labels` the explanations become the features' labels in `stats` (in memory;
+    `stats.save(folder)` keeps them)."""
     if features is None:
         features = choose_features(stats, n_features, seed)
     features = [int(f) for f in features]
@@ -165,8 +166,8 @@ def autointerp(stats: FeatureStats, features: Sequence[int] | None = None, *, mo
                 skipped["malformed_reply"] = skipped.get("malformed_reply", 0) + 1
                 continue
         rows.append({"feature": f, "explanation": e.text, **scores, "verified": verified})
-        if set_labels:
-            stats.set_label(f, e.text)
+        if set_labels:  # in memory only (stats.save keeps them): shipped statistics are never rewritten
+            stats.labels[f] = e.text
     name = explainer if isinstance(explainer, str) else explainer.name
     # per-feature scores for the FeatureBrowser's 'autointerp' column
     saved = stats.meta.setdefault("evals", {}).setdefault("autointerp", {})
