@@ -35,6 +35,7 @@ from .steering_eval import SteeringEval, diff_of_means, steering_eval
 from . import pretrained
 from .circuits import Circuit, attribute
 from . import circuits
+from . import evals
 
 __all__ = [
     "Ablate",
@@ -87,6 +88,7 @@ __all__ = [
     "diff_of_means",
     "steering_eval",
     "pretrained",
+    "evals",
     "__version__",
     "Circuit",
     "attribute",

@@ -25,7 +25,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .config import HarvestConfig, SaeConfig, SweepConfig, TrainConfig, field_docs
+from .config import EvalsConfig, HarvestConfig, SaeConfig, SweepConfig, TrainConfig, field_docs
 
 if TYPE_CHECKING:
     from .lm import Model
@@ -125,6 +125,8 @@ SWEEP = (
     ),
 )
 """The configs `saekit sweep` builds (the grid, the SAE template, training, harvest)."""
+EVALS = (Section(EvalsConfig),)
+"""The config `saekit eval --evals ...` builds (evaluations beyond reconstruction)."""
 
 
 def _field_type(cls: type, name: str) -> tuple[type, bool]:
@@ -288,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="evaluate a saved SAE on held-out text",
         description="Splice a saved SAE into the model at its hook point and report L0, FVU, explained variance, "
-        "cosine similarity, dead/dense fractions, CE loss, Delta LM loss, CE-loss recovered and KL divergence.",
+        "cosine similarity, dead/dense fractions, CE loss, Delta LM loss, CE-loss recovered and KL divergence. "
+        "With --evals autointerp,sparse_probing,absorption: those evaluations instead (saekit.evals), saved as "
+        "evals.json next to the SAE.",
     )
     e.add_argument("sae", help="folder with cfg.json + sae_weights.safetensors (as written by `saekit train`).")
     _add_model_args(e)
@@ -297,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--context-len", type=int, metavar="INT", default=_default_of(evaluate, "context_len"), help="tokens per context. Default: %(default)s.")
     e.add_argument("--json", default=None, metavar="FILE", help="also write the metrics to this JSON file.")
     _add_text_arg(e)
+    for section in EVALS:
+        add_config_options(e, section)
 
     h = sub.add_parser(
         "harvest",
@@ -605,9 +611,50 @@ def _train_cache(cache_dir: Path, model: Model, hcfg: HarvestConfig, n_tokens: i
     return saekit.harvest(model, _texts(args), cfg=hcfg, n_tokens=n_tokens, out=cache_dir, shard_tokens=args.shard_tokens)
 
 
+def _eval_sae(spec: str):
+    """(SAE, its shipped FeatureStats or None) from a folder or a shipped SAE named 'model:hookpoint'."""
+    import saekit
+
+    if not (Path(spec) / "cfg.json").exists() and ":" in spec:
+        name, hp = spec.split(":", 1)
+        return saekit.load_pretrained(name, hp), saekit.pretrained.stats(name, hp)
+    if not (Path(spec) / "cfg.json").exists():
+        raise SystemExit(f"saekit: {spec} has no cfg.json: pass a folder written by `saekit train` or Sae.save, "
+                         "or a shipped SAE as gemma-3-270m:resid_post.6")
+    return saekit.Sae.load(spec), None
+
+
+def cmd_evals(args: argparse.Namespace, cfg: EvalsConfig) -> int:
+    """`saekit eval --evals ...`: the evaluations beyond reconstruction, one table, evals.json by the SAE."""
+    import saekit
+    from saekit import evals as ev
+    from saekit.features import FeatureStats, feature_stats
+
+    sae, stats = _eval_sae(args.sae)
+    model = saekit.load_model(args.model, device=args.device)
+    sae.to(model.device)
+    if cfg.stats:
+        stats = FeatureStats.load(cfg.stats)
+    if "autointerp" in cfg.evals and stats is None:
+        stats = feature_stats(model, sae, _texts(args), n_tokens=args.tokens, context_len=args.context_len)
+    auto: dict[str, Any] = {"n_features": cfg.n_features, "set_labels": False}
+    if cfg.explainer == "openai":
+        llm = ev.OpenAIBackend(cfg.llm_model, cfg.base_url, cache_dir=Path(args.sae if Path(args.sae).is_dir() else ".") / "llm_cache")
+        auto["explainer"] = llm
+    out = Path(args.sae) if Path(args.sae).is_dir() else Path(args.json or "evals.json").parent
+    report = ev.run(model, sae, stats, cfg.evals, out=out, options={
+        "autointerp": auto, "sparse_probing": {"n_per_class": cfg.n_per_class}, "absorption": {"n_words": cfg.n_words}})
+    print(f"\nsaekit eval: {args.sae} at {sae.cfg.hookpoint}: {', '.join(cfg.evals)} (saved to {report.path})\n"
+          + _fmt_table([(f"{r.eval} {r.metric}", round(r.value, 4)) for r in report.table.itertuples()]))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import saekit
 
+    cfg = EvalsConfig(**config_kwargs(args, EVALS[0]))
+    if cfg.evals:
+        return cmd_evals(args, cfg)
     if not (Path(args.sae) / "cfg.json").exists():
         raise SystemExit(f"saekit: {args.sae} has no cfg.json: pass a folder written by `saekit train` or Sae.save")
     sae = saekit.Sae.load(args.sae)

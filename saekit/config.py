@@ -370,6 +370,52 @@ class SweepConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+EVALS = ("autointerp", "sparse_probing", "absorption")
+"""The evaluations `saekit.evals.run` and `saekit eval --evals` know."""
+
+
+@dataclass
+class EvalsConfig:
+    """Which evaluations beyond reconstruction to run, and their sizes (saekit.evals)."""
+
+    evals: tuple[str, ...] = ()
+    """Evaluations to run, comma- or space-separated: autointerp, sparse_probing, absorption. None: only the
+    reconstruction metrics."""
+
+    n_features: int = 50
+    """Autointerp: features explained and scored, chosen at random among the live, not dense ones."""
+
+    explainer: str = "baseline"
+    """Autointerp explainer and scorer: 'baseline' (offline: top tokens and bigrams) or 'openai' (an
+    OpenAI-compatible endpoint: --llm-model, --base-url, key from SAEKIT_LLM_API_KEY or OPENAI_API_KEY)."""
+
+    llm_model: str | None = None
+    """The served model's name when --explainer openai."""
+
+    base_url: str | None = None
+    """The endpoint, e.g. http://localhost:8000/v1 (or SAEKIT_LLM_BASE_URL) when --explainer openai."""
+
+    n_per_class: int = 60
+    """Sparse probing: texts per class of each built-in task."""
+
+    n_words: int = 3000
+    """Absorption: single-token vocabulary words probed."""
+
+    stats: str | None = None
+    """Folder of the SAE's FeatureStats for autointerp (default: the shipped ones for a pretrained SAE)."""
+
+    def __post_init__(self) -> None:
+        names = tuple(n for part in self.evals for n in str(part).replace(",", " ").split())
+        bad = [n for n in names if n not in EVALS]
+        _check(not bad, f"EvalsConfig.evals: unknown evaluation(s) {bad}; choose from {', '.join(EVALS)}.")
+        self.evals = names
+        _check(self.n_features >= 1, f"EvalsConfig.n_features must be >= 1, got {self.n_features!r}.")
+        _check(self.n_per_class >= 4, f"EvalsConfig.n_per_class must be >= 4, got {self.n_per_class!r}.")
+        _check(self.n_words >= 100, f"EvalsConfig.n_words must be >= 100, got {self.n_words!r}.")
+        _check(self.explainer in ("baseline", "openai"),
+               f"EvalsConfig.explainer must be 'baseline' or 'openai', got {self.explainer!r}.")
+        _check(self.explainer != "openai" or bool(self.llm_model),
+               "EvalsConfig.explainer is 'openai' but no llm_model: pass --llm-model NAME.")
 
 
 @functools.cache
@@ -407,4 +453,4 @@ def dump_json(obj: Any, path: Any) -> None:
         f.write("\n")
 
 
-__all__ = ["ConfigError", "SaeConfig", "TrainConfig", "HarvestConfig", "SweepConfig", "dump_json", "field_docs"]
+__all__ = ["ConfigError", "SaeConfig", "TrainConfig", "HarvestConfig", "SweepConfig", "EvalsConfig", "dump_json", "field_docs"]

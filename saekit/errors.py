@@ -73,3 +73,9 @@ class UnembedError(SaekitError, ValueError):
 
 class CircuitError(SaekitError, ValueError):
     """Bad input to circuit attribution (hook points, prompts, metric, thresholds); names the fix."""
+class EvalError(SaekitError, ValueError):
+    """Input an evaluation cannot use (one class of labels, no words, unknown evaluation); names the fix."""
+
+
+class EndpointError(SaekitError, RuntimeError):
+    """An LLM endpoint that cannot be reached or keeps failing; cached replies are kept (never the key)."""

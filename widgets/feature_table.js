@@ -12,6 +12,7 @@ const COLUMNS = [
   { key: "max_act", title: "max act", num: true },
   { key: "top_tokens", title: "top tokens", num: false },
   { key: "label", title: "label", num: false },
+  { key: "autointerp", title: "autointerp", num: true },
 ];
 const ROW = 24;
 
@@ -62,6 +63,13 @@ function render({ model, el }) {
   root.append(h("div", { class: "sk-controls" }, search, h("label", {}, "min density ", slider, sliderText), count, hint), head, body);
   el.append(root);
 
+  function scores(f) { return (model.get("eval_scores") || {})[String(f)] || null; }
+  function detection(f) { const s = scores(f); return s && s.detection != null ? s.detection : -1; }
+  function evalText(f) {
+    const s = scores(f);
+    if (!s) return "";
+    return [s.detection, s.fuzzing].map((v) => (v == null ? "–" : v.toFixed(2))).join(" / ");
+  }
   function label(f) { return (model.get("labels") || {})[String(f)] || ""; }
 
   function refilter() {
@@ -83,6 +91,7 @@ function render({ model, el }) {
     if (by === "feature") key = (f) => f;
     else if (by === "top_tokens") key = (f) => text[f];
     else if (by === "label") key = (f) => label(f);
+    else if (by === "autointerp") key = (f) => detection(f);
     else if (by === "score") key = (f) => -val("rank", f); // Python's order: descending key = ascending rank
     else key = (f) => val(by, f);
     keep.sort((a, b) => { const x = key(a), y = key(b); return x < y ? -sign : x > y ? sign : a - b; });
@@ -121,7 +130,7 @@ function render({ model, el }) {
       const dense = val("dense", f) > 0;
       const dead = val("density", f) === 0;
       const cells = [String(f), fmt(val("score", f)), fmt(val("density", f)), fmt(val("mean_act", f)), fmt(val("max_act", f)),
-        visible(text[f]), label(f)];
+        visible(text[f]), label(f), evalText(f)];
       const row = h("div", {
         class: "sk-row" + (f === sel ? " sk-selected" : "") + (dense ? " sk-dense-row" : "") + (dead ? " sk-dead-row" : ""),
         role: "row", "data-feature": f, "data-dense": dense ? "1" : "0",
@@ -159,7 +168,7 @@ function render({ model, el }) {
   const onRows = () => drawRows(true);
   const handlers = [["change:_numeric", onData], ["change:_text", onData], ["change:query", onFilter],
     ["change:min_log_density", onFilter], ["change:sort_by", onFilter], ["change:descending", onFilter],
-    ["change:selected", onRows], ["change:labels", onFilter]];
+    ["change:selected", onRows], ["change:labels", onFilter], ["change:eval_scores", onFilter]];
   handlers.forEach(([e, cb]) => model.on(e, cb));
   load(); syncControls(); drawHead(); refilter();
   return () => { handlers.forEach(([e, cb]) => model.off(e, cb)); body.removeEventListener("scroll", onScroll); root.remove(); };

@@ -16,7 +16,7 @@ from ..features import DENSE_DENSITY, FeatureStats
 from .base import SaeWidget, export_html
 from .dashboard import FeatureDashboard
 
-SORTABLE = ("score", "feature", "density", "mean_act", "max_act", "top_tokens", "label")
+SORTABLE = ("score", "feature", "density", "mean_act", "max_act", "top_tokens", "label", "autointerp")
 NUMERIC = ("density", "mean_act", "max_act", "score", "rank", "dense")
 """Rows of the packed `_numeric` bytes, F float32 each: rank is the position in `FeatureStats.order()`,
 dense is 1.0 for dense features."""
@@ -31,6 +31,17 @@ def _check_sort(sort_by: str) -> str:
 def _shown(token: str) -> str:
     """Whitespace-only tokens as visible marks (a bare space would look like an empty cell)."""
     return token if token.strip() else token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+
+
+def eval_scores(stats: FeatureStats) -> dict[str, dict[str, float]]:
+    """{feature: {'detection': .., 'fuzzing': ..}} from the autointerp scores saved in `stats.meta`."""
+    saved = (stats.meta.get("evals") or {}).get("autointerp") or {}
+    out = {}
+    for f, s in saved.items():
+        row = {k: round(float(s[src]), 3) for k, src in (("detection", "detection_random"), ("fuzzing", "fuzzing")) if src in s}
+        if row:
+            out[str(f)] = row
+    return out
 
 
 class FeatureTable(SaeWidget):
@@ -49,6 +60,9 @@ class FeatureTable(SaeWidget):
     min_log_density = traitlets.Float(-8.0).tag(sync=True)
     """Rows with density below 10**min_log_density are hidden (-8: show all, dead features too)."""
     labels = traitlets.Dict({}).tag(sync=True)
+    eval_scores = traitlets.Dict({}).tag(sync=True)
+    """Per-feature autointerp scores {feature: {'detection': x, 'fuzzing': y}} (balanced accuracy) from
+    `stats.meta['evals']`, written by `saekit.evals.autointerp`; the 'autointerp' column shows them."""
     _dense_threshold = traitlets.Float(DENSE_DENSITY).tag(sync=True)
     """Density above which a feature is flagged dense (`saekit.features.DENSE_DENSITY`), for the tooltip."""
     _numeric = traitlets.Bytes(b"").tag(sync=True)
@@ -68,6 +82,7 @@ class FeatureTable(SaeWidget):
         self._numeric = cols.tobytes()  # [len(NUMERIC), F] row-major
         self._text = [" | ".join(_shown(t) for t in stats.peak_tokens(f, 3)) for f in range(F)]
         self.labels = {str(k): v for k, v in stats.labels.items()}
+        self.eval_scores = eval_scores(stats)
 
     def order(self) -> list[int]:
         """Features in the table's current sort order and filter (what the front end shows)."""
@@ -78,6 +93,9 @@ class FeatureTable(SaeWidget):
             df = df[df.index == int(q.lstrip("#"))]
         elif q:
             df = df[df["top_tokens"].str.lower().str.contains(q, regex=False) | df["label"].str.lower().str.contains(q, regex=False)]
+        if self.sort_by == "autointerp":
+            det = {int(f): v.get("detection", -1.0) for f, v in self.eval_scores.items()}
+            return sorted(df.index.astype(int), key=lambda f: det.get(f, -1.0), reverse=self.descending)
         if self.sort_by == "score":
             shown = set(df.index)
             return [f for f in self.stats.order("score", descending=self.descending) if f in shown]
