@@ -698,9 +698,12 @@ def loss_change(
     n_tokens: int = 2048,
     context_len: int = 64,
     batch_size: int = 8,
+    reference: bool = False,
 ) -> LossChange:
-    """Loss change of `edits` on `texts` (strings, Documents or TokenContexts); all batches in one
-    nnsight session (one request when remote). BOS and padding targets are not scored."""
+    """Loss change of `edits` on `texts` (strings, Documents or TokenContexts). BOS and padding targets
+    are not scored. A local model runs each batch's clean and edited runs in one forward without logits
+    (`Model.score_runs`); a remote model, or `reference=True`, runs all batches in one nnsight session
+    (one request when remote) with `Model.compare_batches`."""
     from .data import TokenContexts, contexts
 
     compile_edits(model, _edit_objects(edits))  # validate the edit objects before tokenising
@@ -708,7 +711,13 @@ def loss_change(
     batches = [
         (ctx.input_ids[s : s + batch_size], ctx.attention_mask[s : s + batch_size]) for s in range(0, len(ctx), batch_size)
     ]
-    results = model.compare_batches(batches, edits)
+    if reference or model.remote:
+        results = model.compare_batches(batches, edits)
+    else:
+        results = []
+        for ids, mask in batches:
+            nll = model.score_runs(ids, [edits], mask, kl=False)["nll"]
+            results.append({"nll_clean": nll[0], "nll_edited": nll[1]})
     tot_c = tot_e = 0.0
     n = 0
     for (ids, mask), r in zip(batches, results):

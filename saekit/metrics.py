@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .data import Document, TokenContexts, contexts, corpus
 from .interventions import Splice, check_fit
 from .stream import ActivationBatch, stream_activations
+from .tokens import keep_mask
 
 if TYPE_CHECKING:
     from .lm import Model
@@ -155,11 +156,40 @@ class EvalSums:
 
     @classmethod
     def of_batch(cls, model: Model, sae, batch: ActivationBatch, hookpoint: str, splice: Splice) -> "EvalSums":
-        """One batch's contributions: reconstruction of its kept activations, and the next-token losses of
-        the clean model and the model with `splice` applied (one forward, two invokes, with the full
-        next-token distributions for the KL), and with the hook point zero-ablated (a second forward).
-        For a transcoder the reconstruction is its prediction of `cfg.target_hookpoint` (the MLP's output)
-        from `hookpoint` (its input), and the zero-ablated run zeroes the target (the MLP's output)."""
+        """One batch's contributions, the readable reference way: reconstruction of its kept activations
+        (read by a separate early-stopped capture), and the next-token losses of the clean model and the
+        model with `splice` applied (one forward, two invokes, with the full next-token distributions for
+        the KL), and with the hook point zero-ablated (a second forward). For a transcoder the
+        reconstruction is its prediction of `cfg.target_hookpoint` (the MLP's output) from `hookpoint`
+        (its input), and the zero-ablated run zeroes the target (the MLP's output). `of_runs` is the fast
+        path `evaluate` takes; the tests hold the two equal."""
+        ablated = _ablated_hookpoint(sae, hookpoint)
+        ids_BT, mask_BT = batch.input_ids.to(model.device), batch.attention_mask.to(model.device)
+        runs = model.compare(ids_BT, splice, mask_BT, tokens=range(model.vocab_size), top=0)
+        kl_BT = kl_divergence(runs.pop("logp_clean")[:, :-1], runs.pop("logp_edited")[:, :-1])
+        nll_zero = model.token_nll(ids_BT, mask_BT, edits={ablated: _zero_at(batch.keep)})
+        return cls._of(sae, batch, hookpoint, runs["nll_clean"], runs["nll_edited"], nll_zero, kl_BT)
+
+    @classmethod
+    def of_runs(cls, model: Model, sae, ids_BT: Tensor, mask_BT: Tensor, keep_BT: Tensor, context: Tensor,
+                hookpoint: str, splice: Splice) -> "EvalSums":
+        """One batch's contributions the fast way (`Model.score_runs`): the clean, spliced and zero-ablated
+        runs stacked in one local forward whose blocks before the hook point run once, the activations read
+        inside the clean run, the losses and KL from the head applied in vocabulary chunks (no logits kept).
+        Same sums as `of_batch` up to float rounding."""
+        ablated = _ablated_hookpoint(sae, hookpoint)
+        target = getattr(sae.cfg, "target_hookpoint", None)
+        reads = [hookpoint] if target is None else [hookpoint, target]
+        out = model.score_runs(ids_BT, [splice, {ablated: _zero_at(keep_BT)}], mask_BT, reads=reads)
+        acts = {h: a_BTD[keep_BT.to(a_BTD.device)].to(device=sae.device, dtype=torch.float32) for h, a_BTD in out["acts"].items()}
+        batch = ActivationBatch(acts, ids_BT, mask_BT, keep_BT, context)
+        nll, kl = out["nll"], out["kl"]
+        return cls._of(sae, batch, hookpoint, nll[0], nll[1], nll[2], kl[1])
+
+    @classmethod
+    def _of(cls, sae, batch: ActivationBatch, hookpoint: str, nll_clean: Tensor, nll_splice: Tensor,
+            nll_zero: Tensor, kl_BT: Tensor) -> "EvalSums":
+        """The sums of one batch, given its kept activations and per-position losses [B, T-1]."""
         target = getattr(sae.cfg, "target_hookpoint", None)
         if target is None:
             x_ND = batch.acts[hookpoint]
@@ -171,14 +201,8 @@ class EvalSums:
             with torch.no_grad():
                 latents_NF = sae.encode(src_ND)
                 x_hat_ND = sae.reconstruct(src_ND).float()
-            hookpoint = target  # the zero-ablation baseline removes what the transcoder replaces
         x, x_hat = x_ND.double(), x_hat_ND.double()
-        ids_BT, mask_BT = batch.input_ids.to(model.device), batch.attention_mask.to(model.device)
         score_BT = batch.attention_mask[:, 1:].bool()  # next-token predictions whose target is a real token
-        runs = model.compare(ids_BT, splice, mask_BT, tokens=range(model.vocab_size), top=0)
-        nll_clean, nll_splice = runs["nll_clean"], runs["nll_edited"]
-        kl_BT = kl_divergence(runs.pop("logp_clean")[:, :-1], runs.pop("logp_edited")[:, :-1])
-        nll_zero = model.token_nll(ids_BT, mask_BT, edits={hookpoint: _zero_at(batch.keep)})
         return cls(
             fired=(latents_NF > 0).sum(0).cpu(),
             n=x_ND.shape[0],
@@ -239,11 +263,17 @@ def evaluate(
     context_len: int = 128,
     batch_size: int = 4,
     progress: bool = True,
+    reference: bool = False,
 ) -> EvalResult:
     """Evaluate `sae` at its hook point on held-out text (default: the built-in corpus's test split).
     A transcoder is scored on its prediction of `cfg.target_hookpoint`: FVU against the MLP's output,
     and CE-loss recovered with the prediction spliced in for the MLP's output (zero-ablation baseline:
-    the MLP's output set to zero)."""
+    the MLP's output set to zero).
+
+    A local model takes the fast path (`EvalSums.of_runs`: one forward per batch for the three runs, no
+    logits kept); `reference=True`, or a remote model, takes the readable one (`EvalSums.of_batch`: an
+    early-stopped capture, then the clean and spliced runs and the zero-ablated run through nnsight).
+    Both give the same metrics up to float rounding (tests/test_fast_eval.py)."""
     hookpoint = check_fit(model, sae, hookpoint)
     if isinstance(texts, TokenContexts):
         ctx = texts
@@ -254,9 +284,18 @@ def evaluate(
     reads = [hookpoint] if target is None else [hookpoint, check_fit(model, sae, target)]
     sums = EvalSums(fired=torch.zeros(sae.n_latents, dtype=torch.long))
     bar = tqdm(total=len(ctx), desc="evaluate", unit="ctx", disable=not progress)
-    for batch in stream_activations(model, ctx, reads, batch_size=batch_size, device=sae.device):
-        sums = sums + EvalSums.of_batch(model, sae, batch, hookpoint, splice)
-        bar.update(len(batch.context))
+    if reference or model.remote:
+        for batch in stream_activations(model, ctx, reads, batch_size=batch_size, device=sae.device):
+            sums = sums + EvalSums.of_batch(model, sae, batch, hookpoint, splice)
+            bar.update(len(batch.context))
+    else:
+        keep_NT = keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id)
+        for s in range(0, len(ctx), batch_size):
+            sl = slice(s, s + batch_size)
+            ids_BT, mask_BT, keep_BT = ctx.input_ids[sl], ctx.attention_mask[sl], keep_NT[sl]
+            context = torch.arange(s, s + len(ids_BT))
+            sums = sums + EvalSums.of_runs(model, sae, ids_BT, mask_BT, keep_BT, context, hookpoint, splice)
+            bar.update(len(ids_BT))
     bar.close()
     return sums.result(sae.d_in)
 
@@ -269,6 +308,12 @@ def _reading(sae, hookpoint: str):
     placed = copy.copy(sae)
     placed.cfg = replace(sae.cfg, hookpoint=hookpoint)
     return placed
+
+
+def _ablated_hookpoint(sae, hookpoint: str) -> str:
+    """Where the zero-ablation baseline acts: the hook point, or for a transcoder the target it replaces."""
+    target = getattr(sae.cfg, "target_hookpoint", None)
+    return hookpoint if target is None else target
 
 
 def _zero_at(keep_BT: Tensor):

@@ -34,6 +34,7 @@ from ..hookpoints import (
     probe_clone_roles,
 )
 from ..tokens import keep_mask, separator_id
+from .batched_runs import scored_runs
 from .grad_run import grad_mode, hooked_logits, sorted_sites
 from .in_trace import apply_plan, compare_logits, nll_of, read_sites, saved
 from .remote import model_key, register_saekit, remote_backend, remote_errors
@@ -219,6 +220,45 @@ class Model:
                 out = compare_logits(clean["logits"], edited_logits, input_ids, token_ids, top)
         return {k: _as_tensor(v) for k, v in out.items()}
 
+    def score_runs(
+        self,
+        input_ids: Tensor,
+        runs: Sequence[EditsLike],
+        attention_mask: Tensor | None = None,
+        *,
+        reads: Iterable[str] = (),
+        kl: bool = True,
+    ) -> dict[str, Any]:
+        """The clean run and one run per entry of `runs` (each: edits, as the other running methods take)
+        of `input_ids` [B, T], in one local forward (`batched_runs.py`): the blocks before every edit run
+        once, the logits are never materialised (the head is applied in vocabulary chunks).
+
+        Returns {'acts': {hookpoint: [B, T, D]} (the clean run at `reads`), 'nll': [R, B, T-1] and with
+        `kl` 'kl': [R, B, T-1] (KL(clean || run r)), float64, run 0 the clean run}. The fast path of
+        `compare` + `token_nll` + `capture`; local models only (a remote model raises a RemoteError).
+        """
+        if self.remote:
+            raise RemoteError("score_runs runs locally only: use compare / token_nll for a remote model")
+        plans = [self._plan(edits) for edits in runs]
+        hps = [self.resolve(h) for h in reads]
+        keep = self._keep(input_ids, attention_mask)
+        n_shared = min([self.n_layers] + [self._blocks_before(path, io) for plan in plans for (path, io), _ in plan])
+        shared = [f"{self.layout.layers_path}.{i}" for i in range(n_shared)]
+        cfg = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        dev = self.device
+        with torch.inference_mode():
+            return scored_runs(
+                self.hf_model,
+                input_ids.to(dev),
+                None if attention_mask is None else attention_mask.to(dev),
+                plans=plans,
+                shared=shared,
+                reads=[(hp.name, hp.module_path, hp.io) for hp in hps],
+                keep=keep,
+                softcap=getattr(cfg, "final_logit_softcapping", None),
+                kl=kl,
+            )
+
     def compare_batches(
         self, batches: Sequence[tuple[Tensor, Tensor]], edits: EditsLike
     ) -> list[dict[str, Tensor]]:
@@ -369,6 +409,14 @@ class Model:
             grouped.setdefault(h, []).append(op)
         hps = sorted(((self.resolve(h), ops) for h, ops in grouped.items()), key=lambda p: p[0].order)
         return [((hp.module_path, hp.io), ops) for hp, ops in hps]
+
+    def _blocks_before(self, module_path: str, io: str) -> int:
+        """How many blocks run entirely before the site (module_path, io): 0 for the embedding."""
+        prefix = self.layout.layers_path + "."
+        if not module_path.startswith(prefix):
+            return 0
+        index, _, rest = module_path[len(prefix):].partition(".")
+        return int(index) + 1 if rest == "" and io == "output" else int(index)
 
     def _keep(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         """Bool [B, T]: prompt positions edit objects act on (the one keep rule: not the separator, not padding)."""

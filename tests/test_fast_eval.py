@@ -1,0 +1,122 @@
+"""The fast evaluation path (Model.score_runs: stacked runs, shared blocks, chunked head) gives the
+readable reference path's values: per-position NLL and KL, every architecture's `evaluate` metrics,
+transcoders included, and `loss_change`."""
+
+import pytest
+import torch
+
+import saekit
+from saekit import Sae, SaeConfig
+from saekit.interventions import Ablate, Splice, loss_change
+from saekit.lm.head_scores import head_scores
+from saekit.metrics import _zero_at, kl_divergence
+from tiny import ARCHS as MODEL_ARCHS
+from tiny import tiny_model
+
+TEXTS = [f"Paris is the capital of France. Line {i}: the cat sat on the mat, {i * 7} times. " for i in range(16)]
+SAE_ARCHS = ["topk", "batchtopk", "matryoshka", "relu", "jumprelu", "gated", "transcoder", "skip_transcoder"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def ragged(model, n: int = 3, T: int = 20):
+    """A batch with padding at the end of some rows."""
+    ctx = saekit.contexts(model, TEXTS, context_len=T, n_tokens=n * T)
+    ids, mask = ctx.input_ids[:n].clone(), ctx.attention_mask[:n].clone()
+    mask[1, T - 6 :] = 0
+    ids[1, T - 6 :] = model.pad_token_id
+    return ids, mask
+
+
+@pytest.mark.parametrize("V,chunk_bytes", [(37, 1 << 30), (1000, 4 * 2 * 5 * 256)])
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_head_scores_equal_log_softmax(V, chunk_bytes, softcap):
+    """Chunked online scores = log_softmax of whole logits (one chunk, and many chunks)."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 5, 8, generator=g) * 3
+    W, b = torch.randn(V, 8, generator=g), torch.randn(V, generator=g)
+    tgt = torch.randint(0, V, (5,), generator=g)
+    out = head_scores(h, W, b, tgt, softcap=softcap, chunk_bytes=chunk_bytes)
+    z = h @ W.t() + b
+    if softcap is not None:
+        z = torch.tanh(z / softcap) * softcap
+    logp = torch.log_softmax(z.double(), -1)
+    nll = -logp.gather(-1, tgt.view(1, 5, 1).expand(3, 5, 1)).squeeze(-1)
+    torch.testing.assert_close(out["nll"], nll, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["kl"], kl_divergence(logp[:1], logp), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", MODEL_ARCHS)
+@pytest.mark.parametrize("hookpoint", ["resid_post.1", "resid_pre.1", "mlp_out.0", "embed"])
+def test_score_runs_equal_compare_and_token_nll(arch, hookpoint):
+    """Clean, spliced and zero-ablated runs in one forward = the reference traces, on every model family,
+    at hook points before, at and inside blocks (shared blocks: 2, 1, 0, 0), with padding."""
+    model = tiny_model(arch)
+    if arch == "gemma2":  # a soft cap small enough to matter for a tiny model's logits
+        model.config.final_logit_softcapping = 0.5
+    ids, mask = ragged(model)
+    keep = model._keep(ids, mask)
+    sae = Sae(SaeConfig(d_in=model.d_model, n_latents=64, k=4, hookpoint=hookpoint), seed=1)
+    splice = Splice(sae, error_term=False)
+    zero = {hookpoint: _zero_at(keep)}
+    out = model.score_runs(ids, [splice, zero], mask, reads=[hookpoint, "resid_post.2"])
+    ref = model.compare(ids, splice, mask, tokens=range(model.vocab_size), top=0)
+    nll_zero = model.token_nll(ids, mask, edits=zero)
+    score = mask[:, 1:].bool()
+    close = dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["nll"][0][score].float(), ref["nll_clean"][score], **close)
+    torch.testing.assert_close(out["nll"][1][score].float(), ref["nll_edited"][score], **close)
+    torch.testing.assert_close(out["nll"][2][score].float(), nll_zero[score], **close)
+    kl_ref = kl_divergence(ref["logp_clean"][:, :-1], ref["logp_edited"][:, :-1])
+    torch.testing.assert_close(out["kl"][1][score].float(), kl_ref[score], **close)
+    assert float(out["kl"][1][score].sum()) > 0 and bool((out["kl"][0] == 0).all())
+    captured = model.capture(ids, [hookpoint, "resid_post.2"], mask)
+    for h in (hookpoint, "resid_post.2"):
+        torch.testing.assert_close(out["acts"][h][mask.bool()], captured[h][mask.bool()], **close)
+
+
+def trained_sae(model, arch: str) -> Sae:
+    transcoder = arch.endswith("transcoder")
+    hp, target = ("mlp_in.1", "mlp_out.1") if transcoder else ("resid_post.1", None)
+    extra = {"jumprelu": {"target_l0": 4}, "matryoshka": {"matryoshka_prefixes": (16, 64)}}.get(arch, {})
+    cfg = SaeConfig(d_in=model.d_model, n_latents=64, k=4, architecture=arch, hookpoint=hp, target_hookpoint=target, **extra)
+    sae = Sae(cfg, seed=2)
+    ctx = saekit.contexts(model, TEXTS, context_len=24, n_tokens=200)
+    acts = model.capture(ctx.input_ids, [hp] + ([target] if target else []), ctx.attention_mask)
+    keep = ctx.attention_mask.bool()
+    x = acts[hp][keep]
+    sae.init_from_data(x, acts[target][keep] if target else None)
+    return sae
+
+
+@pytest.mark.parametrize("arch", SAE_ARCHS)
+def test_evaluate_fast_equals_reference(arch):
+    """Every metric of `evaluate` is the reference path's, for every architecture (transcoders: FVU of
+    the MLP output, zero-ablation of the MLP output)."""
+    model = tiny_model("gemma3")
+    sae = trained_sae(model, arch)
+    kw = dict(n_tokens=300, context_len=32, batch_size=3, progress=False)
+    fast = saekit.evaluate(model, sae, TEXTS, **kw).to_dict()
+    ref = saekit.evaluate(model, sae, TEXTS, reference=True, **kw).to_dict()
+    assert fast.keys() == ref.keys()
+    for key in ref:
+        assert fast[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-5), key
+    assert ref["kl_divergence"] > 0 and ref["ce_zero_ablation"] != pytest.approx(ref["ce_clean"])
+
+
+def test_loss_change_fast_equals_reference():
+    model = tiny_model("llama")
+    sae = Sae(SaeConfig(d_in=model.d_model, n_latents=64, k=4, hookpoint="resid_post.1"), seed=3)
+    edit = Ablate(sae, [0, 1, 2, 3, 4, 5])
+    fast = loss_change(model, TEXTS, edit, n_tokens=200, context_len=24)
+    ref = loss_change(model, TEXTS, edit, n_tokens=200, context_len=24, reference=True)
+    assert fast.n_tokens == ref.n_tokens
+    assert fast.loss_clean == pytest.approx(ref.loss_clean, rel=1e-5)
+    assert fast.loss_edited == pytest.approx(ref.loss_edited, rel=1e-5)
+    assert fast.loss_edited != pytest.approx(fast.loss_clean, rel=1e-6)
