@@ -22,7 +22,9 @@ def machine() -> str:
 
 def write_section(title: str, body: str) -> None:
     text = REPORT.read_text() if REPORT.exists() else HEADER
-    cmd = "python " + " ".join(["benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]])
+    script = Path(sys.argv[0]).resolve()
+    where = script.relative_to(ROOT) if script.is_relative_to(ROOT) else Path("benchmarks") / script.name
+    cmd = "python " + " ".join([str(where), *sys.argv[1:]])
     section = f"## {title}\n\nCommand: `{cmd}`  \nMachine: {machine()}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section

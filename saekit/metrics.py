@@ -183,7 +183,7 @@ class EvalSums:
         out = model.score_runs(ids_BT, [splice, {ablated: _zero_at(keep_BT)}], mask_BT, reads=reads)
         acts = {h: a_BTD[keep_BT.to(a_BTD.device)].to(device=sae.device, dtype=torch.float32) for h, a_BTD in out["acts"].items()}
         batch = ActivationBatch(acts, ids_BT, mask_BT, keep_BT, context)
-        nll, kl = out["nll"], out["kl"]
+        nll, kl = out["nll"].cpu(), out["kl"].cpu()
         return cls._of(sae, batch, hookpoint, nll[0], nll[1], nll[2], kl[1])
 
     @classmethod

@@ -78,7 +78,9 @@ def fire_counts(acts: Tensor, indices: Tensor, n_latents: int) -> Tensor:
     """Tokens of the batch on which each latent was active [F], from sparse or dense codes."""
     if is_dense_code(indices):
         return (acts > 0).sum(0)
-    return torch.bincount(indices[acts > 0], minlength=n_latents)
+    # index_add_ rather than bincount(indices[acts > 0]): no boolean indexing, so no host sync on a GPU
+    counts = torch.zeros(n_latents, dtype=torch.long, device=indices.device)
+    return counts.index_add_(0, indices.reshape(-1), (acts > 0).reshape(-1).long())
 
 
 def check_rows(x: object, d_in: int, what: str) -> None:
@@ -92,6 +94,14 @@ def check_rows(x: object, d_in: int, what: str) -> None:
         raise TrainingError(f"{what} has width {x.shape[-1]} but the SAE reads width {d_in}: set SaeConfig(d_in={x.shape[-1]}) or pass the right hook point's activations")
     if not x.is_floating_point():
         raise TrainingError(f"{what} must hold floating-point activations, got dtype {x.dtype}: convert with .float()")
+
+
+def _to_device(x: Tensor, device: torch.device) -> Tensor:
+    """A batch on the training device; host rows headed for a GPU go through pinned memory, so the copy
+    is asynchronous (the step's kernels queue behind it instead of the host waiting)."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        return (x if x.is_pinned() else x.pin_memory()).to(device, non_blocking=True)
+    return x.to(device)
 
 
 def _check_finite(x: Tensor, what: str) -> None:
@@ -379,7 +389,7 @@ class Trainer:
         meta = {k: batch.pop(k) for k in self._meta if k in batch}  # row positions for callbacks, not trained on
         for k, v in batch.items():
             _check_finite(v, f"batch {self.step} of {k!r}")
-        batch = {k: v.to(self.device, non_blocking=True).float() * self.scales[k] for k, v in batch.items()}
+        batch = {k: _to_device(v, self.device).float() * self.scales[k] for k, v in batch.items()}
         factor = lr_factor(self.step, cfg.steps, cfg.warmup_steps, cfg.decay_start)
         record = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.steps
         logs, arrays = [], []
@@ -424,7 +434,7 @@ class Trainer:
         fired_F = dd.any_rank(out.fired)
         dd.average_float_buffers_(sae)
         slot.tokens_since_fired += cfg.batch_size
-        slot.tokens_since_fired[fired_F] = 0
+        slot.tokens_since_fired.masked_fill_(fired_F, 0)  # not [fired_F] = 0: no host sync on a GPU
         slot.window_fires += fire_counts(out.acts.detach(), out.indices, sae.n_latents)
         slot.window_tokens += x.shape[0]
         rows = sae.on_step(self.step + 1, x, slot.tokens_since_fired >= cfg.dead_after, self.generator)

@@ -1,0 +1,79 @@
+"""Training throughput of saekit's real loop (Trainer: autocast on CUDA, pinned non-blocking copies) at
+several widths, against the encoder GEMM's limit measured in the same run.
+
+    python benchmarks/bench_train_device.py [--latents 16384 65536] [--steps 20] [--device cuda|cpu]
+
+A TopK step's floor is the encoder's dense pre-activation, 2*d*F FLOPs per token forward: the script
+times that GEMM alone at the step's shape ([B, d] x [d, F], fp32 and bf16) and reports the step's
+tokens/s as a fraction of the GEMM-only tokens/s for the dtype the step uses (bf16 under CUDA autocast,
+fp32 on the CPU). Data: random rows kept on the host (as a cache's batches are), d=640, k=32, batch 4096.
+Prints BENCHMARKS.md rows; no report is written (paste the rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from saekit import Sae, SaeConfig, TrainConfig
+from saekit.train import Trainer
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def gemm_tokens_per_s(d: int, F: int, B: int, dtype: torch.dtype, device: str, reps: int) -> float:
+    x = torch.randn(B, d, device=device, dtype=dtype)
+    W = torch.randn(F, d, device=device, dtype=dtype)
+    for _ in range(2):
+        x @ W.t()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        x @ W.t()
+    sync(device)
+    return B * reps / (time.perf_counter() - t)
+
+
+def step_tokens_per_s(d: int, F: int, B: int, k: int, device: str, steps: int) -> tuple[float, float]:
+    """Tokens/s of `Trainer.fit` after initialisation (its own history's rate: the last entry syncs)."""
+    x = torch.randn(steps * B, d)
+    sae = Sae(SaeConfig(d_in=d, n_latents=F, k=k))
+    tr = Trainer(sae, TrainConfig(tokens=steps * B, batch_size=B, log_every=10**9, device=device))
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    tr.fit(list(x.split(B)), progress=False)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else float("nan")
+    return tr.history[-1]["tokens_per_s"], peak
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--latents", type=int, nargs="+", default=[16384, 65536])
+    p.add_argument("--d", type=int, default=640)
+    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = p.parse_args()
+    dev = a.device
+    name = torch.cuda.get_device_name(0) if dev == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    step_dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    print(f"device: {name}; torch {torch.__version__}; d={a.d}, k={a.k}, batch {a.batch}, {a.steps} timed steps")
+    print("| device | latents | step tokens/s | GEMM-only tokens/s fp32 | GEMM-only tokens/s bf16 | step / GEMM limit (step dtype) | peak GPU MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for F in a.latents:
+        reps = 50 if dev == "cuda" else 3
+        g32 = gemm_tokens_per_s(a.d, F, a.batch, torch.float32, dev, reps)
+        g16 = gemm_tokens_per_s(a.d, F, a.batch, torch.bfloat16, dev, reps)
+        tps, peak = step_tokens_per_s(a.d, F, a.batch, a.k, dev, a.steps)
+        limit = g16 if step_dtype == torch.bfloat16 else g32
+        print(f"| {name} | {F} | {tps:,.0f} | {g32:,.0f} | {g16:,.0f} | {tps / limit:.2f} | {peak:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
