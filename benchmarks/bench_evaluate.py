@@ -1,10 +1,13 @@
 """`evaluate` on the default model with the shipped SAE: the fast path vs the readable reference path.
 
-    python benchmarks/bench_evaluate.py [--tokens 4096] [--rounds 2] [--no-report]
+    python benchmarks/bench_evaluate.py [--tokens 4096] [--no-report]            # timing, interleaved
+    python benchmarks/bench_evaluate.py --rss [--rounds 1] [--no-report]         # peak RSS, whole runs
 
-Each run is a fresh process (so its peak RSS is its own), alternating reference and fast (R F R F ...);
-medians of the wall times of `evaluate` itself (model loading excluded), the metrics of both paths side by
-side, and the machine's load average before each run (the machine may be shared).
+Timing (default): one process walks the held-out batches once and runs each batch through both paths
+(`EvalSums.of_batch`, the reference, with its own early-stopped capture; `EvalSums.of_runs`, the fast
+path), alternating which goes first, so that both see the same machine load; wall and CPU seconds are
+summed per path and both paths' metrics reduced from their own sums. `--rss`: each path's whole
+`evaluate` in a fresh process (alternating, R F R F ...), for its peak RSS and wall time.
 """
 
 from __future__ import annotations
@@ -42,6 +45,54 @@ def one(path: str, tokens: int, batch: int, what: str) -> dict:
     return {"seconds": seconds, "metrics": r, "peak_rss_mib": rss / 1024, "rss_before_mib": rss0 / 1024}
 
 
+def interleaved(tokens: int, batch: int) -> dict:
+    import torch
+
+    import saekit
+    from saekit.interventions import Splice
+    from saekit.metrics import EvalSums
+    from saekit.stream import stream_activations
+    from saekit.tokens import keep_mask
+
+    model = saekit.load_model()
+    sae = saekit.load_pretrained("gemma-3-270m", "resid_post.6")
+    hp = "resid_post.6"
+    ctx = saekit.contexts(model, saekit.corpus(split="test"), context_len=128, n_tokens=tokens)
+    splice = Splice(sae, error_term=False)
+    keep_NT = keep_mask(ctx.input_ids, ctx.attention_mask, model.separator_id)
+    sums = {p: EvalSums(fired=torch.zeros(sae.n_latents, dtype=torch.long)) for p in ("reference", "fast")}
+    wall = {"reference": 0.0, "fast": 0.0}
+    cpu = {"reference": 0.0, "fast": 0.0}
+    loads = []
+
+    def timed(path, fn):
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        sums[path] = sums[path] + fn()
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        wall[path] += time.perf_counter() - t0
+        cpu[path] += (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+
+    def ref(s):
+        (b,) = stream_activations(model, (ctx.input_ids[s : s + batch], ctx.attention_mask[s : s + batch]), [hp], batch_size=batch)
+        return EvalSums.of_batch(model, sae, b, hp, splice)
+
+    def fast(s):
+        sl = slice(s, s + batch)
+        return EvalSums.of_runs(model, sae, ctx.input_ids[sl], ctx.attention_mask[sl], keep_NT[sl],
+                                torch.arange(s, s + len(ctx.input_ids[sl])), hp, splice)
+
+    with torch.inference_mode():
+        model.capture(ctx.input_ids[:1], [hp], ctx.attention_mask[:1])  # warm-up
+    for i, s in enumerate(range(0, len(ctx), batch)):
+        loads.append(os.getloadavg()[0])
+        order = [("reference", ref), ("fast", fast)] if i % 2 == 0 else [("fast", fast), ("reference", ref)]
+        for path, fn in order:
+            timed(path, lambda: fn(s))
+        print(f"batch {i}: reference {wall['reference']:.0f} s, fast {wall['fast']:.0f} s so far (load {loads[-1]:.1f})", flush=True)
+    return {"wall": wall, "cpu": cpu, "loads": loads,
+            "metrics": {p: sums[p].result(sae.d_in).to_dict() for p in sums}, "n_batches": len(loads)}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--tokens", type=int, default=4096)
@@ -49,10 +100,35 @@ def main():
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--what", choices=["evaluate", "loss_change"], default="evaluate")
     p.add_argument("--one", choices=["reference", "fast"])
+    p.add_argument("--rss", action="store_true", help="whole runs in fresh processes, for peak RSS")
     p.add_argument("--no-report", action="store_true")
     a = p.parse_args()
     if a.one:
         print(json.dumps(one(a.one, a.tokens, a.batch, a.what)))
+        return
+    if not a.rss:
+        r = interleaved(a.tokens, a.batch)
+        w, c, m = r["wall"], r["cpu"], r["metrics"]
+        rows = "\n".join(
+            f"| {k} | {m['reference'][k]:.6g} | {m['fast'][k]:.6g} |" for k in m["reference"] if isinstance(m["reference"][k], (int, float))
+        )
+        body = (
+            f"`evaluate`'s per-batch work for the shipped SAE `load_pretrained('gemma-3-270m', 'resid_post.6')` on "
+            f"{m['reference']['n_tokens']} held-out tokens (test split, contexts of 128, {r['n_batches']} batches of {a.batch}), "
+            "each batch through both paths in one process, alternating which runs first; the reference includes its "
+            "early-stopped capture (as `evaluate(reference=True)` does). 1-minute load average at each batch: "
+            f"{', '.join(f'{x:.1f}' for x in r['loads'])}.\n\n"
+            "| path | wall seconds | CPU seconds (user + sys) |\n|---|---:|---:|\n"
+            f"| reference (capture + compare + token_nll, full logits) | {w['reference']:.1f} | {c['reference']:.1f} |\n"
+            f"| fast (one stacked forward, shared blocks, chunked head) | {w['fast']:.1f} | {c['fast']:.1f} |\n\n"
+            f"Speed-up: **{w['reference'] / w['fast']:.2f}x wall, {c['reference'] / c['fast']:.2f}x CPU time**.\n\n"
+            "| metric | reference | fast |\n|---|---:|---:|\n" + rows
+        )
+        print(body)
+        if not a.no_report:
+            from _report import write_section
+
+            write_section("Evaluate: fast vs reference path", body)
         return
     runs: dict[str, list[dict]] = {"reference": [], "fast": []}
     loads = []
@@ -84,7 +160,7 @@ def main():
     if not a.no_report:
         from _report import write_section
 
-        write_section("Evaluate: fast vs reference path" if a.what == "evaluate" else "loss_change: fast vs reference path", body)
+        write_section("Evaluate: peak RSS, whole runs" if a.what == "evaluate" else "loss_change: fast vs reference path", body)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def evaluate(a, results: list[dict]) -> dict:
     import saekit
 
     model = saekit.load_model()
-    ctx = saekit.contexts(model, saekit.corpus(split="test"), context_len=128, n_tokens=4096)
+    ctx = saekit.contexts(model, saekit.corpus(split="test"), context_len=128, n_tokens=a.eval_tokens)
     firsts = {(r["trainer"], r["width"]): r for r in results if r["round"] == 0}
     evals = {}
     keys = sorted(firsts)
@@ -118,7 +118,7 @@ def table(a, results: list[dict], evals: dict) -> str:
         f"last 20%, inputs scaled to E||x||^2 = d_in for every trainer. {a.rounds} alternating rounds; tokens/s is the "
         "median over rounds of training tokens / wall time of the library's training call (initialisation included), "
         "in a fresh process per run; peak RSS is that process's maximum (the 100k x 640 float32 data, 256 MB, included). "
-        "FVU, L0, dead fraction (no activation on the held-out tokens) and CE-loss recovered: saekit's `evaluate` on 4,096 "
+        f"FVU, L0, dead fraction (no activation on the held-out tokens) and CE-loss recovered: saekit's `evaluate` on {a.eval_tokens:,} "
         "held-out tokens (test split) of the first round's SAE; 'plain FVU' recomputes FVU with plain transformers "
         f"(`output_hidden_states`) and plain torch. Load average at each run's start: {loads}.\n\n"
         "| latents | trainer | tokens/s | vs saekit | peak RSS (MiB) | FVU | plain FVU | L0 | dead | CE-loss recovered |\n"
@@ -134,7 +134,9 @@ def main():
     p.add_argument("--widths", type=int, nargs="+", default=[16384, 4096])
     p.add_argument("--tokens", type=int, default=196_608)
     p.add_argument("--trainers", nargs="+", default=TRAINERS)
+    p.add_argument("--eval-tokens", type=int, default=4096)
     p.add_argument("--eval-only", action="store_true")
+    p.add_argument("--resume", action="store_true", help="keep OUT/results.json's runs and run only the missing ones")
     p.add_argument("--no-report", action="store_true")
     a = p.parse_args()
     out = Path(a.out)
@@ -142,11 +144,15 @@ def main():
     if not (out / "data.pt").exists():
         harvest(out / "data.pt", 100_000)
     log = out / "results.json"
-    results = json.loads(log.read_text()) if a.eval_only and log.exists() else []
+    results = json.loads(log.read_text()) if (a.eval_only or a.resume) and log.exists() else []
+    results = [r for r in results if r["width"] in a.widths]
+    done = {(r["trainer"], r["width"], r["round"]) for r in results}
     if not a.eval_only:
         for rnd in range(a.rounds):
             for width in a.widths:
                 for trainer in a.trainers:
+                    if (trainer, width, rnd) in done:
+                        continue
                     r = train(a, trainer, width, rnd)
                     results.append(r)
                     log.write_text(json.dumps(results, indent=1))
