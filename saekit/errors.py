@@ -79,3 +79,8 @@ class EvalError(SaekitError, ValueError):
 
 class EndpointError(SaekitError, RuntimeError):
     """An LLM endpoint that cannot be reached or keeps failing; cached replies are kept (never the key)."""
+
+
+class ExerciseError(SaekitError, AssertionError):
+    """A course exercise (`saekit.course`) that does not pass its check: the message says what is wrong
+    (shape, value at which element, a known mistake, a gradient that does not flow) without the answer."""
