@@ -79,6 +79,8 @@ def call(fn: Any, name: str, args: Sequence[Any], hint: Callable[[BaseException]
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         msg = f"`{name}` raised {type(err).__name__}: {first}"
         extra = hint(err) if hint is not None else None
+        if extra is None and ("in-place operation" in str(err) or "leaf Variable" in str(err)):
+            extra = "you change an input in place; leave the inputs alone and build a new tensor (x = x + v, not x += v)"
         raise ExerciseError(msg + (f"\nHint: {extra}" if extra else "")) from None
 
 
@@ -200,16 +202,17 @@ def check_gradients(
     *,
     gen: torch.Generator,
     must_not_reach: Mapping[str, str] | None = None,
-    mistakes: Mapping[str, Sequence[Mistake]] | None = None,
+    stray: Mapping[str, str] | None = None,
 ) -> None:
     """Backpropagate one random weighting of the result through the student's graph and the reference's,
     and compare the gradient reaching every input; `must_not_reach` {input: message} names inputs no
-    gradient may reach, `mistakes` {input: [Mistake]} known wrong gradients of one input."""
+    gradient may reach, `stray` {input: message} what to say when gradient reaches elements of an input
+    that the reference gives none (TopK's unkept latents)."""
     __tracebackhide__ = True
     names = ", ".join(f"`{n}`" for n in got_inputs)
     if not got.requires_grad:
         raise ExerciseError(
-            f"no gradient flows from `{name}`'s result back to {names}: the result is cut off from its inputs "
+            f"`{name}`: no gradient flows from the result back to {names}: the result is cut off from its inputs "
             "(.detach(), .data, .item(), numpy, torch.no_grad() or a new tensor built from Python numbers cut the graph)"
         )
     weight = torch.randn(want.shape, generator=gen).to(want.dtype)
@@ -223,10 +226,14 @@ def check_gradients(
             continue
         if gg is None or not bool(gg.abs().gt(0).any()):
             raise ExerciseError(
-                f"no gradient reaches `{n}` through `{name}`: it is used without a graph (a .detach(), .data, "
+                f"`{name}`: no gradient reaches `{n}`: it is used without a graph (a .detach(), .data, "
                 "torch.no_grad() or an in-place overwrite cut it), or not used at all"
             )
-        compare(gg, gw, name, mistakes=(mistakes or {}).get(n, ()), what=f"'s gradient with respect to `{n}`")
+        if n in (stray or {}):
+            wrong = (gw == 0) & (gg != 0)
+            if bool(wrong.any()):
+                raise ExerciseError(f"`{name}`: gradient reaches `{n}` at {_index(wrong)}, where it should not: {stray[n]}")
+        compare(gg, gw, name, what=f"'s gradient with respect to `{n}`")
 
 
 def protect(args: Mapping[str, Any]) -> dict[str, Any]:
