@@ -106,7 +106,7 @@ def _negative(got: Tensor) -> str | None:
     neg = got.detach() < 0
     if bool(neg.any()):
         at = neg.nonzero()[0].tolist()
-        return f"element {at} is negative ({float(got[tuple(at)]):.4g}); latents of a ReLU SAE are never negative"
+        return f"element {at} is negative ({float(got.detach()[tuple(at)]):.4g}); latents of a ReLU SAE are never negative"
     return None
 
 
