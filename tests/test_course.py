@@ -385,3 +385,9 @@ def test_exercise_check_cells_fail_with_not_written_yet(path):
         else:  # the other cells run, or stop at a function not written yet
             assert err is None or isinstance(err, NotImplementedError), f"{exercise.name}: cell\n{src}\nraised {err!r}"
     assert seen >= 1
+
+
+def test_ipython_shows_the_message_alone():
+    """In a notebook a failed check shows one line (IPython's `_render_traceback_`), not the checker's frames."""
+    lines = ExerciseError("`encode`: b_dec is missing")._render_traceback_()
+    assert len(lines) == 1 and lines[0].endswith("`encode`: b_dec is missing")
