@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import pkgutil
+from pathlib import Path
 
 
 def public_packages() -> list[str]:
@@ -83,10 +85,41 @@ def _patch_mkdocs_jupyter() -> None:
     nbc.SubCell = StaticWidgets  # nb2html builds its preprocessor list from this name at each call
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def notebook_title(path: Path) -> str:
+    """The notebook's first Markdown heading (without its '#'s), else its file name."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            for line in src.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return path.stem
+
+
+def tutorial_nav(root: Path = ROOT) -> dict[str, list]:
+    """{section: [{title: docs path}]}: the tutorials and the course solutions, in file-name order."""
+    tutorials = [{notebook_title(p): f"tutorials/{p.name}"} for p in sorted((root / "notebooks").glob("*.ipynb"))]
+    course = [{"Teacher's guide": "tutorials/course/README.md"}] + [
+        {notebook_title(p): f"tutorials/course/solutions/{p.name}"}
+        for p in sorted((root / "notebooks" / "course" / "solutions").glob("*.ipynb"))
+    ]
+    return {"Tutorials": tutorials, "Course (solutions)": course}
+
+
 def on_config(config, **kwargs):
     from mkdocs.exceptions import PluginError
 
     _patch_mkdocs_jupyter()
+    sections = tutorial_nav()
+    for item in config["nav"] or []:
+        if isinstance(item, dict):
+            for key in item:
+                if key in sections:
+                    item[key] = sections[key]
 
     missing = missing_docstrings()
     if missing:

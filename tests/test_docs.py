@@ -60,10 +60,14 @@ def test_widgets_render_as_their_static_fallback():
     assert "widgets" not in nb.metadata
 
 
-def test_mkdocs_nav_lists_every_tutorial():
-    text = (ROOT / "mkdocs.yml").read_text()
-    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "notebooks" / "course" / "solutions").glob("*.ipynb")):
-        assert f"tutorials/{nb.relative_to(ROOT / 'notebooks')}" in text, f"{nb.name} is not in mkdocs.yml's nav"
+def test_nav_lists_every_tutorial_by_its_title():
+    nav = _hooks().tutorial_nav()
+    tutorials = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert [list(e.values())[0] for e in nav["Tutorials"]] == [f"tutorials/{p.name}" for p in tutorials]
+    solutions = sorted((ROOT / "notebooks" / "course" / "solutions").glob("*.ipynb"))
+    assert [list(e.values())[0] for e in nav["Course (solutions)"]][1:] == [f"tutorials/course/solutions/{p.name}" for p in solutions]
+    assert list(nav["Course (solutions)"][1]) == ["Course 1: the SAE forward pass and the TopK activation"]
+    assert all(list(e)[0] and not list(e)[0].startswith("#") for e in nav["Tutorials"])
 
 
 @pytest.mark.slow
