@@ -19,6 +19,7 @@ import importlib
 import inspect
 import json
 import pkgutil
+import re
 from pathlib import Path
 
 
@@ -54,16 +55,29 @@ def missing_docstrings() -> list[str]:
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
+PROGRESS_BAR = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")
+"""tqdm's text form of a progress-bar widget ("Loading weights:  0%|   | 0/236 [00:00<?, ?it/s]")."""
+
+
 def static_widgets(nb) -> int:
-    """Drop each output's live widget view where it has a static fallback; returns how many had a
-    `text/html` or image snapshot (the rest fall back to their text)."""
+    """Drop each output's live widget view where it has a static fallback, and progress-bar widgets (a frozen
+    bar says nothing on a static page); returns how many kept a `text/html` or image snapshot (the rest fall
+    back to their text)."""
     snapshots = 0
     for cell in nb.cells:
+        kept = []
         for out in cell.get("outputs", []):
             data = out.get("data", {})
-            if WIDGET_VIEW in data and len(data) > 1:
-                del data[WIDGET_VIEW]
-                snapshots += any(k == "text/html" or k.startswith("image/") for k in data)
+            if WIDGET_VIEW in data:
+                text = data.get("text/plain", "")
+                if PROGRESS_BAR.search("".join(text) if isinstance(text, list) else text):
+                    continue
+                if len(data) > 1:
+                    del data[WIDGET_VIEW]
+                    snapshots += any(k == "text/html" or k.startswith("image/") for k in data)
+            kept.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = kept
     nb.metadata.pop("widgets", None)
     return snapshots
 

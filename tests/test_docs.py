@@ -52,6 +52,7 @@ def test_widgets_render_as_their_static_fallback():
         nbformat.v4.new_output("display_data", data={hooks.WIDGET_VIEW: view, "text/html": "<div>snapshot</div>", "text/plain": "W()"}),
         nbformat.v4.new_output("display_data", data={hooks.WIDGET_VIEW: view, "text/plain": "W()"}),
         nbformat.v4.new_output("display_data", data={hooks.WIDGET_VIEW: view}),
+        nbformat.v4.new_output("display_data", data={hooks.WIDGET_VIEW: view, "text/plain": "Loading weights:   0%|          | 0/236 [00:00<?, ?it/s]"}),
     ]
     nb.cells = [cell]
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {}}
