@@ -155,6 +155,7 @@ WRONG = [
     ("fvu", lambda x, xh: ((x - xh).pow(2).sum(0) / (x - x.mean(0)).pow(2).sum(0)).mean(), "per-dimension ratios"),
     ("fvu", lambda x, xh: (x - xh).pow(2).mean(), "mean squared error"),
     ("fvu", lambda x, xh: (x - xh).pow(2).sum() / x.var(0).sum(), "sum of squared deviations"),
+    ("fvu", lambda x, xh: (x - xh).pow(2).sum() / (x.var(0) * x.shape[0]).sum(), "unbiased variance"),
     ("fvu", lambda x, xh: float(fvu(x, xh.detach())), "returned a Python float"),
     ("fvu", lambda x, xh: (x - xh).pow(2).sum(-1) / (x - x.mean(0)).pow(2).sum(), "one number per token"),
     ("fvu", lambda x, xh: fvu(x, xh.detach()), "no gradient flows"),

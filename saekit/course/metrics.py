@@ -65,6 +65,7 @@ def check_fvu(fvu) -> None:
             Mistake((err.sum(0) / (x - x.mean(0)).pow(2).sum(0)).mean(), "you average per-dimension ratios; FVU divides the total squared error by the total variance"),
             Mistake(err.mean(), "that is the mean squared error; FVU divides the squared error by the variance of x"),
             Mistake(err.sum() / x.var(0).sum(), "the denominator is the per-dimension variance summed (x.var(0).sum()), a mean over tokens; the numerator is a sum over tokens: use the sum of squared deviations"),
+            Mistake(err.sum() / (x.var(0).sum() * N), "the denominator uses the unbiased variance (it divides by N - 1); FVU's is the plain sum of squared deviations from the mean"),
             Mistake((x - x_hat).norm() / (x - x.mean(0)).norm(), "that is a ratio of norms; FVU is a ratio of squared norms"),
         ]
         compare(got, want.detach(), name, mistakes=mistakes)
