@@ -96,3 +96,29 @@ def test_docs_build_strict(tmp_path):
     assert "is right on all" in course  # saved outputs rendered, not re-executed
     assert not (site / "tutorials" / "course" / "01_sae_forward").exists()  # exercises are not pages
     shutil.rmtree(site)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page,complaint", [
+    ("See [the guide](missing.md).", "missing.md"),                                  # a broken link
+    ("See [saekit.not_there][] and [load](#no-such-anchor).", "saekit.not_there"),  # a cross-reference to nothing
+])
+def test_strict_build_fails_on_a_broken_reference(tmp_path, page, complaint):
+    """Our mkdocs.yml (its plugins, validation and hooks) on a one-page site with a broken reference fails."""
+    for tool in ("mkdocs", "mkdocs_jupyter", "mkdocstrings_handlers.python", "material", "yaml"):
+        pytest.importorskip(tool)
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text(f"# Home\n\n{page}\n")
+    cfg.update(docs_dir=str(docs), site_dir=str(tmp_path / "site"), nav=[{"Home": "index.md"}],
+               hooks=[str(ROOT / "docs" / "hooks.py")], exclude_docs="")
+    (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(tmp_path / "mkdocs.yml")], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0, r.stderr[-3000:]
+    assert complaint in r.stdout + r.stderr, r.stderr[-3000:]
+
