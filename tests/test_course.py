@@ -110,6 +110,13 @@ def _inplace_atp(metric, fc, fp):
     return torch.autograd.grad(metric(f), f)[0] * fp
 
 
+def _fvu_breaks_backward(x, xh):
+    d = xh - x
+    out = d.pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    d.mul_(1.0)  # pow saved d for the backward pass
+    return out
+
+
 def _straight_through_topk(pre, k):
     return topk(pre, k).detach() + pre - pre.detach()
 
@@ -156,6 +163,7 @@ WRONG = [
     ("fvu", lambda x, xh: (x - xh).pow(2).mean(), "mean squared error"),
     ("fvu", lambda x, xh: (x - xh).pow(2).sum() / x.var(0).sum(), "sum of squared deviations"),
     ("fvu", lambda x, xh: (x - xh).pow(2).sum() / (x.var(0) * x.shape[0]).sum(), "unbiased variance"),
+    ("fvu", _fvu_breaks_backward, "changed in place after use"),
     ("fvu", lambda x, xh: float(fvu(x, xh.detach())), "returned a Python float"),
     ("fvu", lambda x, xh: (x - xh).pow(2).sum(-1) / (x - x.mean(0)).pow(2).sum(), "one number per token"),
     ("fvu", lambda x, xh: fvu(x, xh.detach()), "no gradient flows"),

@@ -216,7 +216,13 @@ def check_gradients(
             "(.detach(), .data, .item(), numpy, torch.no_grad() or a new tensor built from Python numbers cut the graph)"
         )
     weight = torch.randn(want.shape, generator=gen).to(want.dtype)
-    g_got = gradients(got.reshape(want.shape), got_inputs, weight)
+    try:
+        g_got = gradients(got.reshape(want.shape), got_inputs, weight)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        hint = (" (a tensor the backward pass needs was changed in place after use: build new tensors instead of "
+                "+=, *=, relu_())") if "inplace" in first or "in-place" in first else ""
+        raise ExerciseError(f"`{name}`: backpropagating through the result failed: {first}{hint}") from None
     g_want = gradients(want, {n: t for n, t in want_inputs.items() if n not in (must_not_reach or {})}, weight)
     for n in got_inputs:
         gg, gw = g_got[n], g_want.get(n)
