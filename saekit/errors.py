@@ -79,3 +79,13 @@ class EvalError(SaekitError, ValueError):
 
 class EndpointError(SaekitError, RuntimeError):
     """An LLM endpoint that cannot be reached or keeps failing; cached replies are kept (never the key)."""
+
+
+class ExerciseError(SaekitError, AssertionError):
+    """A course exercise (`saekit.course`) that does not pass its check: the message says what is wrong
+    (shape, value at which element, a known mistake, a gradient that does not flow) without the answer."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback: the message alone (the frames are the checker's, not
+        the student's); `%xmode` has no effect on it, and plain Python and pytest show the full traceback."""
+        return [f"\x1b[0;31mExerciseError\x1b[0m: {self}"]

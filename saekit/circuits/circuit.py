@@ -22,6 +22,8 @@ ERROR = -1
 
 
 class Node(NamedTuple):
+    """A circuit node: one SAE feature (or the error node, index `ERROR`) at a hook point and position."""
+
     hookpoint: str
     position: int | None
     """Token position, or None when positions are summed."""
@@ -30,6 +32,8 @@ class Node(NamedTuple):
 
 
 class Edge(NamedTuple):
+    """A weighted edge from an upstream node to a downstream one (the effect through `down`)."""
+
     up: Node
     down: Node
     weight: float

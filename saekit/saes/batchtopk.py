@@ -69,6 +69,8 @@ def batch_topk_encode(x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k: int) -
 
 
 class BatchTopKSae(TopKSae, architecture="batchtopk"):
+    """BatchTopK SAE (Bussmann et al. 2024): the k·B largest pre-activations over the batch while training, a learned global threshold at inference (this module's docstring has the recipe)."""
+
     encoder_init_scale = 0.1
     scale_with_input = ("threshold",)
     saelens_architecture = "jumprelu"

@@ -45,6 +45,8 @@ INIT_ROWS = 8192
 
 
 class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
+    """Gated SAE (Rajamanoharan et al. 2024): a gate decides which latents fire, a magnitude path sets their values (this module's docstring has the recipe)."""
+
     default_l1_coefficient = 1.0
     encoder_init_scale = 0.1
     scale_with_input = ("b_mag",)

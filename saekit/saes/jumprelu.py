@@ -94,6 +94,8 @@ def step(pre_BF: Tensor, theta_F: Tensor, bandwidth: float) -> Tensor:
 
 
 class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
+    """JumpReLU SAE (Gemma Scope recipe): a learned threshold per latent, trained through straight-through estimators (this module's docstring has the recipe)."""
+
     saelens_architecture = "jumprelu"
 
     def saelens_fields(self) -> dict:

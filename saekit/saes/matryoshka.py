@@ -27,6 +27,8 @@ from .topk import sparse_fired_l0
 
 
 class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
+    """Matryoshka BatchTopK SAE: nested prefixes of the latents each reconstruct the input on their own (this module's docstring has the recipe)."""
+
     required_fields = {"matryoshka_prefixes": "(128, 512, 2048)"}
 
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:

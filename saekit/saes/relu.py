@@ -53,6 +53,8 @@ def l1_penalty(l1_BF: Tensor, total_variance: Tensor) -> Tensor:
 
 
 class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
+    """ReLU SAE with a decoder-norm-weighted L1 penalty (Anthropic, April 2024 update) (this module's docstring has the recipe)."""
+
     default_l1_coefficient = 5.0
     unit_norm_decoder = False
 

@@ -20,6 +20,8 @@ from .kernels import sparse_decode, topk_encode
 
 
 class TopKSae(Sae, architecture="topk"):
+    """TopK SAE (Gao et al. 2024): the k largest pre-activations per token, ReLU'd; sparse kernels and AuxK (this module's docstring has the recipe)."""
+
     saelens_architecture = "topk"
     sparsity_from_k = True
 

@@ -77,6 +77,8 @@ def _submodule(model: Model, path: str):
 
 
 class Transcoder(TopKSae, architecture="transcoder"):
+    """TopK transcoder: reads the MLP's input (`cfg.hookpoint`) and predicts its output (`cfg.target_hookpoint`)."""
+
     required_fields = {"target_hookpoint": "'mlp_out.6' with hookpoint='mlp_in.6'"}
     predicts_target = True
     saelens_architecture = None
@@ -145,6 +147,8 @@ class Transcoder(TopKSae, architecture="transcoder"):
 
 
 class SkipTranscoder(Transcoder, architecture="skip_transcoder"):
+    """Transcoder with a linear skip term (x @ W_skip^T) beside the sparse latents (Paulo, Shabalin & Belrose 2025)."""
+
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
         super().__init__(cfg, device=device, seed=seed)
         self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_in, device=device, dtype=self.W_enc.dtype))
