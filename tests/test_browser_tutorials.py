@@ -13,7 +13,7 @@ Needs Debian's chromium and Python Playwright; skipped cleanly otherwise. Screen
 from __future__ import annotations
 
 import json
-import shutil
+import re
 from pathlib import Path
 
 import pytest
@@ -84,7 +84,7 @@ def test_inspect_features_tutorial_in_jupyterlab(browser, tmp_path):
         picked = int(row.get_attribute("data-feature"))
         row.click()
         try:
-            browser_cell.locator(".saekit-dashboard .sk-title", has_text=f"Feature {picked}").wait_for(timeout=60_000)
+            browser_cell.locator(".saekit-dashboard .sk-title", has_text=re.compile(rf"^Feature {picked}$")).wait_for(timeout=60_000)
         except Exception:
             screenshot(page, "tutorial_04_row_click_failed")
             raise
@@ -93,7 +93,7 @@ def test_inspect_features_tutorial_in_jupyterlab(browser, tmp_path):
         nav = dash_cell.locator("button.sk-nav").first
         target = int(nav.get_attribute("data-feature"))
         nav.click()
-        dash_cell.locator(".saekit-dashboard .sk-title", has_text=f"Feature {target}").first.wait_for(timeout=60_000)
+        dash_cell.locator(".saekit-dashboard .sk-title", has_text=re.compile(rf"^Feature {target}$")).first.wait_for(timeout=60_000)
         screenshot(page, "tutorial_04_after_clicks")
     assert errors == [], errors
 
