@@ -241,3 +241,18 @@ def test_display_bundle_carries_static_snapshot(tiny, tmp_path, which):
     if which == "browser":
         assert len(state["widgets"]) == 2 and str(f) in state["widgets"][1]["state"]["_views"]
         assert len(page) < len(w.to_html(tmp_path / "full.html").read_text()), "the snapshot keeps fewer dashboards"
+
+
+def test_a_failing_snapshot_never_breaks_the_display(tiny, monkeypatch):
+    """The snapshot is an extra: when the static page cannot be built the live view still displays (with a warning)."""
+    _, _, _, stats = tiny
+    w = FeatureDashboard(stats, feature=0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(w, "to_html", broken)
+    with pytest.warns(UserWarning, match="no static snapshot.*disk full"):
+        bundle = w._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "application/vnd.jupyter.widget-view+json" in data and "text/html" not in data

@@ -141,7 +141,7 @@ class SaeWidget(anywidget.AnyWidget):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """The live view's bundle plus the static snapshot (`text/html`) for readers without a kernel."""
-        return snapshot_bundle(super()._repr_mimebundle_(**kwargs), self.snapshot_html())
+        return snapshot_bundle(super()._repr_mimebundle_(**kwargs), safe_snapshot(self.snapshot_html))
 
     def snapshot_html(self) -> str:
         """This widget's static snapshot for saved notebooks: its `to_html` page in a sandboxed iframe."""
@@ -226,10 +226,22 @@ def snapshot_frame(write: Callable[[Path], Any], height: int) -> str:
     )
 
 
-def snapshot_bundle(bundle: Any, snapshot: str) -> Any:
-    """Add `snapshot` as `text/html` to a display bundle (a dict, or a (data, metadata) pair)."""
-    if bundle is None:
+def safe_snapshot(make: Callable[[], str]) -> str | None:
+    """`make()`, or None when it fails: a widget whose static page cannot be built still shows its live view
+    (the failure is logged as a warning, never raised into the display)."""
+    try:
+        return make()
+    except Exception as e:  # noqa: BLE001 - the snapshot is an extra; the live view must not depend on it
+        import warnings
+
+        warnings.warn(f"saekit: no static snapshot for this widget's saved output ({error_message(e)})", stacklevel=2)
         return None
+
+
+def snapshot_bundle(bundle: Any, snapshot: str | None) -> Any:
+    """Add `snapshot` as `text/html` to a display bundle (a dict, or a (data, metadata) pair); None adds nothing."""
+    if bundle is None or snapshot is None:
+        return bundle
     if isinstance(bundle, tuple):
         data, meta = bundle
         return {**data, "text/html": snapshot}, meta
@@ -255,6 +267,6 @@ STATIC_PAGE_CSS = """body { margin: 16px; font-family: system-ui, sans-serif; ba
 
 
 __all__ = [
-    "SaeWidget", "asset", "asset_dir", "embed_json", "error_message", "export_html", "short_text", "snapshot_bundle",
-    "snapshot_frame",
+    "SaeWidget", "asset", "asset_dir", "embed_json", "error_message", "export_html", "short_text", "safe_snapshot",
+    "snapshot_bundle", "snapshot_frame",
 ]

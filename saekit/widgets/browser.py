@@ -13,7 +13,7 @@ import traitlets
 
 from ..errors import WidgetError
 from ..features import DENSE_DENSITY, FeatureStats
-from .base import SaeWidget, export_html, snapshot_bundle, snapshot_frame
+from .base import SaeWidget, export_html, safe_snapshot, snapshot_bundle, snapshot_frame
 from .dashboard import FeatureDashboard
 
 SORTABLE = ("score", "feature", "density", "mean_act", "max_act", "top_tokens", "label", "autointerp")
@@ -145,7 +145,7 @@ class FeatureBrowser(ipywidgets.VBox):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """The live view's bundle plus a static snapshot (`text/html`) for saved notebooks."""
-        return snapshot_bundle(super()._repr_mimebundle_(**kwargs), self.snapshot_html())
+        return snapshot_bundle(super()._repr_mimebundle_(**kwargs), safe_snapshot(self.snapshot_html))
 
     def snapshot_html(self, max_views: int = 20) -> str:
         """The static snapshot: `to_html` with dashboards for the first `max_views` rows, in a sandboxed iframe."""
