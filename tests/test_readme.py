@@ -35,11 +35,11 @@ SKIPPED = {
     'load_model("google/gemma-3-270m")': "needs internet (a hub id) and NDIF (an API key), and its second line names "
     "placeholders (my_transformers_model, tok) the reader supplies",
     "feature_stats(model, sae)": "continues the ten lines with a 100k-token statistics pass (minutes more on a CPU); "
-    "the same calls run in notebooks/02_inspect_features, which CI executes",
+    "the same calls run in notebooks/04_inspect_features, which CI executes",
     "from saekit import Ablate, Clamp, Splice, Steer": "a fragment: `prompt` and `texts` are placeholders the reader "
-    "supplies; notebooks/03_interventions runs these calls",
+    "supplies; notebooks/05_interventions runs these calls",
     "from saekit.circuits import logit_diff": "continues the ten lines with minutes of attribution on a CPU; "
-    "notebooks/05_feature_circuits and tests/test_circuits_real.py run these calls",
+    "notebooks/09_feature_circuits and tests/test_circuits_real.py run these calls",
 }
 RUN = ("model = saekit.load_model()",)
 """A text found in exactly one block -> the blocks that run; with SKIPPED they must cover every block."""

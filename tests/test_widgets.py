@@ -208,3 +208,51 @@ def test_to_html_is_standalone_and_escaped(tiny, tmp_path, which):
     state = json.loads(re.search(r'id="saekit-state">(.*?)</script>', page, re.S).group(1))
     text = json.dumps(state, ensure_ascii=False)
     assert "<img" in text or "<" in text, "the hostile text travels as data"
+
+
+@pytest.mark.parametrize("which", ["dashboard", "browser", "prompt"])
+def test_display_bundle_carries_static_snapshot(tiny, tmp_path, which):
+    """A widget's display bundle holds the live view and, as text/html, its to_html page in a sandboxed iframe,
+    so a notebook saved with outputs shows the widget where no kernel runs; hostile text stays escaped."""
+    import html as html_lib
+
+    model, sae, _, stats = tiny
+    f = hostile_feature(stats)
+    w = {
+        "dashboard": lambda: FeatureDashboard(stats, feature=f),
+        "browser": lambda: FeatureBrowser(stats, selected=f),
+        "prompt": lambda: PromptInspector(model, sae, HOSTILE),
+    }[which]()
+    bundle = w._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == w.model_id
+    assert data["text/plain"] == repr(w)
+    frame = data["text/html"]
+    m = re.fullmatch(r'<iframe class="saekit-snapshot" [^>]*sandbox="allow-scripts" [^>]*srcdoc="([^"]*)"></iframe>', frame)
+    assert m, frame[:300]
+    assert "allow-same-origin" not in frame  # an opaque origin: the page cannot reach the notebook
+    page = html_lib.unescape(m.group(1))
+    assert page.startswith("<!doctype html>") and "default-src 'none'" in page
+    state = json.loads(re.search(r'id="saekit-state">(.*?)</script>', page, re.S).group(1))
+    first = state["widgets"][0]["state"]
+    assert first["_static"] is True
+    if which == "dashboard":
+        assert first["feature"] == f and str(f) in first["_views"]
+    if which == "browser":
+        assert len(state["widgets"]) == 2 and str(f) in state["widgets"][1]["state"]["_views"]
+        assert len(page) < len(w.to_html(tmp_path / "full.html").read_text()), "the snapshot keeps fewer dashboards"
+
+
+def test_a_failing_snapshot_never_breaks_the_display(tiny, monkeypatch):
+    """The snapshot is an extra: when the static page cannot be built the live view still displays (with a warning)."""
+    _, _, _, stats = tiny
+    w = FeatureDashboard(stats, feature=0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(w, "to_html", broken)
+    with pytest.warns(UserWarning, match="no static snapshot.*disk full"):
+        bundle = w._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "application/vnd.jupyter.widget-view+json" in data and "text/html" not in data

@@ -194,7 +194,7 @@ def features_for_text(model: Model, sae, text: str | Sequence[str], stats: Featu
     `rank="coverage"`: the share of the text's tokens where the feature fires minus the share of corpus
     tokens where it fires (its density, from `stats`, else from the same baseline pass). Specificity
     rewards one strong firing of a rare feature; coverage favours a feature that fires across a concept's
-    text (a topic or language feature: the ones that steer, see notebook 03). Dense features (density
+    text (a topic or language feature: the ones that steer, see notebook 05). Dense features (density
     above `DENSE_DENSITY`) are left out of this ranking.
     `rank="max"`: the old ranking, max on the text / the feature's corpus max with `stats`, the raw max
     without (no baseline pass). Only features that fire on the text are listed.

@@ -36,6 +36,7 @@ class AblationPanel(FeaturePicker, SaeWidget):
 
     _asset_js = "ablation_panel.js"
     _asset_css = "ablation_panel.css"
+    _snapshot_height = 420
 
     prompt = traitlets.Unicode("").tag(sync=True)
     """The text whose next-token predictions are measured."""

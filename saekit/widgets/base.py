@@ -22,6 +22,11 @@ one CSS file in the repo-root `widgets/` folder (shipped in the wheel as `saekit
 `default-src 'none'` enforces that). Several widgets can share one page, with trait links between them
 (`export_html(path, [a, b], links=[(a, "selected", b, "feature")])`).
 
+Saved notebooks: a widget's display bundle carries a static snapshot next to the live view (`text/html`:
+its `to_html` page inside a sandboxed `<iframe srcdoc>`), so a notebook saved with outputs shows the widget
+where no kernel runs (nbviewer, documentation pages, JupyterLab before the kernel starts); a running front end
+shows the live view instead (the widget mime type ranks first). `snapshot_bundle` adds it to any bundle.
+
 Safety: the front ends put data into the page with `textContent` only; `embed_json` escapes `<`, `>`
 and `&` so no string can close the `<script>` that carries the state.
 """
@@ -32,8 +37,9 @@ import base64
 import hashlib
 import html
 import json
+import tempfile
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import anywidget
 import traitlets
@@ -95,6 +101,8 @@ class SaeWidget(anywidget.AnyWidget):
     """File name of the widget's CSS in `widgets/`."""
     _static = traitlets.Bool(False).tag(sync=True)
     """True only in exported HTML: the front end hides what needs a kernel."""
+    _snapshot_height: ClassVar[int] = 480
+    """Height in pixels of the static snapshot's frame in saved notebooks (the reader can resize it)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         if cls.__dict__.get("_asset_js"):
@@ -130,6 +138,14 @@ class SaeWidget(anywidget.AnyWidget):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._repr_args()})"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The live view's bundle plus the static snapshot (`text/html`) for readers without a kernel."""
+        return snapshot_bundle(super()._repr_mimebundle_(**kwargs), safe_snapshot(self.snapshot_html))
+
+    def snapshot_html(self) -> str:
+        """This widget's static snapshot for saved notebooks: its `to_html` page in a sandboxed iframe."""
+        return snapshot_frame(lambda path: self.to_html(path), self._snapshot_height)
 
     # -- static export ----------------------------------------------------------------------------
 
@@ -193,6 +209,45 @@ def export_html(
     return path
 
 
+def snapshot_frame(write: Callable[[Path], Any], height: int) -> str:
+    """`write(path)` makes a standalone page (a widget's `to_html`); returns it inside an `<iframe srcdoc>`.
+
+    The frame is sandboxed (`allow-scripts` only: an opaque origin that cannot reach the notebook page, its
+    cookies or the kernel) and the page keeps its own Content-Security-Policy, so it loads nothing.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "snapshot.html"
+        write(path)
+        page = path.read_text(encoding="utf-8")
+    return (
+        f'<iframe class="saekit-snapshot" title="saekit widget (static snapshot)" sandbox="allow-scripts" '
+        f'style="width: 100%; height: {int(height)}px; border: 1px solid #ddd; resize: vertical; overflow: auto" '
+        f'srcdoc="{html.escape(page, quote=True)}"></iframe>'
+    )
+
+
+def safe_snapshot(make: Callable[[], str]) -> str | None:
+    """`make()`, or None when it fails: a widget whose static page cannot be built still shows its live view
+    (the failure is logged as a warning, never raised into the display)."""
+    try:
+        return make()
+    except Exception as e:  # noqa: BLE001 - the snapshot is an extra; the live view must not depend on it
+        import warnings
+
+        warnings.warn(f"saekit: no static snapshot for this widget's saved output ({error_message(e)})", stacklevel=2)
+        return None
+
+
+def snapshot_bundle(bundle: Any, snapshot: str | None) -> Any:
+    """Add `snapshot` as `text/html` to a display bundle (a dict, or a (data, metadata) pair); None adds nothing."""
+    if bundle is None or snapshot is None:
+        return bundle
+    if isinstance(bundle, tuple):
+        data, meta = bundle
+        return {**data, "text/html": snapshot}, meta
+    return {**bundle, "text/html": snapshot}
+
+
 def static_page_csp(runtime: str) -> str:
     """The exported page's Content-Security-Policy: nothing from the network, and only our own runtime runs.
 
@@ -211,4 +266,7 @@ STATIC_PAGE_CSS = """body { margin: 16px; font-family: system-ui, sans-serif; ba
 .saekit-static { margin-bottom: 24px; }"""
 
 
-__all__ = ["SaeWidget", "asset", "asset_dir", "embed_json", "error_message", "export_html", "short_text"]
+__all__ = [
+    "SaeWidget", "asset", "asset_dir", "embed_json", "error_message", "export_html", "short_text", "safe_snapshot",
+    "snapshot_bundle", "snapshot_frame",
+]

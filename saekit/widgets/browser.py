@@ -13,7 +13,7 @@ import traitlets
 
 from ..errors import WidgetError
 from ..features import DENSE_DENSITY, FeatureStats
-from .base import SaeWidget, export_html
+from .base import SaeWidget, export_html, safe_snapshot, snapshot_bundle, snapshot_frame
 from .dashboard import FeatureDashboard
 
 SORTABLE = ("score", "feature", "density", "mean_act", "max_act", "top_tokens", "label", "autointerp")
@@ -49,6 +49,7 @@ class FeatureTable(SaeWidget):
 
     _asset_js = "feature_table.js"
     _asset_css = "feature_table.css"
+    _snapshot_height = 420
 
     selected = traitlets.Int(-1).tag(sync=True)
     """Feature of the selected row, -1 when none is."""
@@ -141,6 +142,15 @@ class FeatureBrowser(ipywidgets.VBox):
 
     def __repr__(self) -> str:
         return f"FeatureBrowser(n_features={self.stats.n_features}, selected={self.table.selected})"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The live view's bundle plus a static snapshot (`text/html`) for saved notebooks."""
+        return snapshot_bundle(super()._repr_mimebundle_(**kwargs), safe_snapshot(self.snapshot_html))
+
+    def snapshot_html(self, max_views: int = 20) -> str:
+        """The static snapshot: `to_html` with dashboards for the first `max_views` rows, in a sandboxed iframe."""
+        return snapshot_frame(lambda path: self.to_html(path, max_views=max_views),
+                              self.table._snapshot_height + self.dashboard._snapshot_height)
 
     def to_html(self, path, *, title: str = "saekit features", max_views: int = 200):
         """Standalone HTML: the whole table, and dashboards for the selected feature and the first

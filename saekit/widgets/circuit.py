@@ -32,6 +32,7 @@ class CircuitView(SaeWidget):
 
     _asset_js = "circuit_view.js"
     _asset_css = "circuit_view.css"
+    _snapshot_height = 560
 
     threshold = traitlets.Float(0.0).tag(sync=True)
     """Nodes with |score| below this are hidden (the slider)."""

@@ -22,6 +22,7 @@ class FeatureDashboard(SaeWidget):
 
     _asset_js = "feature_dashboard.js"
     _asset_css = "feature_dashboard.css"
+    _snapshot_height = 560
 
     feature = traitlets.Int(0).tag(sync=True)
     """The feature shown; set it to navigate."""

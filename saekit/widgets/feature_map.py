@@ -27,6 +27,7 @@ class FeatureMap(SaeWidget):
 
     _asset_js = "feature_map.js"
     _asset_css = "feature_map.css"
+    _snapshot_height = 560
 
     selected = traitlets.List(traitlets.Int()).tag(sync=True)
     """Features selected by click or lasso, sorted."""

@@ -60,6 +60,7 @@ class TrainingMonitor(SaeWidget, TrainCallback):
 
     _asset_js = "training_monitor.js"
     _asset_css = "training_monitor.css"
+    _snapshot_height = 520
 
     status = traitlets.Unicode("idle").tag(sync=True)
     """'idle', 'running', 'stopping', 'stopped' or 'done'."""
@@ -107,6 +108,7 @@ class TrainingMonitor(SaeWidget, TrainCallback):
         self._alive = NewlyAlive()
         self._contexts: TokenContexts | None = None
         self._shown = False
+        self._handle: Any = None
         self._route = None
         self.newly_alive_rows: list[dict[str, Any]] = []
         self.observe(lambda _: self.stop(), "_stop_clicks")
@@ -135,7 +137,7 @@ class TrainingMonitor(SaeWidget, TrainCallback):
         if not self._shown:
             from IPython.display import display
 
-            display(self)
+            self._handle = display(self, display_id=True)
             self._shown = True
         self._route = route_comm_to_subshell(self)
         self._can_stop = self._route is not None
@@ -172,6 +174,8 @@ class TrainingMonitor(SaeWidget, TrainCallback):
         if self._route is not None:
             self._route()
             self._route = None
+        if self._handle is not None:
+            self._handle.update(self)  # the saved output's static snapshot shows the finished run, not its start
         if self._fallback is not None:
             self._fallback.on_end(trainer, info)
 

@@ -20,6 +20,7 @@ class PromptInspector(SaeWidget):
 
     _asset_js = "prompt_inspector.js"
     _asset_css = "prompt_inspector.css"
+    _snapshot_height = 360
 
     text = traitlets.Unicode("").tag(sync=True)
     """The prompt; setting it (from Python or the widget's Run button) reruns model and SAE."""

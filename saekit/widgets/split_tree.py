@@ -31,6 +31,7 @@ class SplitTree(SaeWidget):
 
     _asset_js = "split_tree.js"
     _asset_css = "split_tree.css"
+    _snapshot_height = 460
 
     root = traitlets.Int(0).tag(sync=True)
     """Feature of the smallest SAE whose descendants are shown."""

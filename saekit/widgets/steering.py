@@ -158,6 +158,7 @@ class SteeringPanel(FeaturePicker, SaeWidget):
 
     _asset_js = "steering_panel.js"
     _asset_css = "steering_panel.css"
+    _snapshot_height = 460
 
     prompt = traitlets.Unicode("").tag(sync=True)
     """The prompt to continue."""
