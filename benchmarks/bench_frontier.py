@@ -1,10 +1,12 @@
-"""The L0-vs-FVU frontier of TopK, BatchTopK, JumpReLU and ReLU/L1 SAEs on the default model at one hook
-point and one token budget: every SAE of the sweep trains in a single pass over the same batches (one
-Trainer), then L0 and FVU are measured on held-out tokens. Writes the section "SAE family frontier" of
-BENCHMARKS.md and the plot benchmarks/frontier.png.
+"""The L0-vs-FVU (and CE-loss recovered) frontier of the whole SAE family on the default model at one hook
+point and one token budget: every architecture is asked for the same L0 (k for TopK-style codes,
+`target_l0` for the penalty architectures), all SAEs train in a single pass over the same batches (one
+Trainer), then L0, FVU and the dead fraction are measured on held-out activations and CE-loss recovered
+with `saekit.evaluate` on held-out text. Writes the section "SAE family frontier" of BENCHMARKS.md and the
+plot benchmarks/frontier.png.
 
-    python benchmarks/bench_frontier.py                       # ~64k training tokens, 1024 latents
-    python benchmarks/bench_frontier.py --tokens 1000000 --n-latents 4096
+    python benchmarks/bench_frontier.py                                   # harvests ~64k tokens, 1024 latents
+    python benchmarks/bench_frontier.py --train-cache DIR --test-cache DIR --n-latents 4096 --l0 32 --tokens 330000
 """
 
 from __future__ import annotations
@@ -23,43 +25,58 @@ from saekit.metrics import fvu as fvu_of, l0 as l0_of
 from _report import write_section
 
 HERE = Path(__file__).resolve().parent
-SWEEP = {
-    # architecture: (swept config field, values)
-    "topk": ("k", (16, 32, 64)),
-    "batchtopk": ("k", (16, 32, 64)),
-    "jumprelu": ("target_l0", (16, 32, 64)),
-    "relu": ("l1_coefficient", (5.0, 2.0, 1.0)),
-}
+ARCHS = ("topk", "batchtopk", "matryoshka", "jumprelu", "gated", "relu")
+K_FIELD = {"topk": "k", "batchtopk": "k", "matryoshka": "k"}
+"""TopK-style codes are asked for their L0 through k; the others through target_l0 (the controller)."""
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hookpoint", default="resid_post.6")
-    ap.add_argument("--tokens", type=int, default=65_536, help="training tokens (one pass over a harvest of this size)")
-    ap.add_argument("--held-out", type=int, default=8_192, help="evaluation tokens, harvested with the training ones")
-    ap.add_argument("--n-latents", type=int, default=1024)
-    ap.add_argument("--batch-size", type=int, default=1024)
-    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "saekit-bench-frontier"), help="activation cache folder (reused)")
-    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md and the plot alone")
-    args = ap.parse_args()
+def sae_config(arch: str, l0: int, d_in: int, n_latents: int, hookpoint: str, model_name: str) -> SaeConfig:
+    kw = {"k": l0} if arch in K_FIELD else {"k": l0, "target_l0": float(l0)}
+    if arch == "matryoshka":
+        kw["matryoshka_prefixes"] = (n_latents // 16, n_latents // 4)
+    return SaeConfig(d_in=d_in, n_latents=n_latents, architecture=arch, hookpoint=hookpoint, model_name=model_name, **kw)
 
-    t0 = time.perf_counter()
-    model = saekit.load_model()
+
+def held_out(args, model) -> tuple[ActivationCache, torch.Tensor]:
+    """(training cache, held-out activations [N, D]) from the given caches or a fresh harvest."""
+    if args.train_cache:
+        train = ActivationCache.open(args.train_cache)
+        test = ActivationCache.open(args.test_cache) if args.test_cache else None
+        held = test.load(args.hookpoint).float()[: args.held_out] if test else None
+        if held is None:
+            raise SystemExit("--train-cache needs --test-cache (held-out activations of the test split)")
+        return train, held
     n = args.tokens + args.held_out
     cache = saekit.harvest(model, hookpoints=[args.hookpoint], n_tokens=n, out=Path(args.cache) / f"{args.hookpoint}-{n}")
     acts = cache.load(args.hookpoint).float()
     train = ActivationCache([args.hookpoint], {args.hookpoint: acts.shape[-1]}, tensors={args.hookpoint: acts[: args.tokens]},
                             shards=[{"rows": args.tokens}])
-    held = acts[args.tokens :]
+    return train, acts[args.tokens :]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hookpoint", default="resid_post.6")
+    ap.add_argument("--tokens", type=int, default=65_536, help="training tokens (passes over the cache as needed)")
+    ap.add_argument("--held-out", type=int, default=8_192, help="held-out activations for L0, FVU and dead latents")
+    ap.add_argument("--ce-tokens", type=int, default=1_024, help="test-split tokens for CE-loss recovered (0: skip)")
+    ap.add_argument("--n-latents", type=int, default=1024)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--l0", type=int, nargs="+", default=[16, 32, 64], help="the L0 every architecture is asked for")
+    ap.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
+    ap.add_argument("--train-cache", help="an existing activation cache to train on (saekit harvest --out)")
+    ap.add_argument("--test-cache", help="an existing test-split cache for the held-out activations")
+    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "saekit-bench-frontier"), help="harvest folder when no caches are given")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md and the plot alone")
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    model = saekit.load_model()
+    train, held = held_out(args, model)
     t_harvest = time.perf_counter() - t0
 
-    runs, cfgs = [], []
-    for arch, (field, values) in SWEEP.items():
-        for v in values:
-            kw = {"k": 32, field: v}
-            cfgs.append(SaeConfig(d_in=acts.shape[-1], n_latents=args.n_latents, architecture=arch,
-                                  hookpoint=args.hookpoint, model_name=model.name, **kw))
-            runs.append((arch, field, v))
+    runs = [(arch, l0) for arch in args.archs for l0 in args.l0]
+    cfgs = [sae_config(a, l0, held.shape[-1], args.n_latents, args.hookpoint, model.name) for a, l0 in runs]
     t1 = time.perf_counter()
     tr = Trainer([Sae(c, seed=i) for i, c in enumerate(cfgs)], TrainConfig(tokens=args.tokens, batch_size=args.batch_size, seed=0))
     tr.fit(train, args.hookpoint)
@@ -67,31 +84,32 @@ def main() -> None:
     t_train = time.perf_counter() - t1
 
     rows = []
-    with torch.no_grad():
-        for (arch, field, v), sae in zip(runs, tr.saes):
+    for (arch, asked), sae in zip(runs, tr.saes):
+        sae.eval()
+        with torch.no_grad():
             latents = sae.encode(held)
-            rows.append((arch, field, v, l0_of(latents), fvu_of(held, sae.decode(latents)),
-                         float(((latents > 0).sum(0) == 0).float().mean())))
-    table = ["| architecture | setting | held-out L0 | held-out FVU | dead on held-out |", "|---|---|---:|---:|---:|"]
-    table += [f"| {a} | {f}={v} | {l0:.1f} | {fvu:.3f} | {dead:.1%} |" for a, f, v, l0, fvu, dead in rows]
+            row = {"arch": arch, "asked": asked, "l0": l0_of(latents), "fvu": fvu_of(held, sae.decode(latents)),
+                   "dead": float(((latents > 0).sum(0) == 0).float().mean()), "ce": float("nan")}
+        if args.ce_tokens:
+            row["ce"] = saekit.evaluate(model, sae, n_tokens=args.ce_tokens, progress=False).ce_loss_recovered
+        rows.append(row)
+        print(f"{arch} L0 {asked}: held-out L0 {row['l0']:.1f}, FVU {row['fvu']:.3f}, dead {row['dead']:.1%}, "
+              f"CE recovered {row['ce']:.3f}", flush=True)
+    table = ["| architecture | asked for L0 | held-out L0 | held-out FVU | CE-loss recovered | dead on held-out |",
+             "|---|---:|---:|---:|---:|---:|"]
+    table += [f"| {r['arch']} | {r['asked']} | {r['l0']:.1f} | {r['fvu']:.3f} | {r['ce']:.3f} | {r['dead']:.1%} |" for r in rows]
     print("\n".join(table))
     if args.no_write:
         return
     plot(rows, HERE / "frontier.png", args)
     body = (
-        f"{len(runs)} SAEs ({args.n_latents} latents, d_in {acts.shape[-1]}) trained in one pass over "
-        f"{args.tokens:,} tokens of `{args.hookpoint}` ({model.name}), batch {args.batch_size}, default TrainConfig "
-        f"(Adam, lr 2e-3/sqrt(F/4096), warmup 5 steps, decay over the last 20%), inputs normalised and folded back; "
-        f"L0 and FVU on {len(held):,} held-out tokens of the same harvest (BatchTopK encodes with its learned threshold). "
-        f"Harvest {t_harvest:.0f} s, training all {len(runs)} together {t_train:.0f} s. Plot: `benchmarks/frontier.png`.\n\n"
-        + "\n".join(table)
-        + "\n\nReading: lower-left is better. At this small budget (64 steps) the comparison mostly shows how fast "
-        "each recipe converges: TopK-style codes have their L0 from the first step; JumpReLU lands near its target "
-        "L0 (thresholds start at the target-density quantile); BatchTopK's held-out L0 falls below k because its "
-        "inference threshold is a moving average of per-batch minima that lags a falling trend, and many of its "
-        "latents only fire through batch-level selection (high 'dead on held-out'); ReLU/L1 (April update, lambda "
-        "= l1_coefficient) is still shrinking L0 when training ends and sits far from the others (lambda 10 switched "
-        "every latent off at this budget). Rerun with --tokens 1000000 --n-latents 4096 for a converged frontier."
+        f"{len(runs)} SAEs ({args.n_latents} latents, d_in {held.shape[-1]}) trained together in one pass of "
+        f"{args.tokens:,} training tokens over a cache of {train.n_tokens:,} `{args.hookpoint}` activations "
+        f"({model.name}), batch {args.batch_size}, default SaeConfig/TrainConfig; every architecture asked for the same "
+        f"L0 (k, or target_l0 for JumpReLU/Gated/ReLU). L0, FVU and dead latents on {len(held):,} held-out activations "
+        f"(test split); CE-loss recovered by `saekit.evaluate` on {args.ce_tokens:,} test-split tokens. Harvest/load "
+        f"{t_harvest:.0f} s, training all {len(runs)} together {t_train:.0f} s (shared 2-core machine). "
+        f"Plot: `benchmarks/frontier.png`.\n\n" + "\n".join(table)
     )
     write_section("SAE family frontier", body)
 
@@ -103,8 +121,8 @@ def plot(rows, out: Path, args) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for arch in SWEEP:
-        pts = sorted((l0, fvu) for a, _f, _v, l0, fvu, _d in rows if a == arch)
+    for arch in args.archs:
+        pts = sorted((r["l0"], r["fvu"]) for r in rows if r["arch"] == arch)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=arch)
     ax.set_xscale("log")
     ax.set_xlabel("held-out L0 (active latents per token)")
