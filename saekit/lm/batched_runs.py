@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import ModelInputError
 from .head_scores import CHUNK_BYTES, head_scores
 from .in_trace import apply_op
 
@@ -84,7 +85,10 @@ def scored_runs(
         for h in handles:
             h.remove()
     if "hidden" not in head:
-        raise RuntimeError("the model's output embedding never ran: cannot score its runs")
+        raise ModelInputError(
+            "the model's output embedding never ran, so its runs cannot be scored: evaluate needs a causal LM whose "
+            "get_output_embeddings() is applied to the final hidden state (pass reference=True for other models)"
+        )
     h_RBTD = head["hidden"].reshape(R, B, T, -1)
     lm_head = hf.get_output_embeddings()
     scores = head_scores(
