@@ -90,7 +90,7 @@ def test_docs_build_strict(tmp_path):
     api = (site / "api" / "saekit" / "index.html").read_text()
     for name in ("load_model", "TopKSae", "evaluate"):
         assert name in api
-    page = (site / "tutorials" / "02_inspect_features" / "index.html").read_text()
+    page = (site / "tutorials" / "04_inspect_features" / "index.html").read_text()
     assert 'type="application/vnd.jupyter.widget-view+json"' not in page
     course = (site / "tutorials" / "course" / "solutions" / "01_sae_forward" / "index.html").read_text()
     assert "is right on all" in course  # saved outputs rendered, not re-executed

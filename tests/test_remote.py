@@ -92,12 +92,12 @@ def _same_everywhere(local, remote, sae, check=same):
     g1 = saekit.generate(local, "hello", Steer(None, (sae, 7), 8.0), max_new_tokens=5, do_sample=True, seed=1)
     g2 = saekit.generate(remote, "hello", Steer(None, (sae, 7), 8.0), max_new_tokens=5, do_sample=True, seed=1)
     assert g1 == g2
-    assert check(saekit.loss_change(local, TEXTS, Ablate(sae, [5])), saekit.loss_change(remote, TEXTS, Ablate(sae, [5])))
+    assert check(saekit.loss_change(local, TEXTS, Ablate(sae, [5]), reference=True), saekit.loss_change(remote, TEXTS, Ablate(sae, [5])))
     assert check(saekit.feature_means(local, sae, TEXTS, n_tokens=300), saekit.feature_means(remote, sae, TEXTS, n_tokens=300))
     h1 = saekit.harvest(local, TEXTS, hookpoints=HP, n_tokens=200, progress=False)
     h2 = saekit.harvest(remote, TEXTS, hookpoints=HP, n_tokens=200, progress=False)
     assert check(h1.load(), h2.load())
-    r1 = saekit.evaluate(local, sae, TEXTS, n_tokens=200, progress=False)
+    r1 = saekit.evaluate(local, sae, TEXTS, n_tokens=200, progress=False, reference=True)  # remote runs take the reference path
     r2 = saekit.evaluate(remote, sae, TEXTS, n_tokens=200, progress=False)
     assert check(r1.to_dict(), r2.to_dict())
 
