@@ -121,3 +121,43 @@ def test_synthetic_dictionary_is_deterministic_and_heavy_tailed():
     assert frac == 1.0 and cos == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="probability > 1"):
         SyntheticDictionary(d=16, n_features=32, mean_active=20, zipf_offset=1)
+
+
+def test_jumprelu_pre_act_loss_keeps_latents_alive(data):
+    """Anthropic's pre-activation loss (`pre_act_coefficient`) gives latents below their threshold a gradient, so
+    fewer die (measured here: 62% -> 23% dead on held-out), while the controller still lands on the target L0."""
+    _, x, held = data
+    dead = {}
+    for c in (0.0, 1e-3):
+        sae = Sae(SaeConfig(d_in=D, n_latents=N_LATENTS, architecture="jumprelu", target_l0=TARGET, pre_act_coefficient=c))
+        tr = Trainer(sae, TrainConfig(tokens=TOKENS, batch_size=BATCH, seed=0))
+        tr.fit(x, progress=False)
+        tr.fold()
+        with torch.no_grad():
+            z = sae.encode(held)
+        dead[c] = float(((z > 0).sum(0) == 0).float().mean())
+        assert abs(held_out_l0(sae, held) - TARGET) <= 0.1 * TARGET
+    print(dead)
+    assert dead[1e-3] < 0.6 * dead[0.0], dead
+
+
+def test_pre_act_penalty_reaches_latents_that_never_fire():
+    from saekit.saes.jumprelu import pre_act_penalty
+
+    sae = Sae(SaeConfig(d_in=8, n_latents=16, k=4, architecture="jumprelu", pre_act_coefficient=1e-2))
+    with torch.no_grad():
+        sae.threshold.fill_(1e3)  # nothing fires: no reconstruction or L0 gradient reaches the encoder
+    x = torch.randn(64, 8)
+    out = sae(x)
+    assert float((out.acts > 0).sum()) == 0
+    out.loss.backward()
+    assert float(sae.W_enc.grad.abs().sum()) > 0 and float(sae.b_enc.grad.min()) < 0  # pre-activations pushed up
+    pre = torch.randn(4, 3)
+    theta = torch.zeros(3)
+    assert torch.isclose(pre_act_penalty(pre, theta, torch.tensor(2.0)), (-pre).clamp_min(0).sum() / 2)
+
+
+@pytest.mark.parametrize("bad", [-1e-3, float("nan"), float("inf")])
+def test_pre_act_coefficient_is_checked(bad):
+    with pytest.raises(ConfigError, match="pre_act_coefficient"):
+        SaeConfig(d_in=8, architecture="jumprelu", pre_act_coefficient=bad)

@@ -18,6 +18,11 @@ target-L0 controller (`sparsity.py`), so the run ends at the asked-for L0 and `l
 the starting value. AuxK (`Sae.dead_latent_loss`) gives dead latents a gradient (the step function
 gives an inactive latent's encoder none).
 
+Dead latents: a latent whose pre-activations all sit below its threshold gets no reconstruction gradient
+(the step blocks it) and no threshold gradient (nothing falls in the kernel); AuxK moves its encoder, and
+`pre_act_coefficient` > 0 adds Anthropic's January 2025 pre-activation loss (`pre_act_penalty`), which pulls
+every pre-activation below its threshold up toward it.
+
 Gemma Scope also: inputs scaled so E||x||^2 = d_in, unit-norm decoder rows (gradient projected,
 renormalised after each step), W_enc = W_dec^T at init, thresholds kept positive. Departures, both
 measured on the synthetic benchmark (benchmarks/bench_synthetic.py):
@@ -83,6 +88,14 @@ class _Step(torch.autograd.Function):
         return None, grad_theta, None
 
 
+def pre_act_penalty(pre_BF: Tensor, theta_F: Tensor, total_variance: Tensor) -> Tensor:
+    """Anthropic's pre-activation loss (January 2025 update): sum of relu(theta - pre) over the batch's tokens
+    and latents, on the FVU scale (divided by the batch's total variance). Its gradient raises every
+    pre-activation below its threshold (and lowers that threshold), so a latent that never fires still learns;
+    the decoder rows are unit norm here, so the update's ||W_dec_i|| weight is 1."""
+    return (theta_F - pre_BF).relu().sum() / total_variance
+
+
 def jumprelu(pre_BF: Tensor, theta_F: Tensor, bandwidth: float) -> Tensor:
     """pre * H(pre - theta), with the straight-through gradient to theta."""
     return _JumpReLU.apply(pre_BF, theta_F, bandwidth)
@@ -128,6 +141,8 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         l0 = step(pre_BF, self.threshold, self.cfg.bandwidth).sum(-1).mean()
         aux = self.coefficient(progress) * l0
+        if self.cfg.pre_act_coefficient > 0:
+            aux = aux + self.cfg.pre_act_coefficient * pre_act_penalty(pre_BF, self.threshold, total_variance)
         aux = aux + self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         active_BF = latents_BF > 0
         return SaeOutput(
@@ -177,4 +192,4 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
         self.threshold.clamp_min_(0.0)
 
 
-__all__ = ["JumpReluSae", "jumprelu", "step"]
+__all__ = ["JumpReluSae", "jumprelu", "pre_act_penalty", "step"]
