@@ -94,7 +94,10 @@ def test_killed_training_resumes_from_its_checkpoint(model_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    step_at_kill = json.loads(state.read_text())["step"]
+    # the kill may land between a checkpoint write's two renames, leaving only `checkpoint.old`: resume uses that
+    from saekit.train.checkpoint import STATE_JSON, find_checkpoint
+
+    step_at_kill = json.loads((find_checkpoint(out / "checkpoint") / STATE_JSON).read_text())["step"]
     assert 0 < step_at_kill < 400
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
