@@ -12,6 +12,8 @@ plot benchmarks/frontier.png.
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -102,6 +104,7 @@ def main() -> None:
     if args.no_write:
         return
     plot(rows, HERE / "frontier.png", args)
+    write_json(rows, HERE / "frontier.json", args, train.n_tokens, len(held), model.name)
     body = (
         f"{len(runs)} SAEs ({args.n_latents} latents, d_in {held.shape[-1]}) trained together in one pass of "
         f"{args.tokens:,} training tokens over a cache of {train.n_tokens:,} `{args.hookpoint}` activations "
@@ -112,6 +115,14 @@ def main() -> None:
         f"Plot: `benchmarks/frontier.png`.\n\n" + "\n".join(table)
     )
     write_section("SAE family frontier", body)
+
+
+def write_json(rows, out: Path, args, cache_tokens: int, n_held: int, model_name: str) -> None:
+    """The measured rows and the settings that produced them (notebook 08 plots this file)."""
+    meta = {"model": model_name, "hookpoint": args.hookpoint, "n_latents": args.n_latents, "tokens": args.tokens,
+            "cache_tokens": cache_tokens, "held_out": n_held, "ce_tokens": args.ce_tokens, "batch_size": args.batch_size,
+            "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/bench_frontier.py " + " ".join(sys.argv[1:])}
+    out.write_text(json.dumps({"settings": meta, "rows": rows}, indent=1) + "\n")
 
 
 def plot(rows, out: Path, args) -> None:

@@ -248,3 +248,15 @@ def test_monitor_rejects_unknown_kwargs_and_has_short_repr():
     with pytest.raises(saekit.errors.WidgetError, match="unknown keyword"):
         TrainingMonitor(display=False, colour="red")
     assert repr(TrainingMonitor(display=False)) == "TrainingMonitor(status='idle', entries=0, saes=0)"
+
+
+def test_labels_name_the_sparsity_each_architecture_uses():
+    """A penalty architecture's label shows its target L0, never the k it ignores; a TopK label shows k."""
+    from saekit.train.history import sae_label, sae_summary
+
+    jr = sae_summary(saekit.SaeConfig(d_in=D, n_latents=F, architecture="jumprelu", target_l0=4).to_dict())
+    relu = sae_summary(saekit.SaeConfig(d_in=D, n_latents=F, architecture="relu").to_dict())
+    topk = sae_summary(saekit.SaeConfig(d_in=D, n_latents=F, k=4).to_dict())
+    assert jr["k"] is None and sae_label(jr) == f"jumprelu F={F} L0=4"
+    assert sae_label(relu) == f"relu F={F}"
+    assert sae_label(topk) == f"topk F={F} k=4"

@@ -16,11 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-PENDING = {
-    # a notebook whose contents another issue is reworking -> why its own text is not checked here yet
-    "08_architectures.ipynb": "issue 9 (architecture recipes) reworks its contents; its heading still says 04 and "
-    "its saved outputs predate the widget snapshots until it is re-executed there",
-}
+PENDING: dict[str, str] = {}
+"""A notebook whose contents another issue is reworking -> why its own text is not checked here yet (none now)."""
 WIDGETS = ("FeatureDashboard(", "FeatureTable(", "FeatureBrowser(", "PromptInspector(", "SteeringPanel(", "AblationPanel(",
            "TrainingMonitor(", "CircuitView(", "SplitTree(", "FeatureMap(")
 """text/plain of saekit's widgets (their reprs); tqdm bars and ipywidgets containers are not ours."""
@@ -96,5 +93,6 @@ def test_saved_widgets_carry_a_static_snapshot(path):
                     f"{plain[:60]} in {path.name} was saved without its static snapshot: re-execute the notebook"
                 )
                 assert "&quot;_static&quot;:true" in snap, "the snapshot is the widget's static page"
-    if path.name in ("01_quickstart.ipynb", "02_harvest_and_train.ipynb", "04_inspect_features.ipynb", "07_toy_models.ipynb"):
+    if path.name in ("01_quickstart.ipynb", "02_harvest_and_train.ipynb", "04_inspect_features.ipynb", "07_toy_models.ipynb",
+                     "08_architectures.ipynb"):
         assert found, f"{path.name} shows widgets; none was found in its saved outputs"

@@ -130,7 +130,8 @@ function render({ model, el }) {
 
   function saeLabel(k) {
     const c = ((model.get("config") || {}).saes || [])[k] || {};
-    return `${c.architecture || "sae"} ${c.n_latents != null ? "F=" + c.n_latents : ""}${c.k ? " k=" + c.k : ""}`.trim();
+    const sparsity = c.target_l0 ? " L0=" + c.target_l0 : c.k ? " k=" + c.k : "";
+    return `${c.architecture || "sae"} ${c.n_latents != null ? "F=" + c.n_latents : ""}${sparsity}`.trim();
   }
 
   function drawTop() {

@@ -131,11 +131,19 @@ class TrainingHistory:
         return fig
 
 
+TOPK_STYLE = ("topk", "batchtopk", "matryoshka", "transcoder")
+"""Architectures whose sparsity is k; the others ignore k (they have a penalty, or target_l0 through it)."""
+
+
 def sae_summary(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The few SaeConfig fields a history shows."""
-    return {k: cfg.get(k) for k in ("architecture", "n_latents", "k", "d_in", "hookpoint")}
+    """The few SaeConfig fields a history shows; `k` only for the architectures that use it."""
+    out = {k: cfg.get(k) for k in ("architecture", "n_latents", "k", "target_l0", "d_in", "hookpoint")}
+    if out["architecture"] not in TOPK_STYLE:
+        out["k"] = None
+    return out
 
 
 def sae_label(s: dict[str, Any]) -> str:
-    k = f" k={s['k']}" if s.get("k") else ""
-    return f"{s.get('architecture', 'sae')} F={s.get('n_latents')}{k}"
+    """'jumprelu F=512 L0=4' (a target L0) or 'topk F=512 k=4'."""
+    sparsity = f" L0={s['target_l0']:g}" if s.get("target_l0") else f" k={s['k']}" if s.get("k") else ""
+    return f"{s.get('architecture', 'sae')} F={s.get('n_latents')}{sparsity}"
