@@ -13,7 +13,11 @@ IG's scores of one hook point sum to m(that hook point patched) - m(clean) up to
 Edges between consecutive hook points U -> D, only for nodes above `node_threshold` (never a dense
 [F, F] matrix): for each kept downstream node d, one backward of s_d = g_d . d (g_d: the node method's
 gradient of m at d) to the upstream nodes gives weight(u -> d) = grad_u s_d . (u_p - u_c). Summed over d,
-these give u's attribution patching score (all of U's effect passes through D).
+these give u's attribution patching score when all of U's effect passes through D (D a residual hook
+point; not for a transcoder's mlp_out.L, which the residual stream goes around).
+
+`saes` may mix residual SAEs (keyed by the hook point they reconstruct) and transcoders (keyed by the
+hook point they predict, mlp_out.L; their features are encoded from mlp_in.L): see `splice.py`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from ..errors import CircuitError
 from .circuit import ERROR, Circuit, Edge, Node
 from .inputs import checked_prompts, checked_saes
 from .metric import checked_metric
-from .splice import nodes_edit, replace_edit
+from .splice import hook_edits, nodes_edit, replace_edit
 
 BASELINES = ("counterfactual", "zero", "mean")
 METHODS = ("ig", "atp")
@@ -51,7 +55,8 @@ def attribute(
     edges: bool = True,
     progress: bool = True,
 ) -> Circuit:
-    """Attribute `metric` to every SAE feature and error node of `saes` ({hookpoint: SAE}, execution order).
+    """Attribute `metric` to every SAE feature and error node of `saes` ({hookpoint: SAE}, execution order;
+    transcoders keyed by the hook point they predict, e.g. {'resid_post.2': sae, 'mlp_out.3': transcoder}).
 
     `prompts`: texts, or (clean, counterfactual) pairs (or `counterfactuals=`), all of one token length.
     `baseline`: 'counterfactual' (default when counterfactuals are given), 'zero' or 'mean' (the mean over
@@ -86,7 +91,7 @@ def attribute(
     else:
         patch = baseline_values(clean, baseline)
     m_clean = checked_metric(metric, model.grad_logits(p.clean, {}, grad=False))
-    m_patch = metric(model.grad_logits(p.clean, {h: replace_edit(work[h], *patch[h]) for h in work}, grad=False))
+    m_patch = metric(model.grad_logits(p.clean, hook_edits(work, {h: replace_edit(work[h], *patch[h]) for h in work}), grad=False))
 
     if method == "atp":
         grads = atp_grads(model, work, p.clean, metric)
@@ -115,7 +120,7 @@ def attribute(
 def node_values(model: Any, work: dict, ids: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
     """{hookpoint: (f [B, T, F], err [B, T, D])} of a forward on `ids` (no gradients)."""
     stores = {h: {} for h in work}
-    model.grad_logits(ids, {h: nodes_edit(work[h], stores[h]) for h in work}, grad=False)
+    model.grad_logits(ids, hook_edits(work, {h: nodes_edit(work[h], stores[h]) for h in work}), grad=False)
     return {h: (s["f"].detach(), s["err"].detach()) for h, s in stores.items()}
 
 
@@ -136,7 +141,7 @@ def baseline_values(clean: dict, baseline: str) -> dict[str, tuple[Tensor, Tenso
 def atp_grads(model: Any, work: dict, ids: Tensor, metric: Any) -> dict[str, tuple[Tensor, Tensor]]:
     """{hookpoint: (grad_f [B, T, F], grad_err [B, T, D])} of the metric summed over prompts, clean run."""
     stores = {h: {} for h in work}
-    logits = model.grad_logits(ids, {h: nodes_edit(work[h], stores[h]) for h in work})
+    logits = model.grad_logits(ids, hook_edits(work, {h: nodes_edit(work[h], stores[h]) for h in work}))
     m = metric(logits).sum()
     flat = [t for h in work for t in (stores[h]["f"], stores[h]["err"])]
     g = torch.autograd.grad(m, flat, allow_unused=True)
@@ -156,7 +161,7 @@ def ig_grads(model: Any, work: dict, ids: Tensor, metric: Any, clean: dict, patc
             a = (k + 0.5) / steps
             f = (f_c + a * (f_p - f_c)).requires_grad_(True)
             e = (e_c + a * (e_p - e_c)).requires_grad_(True)
-            m = metric(model.grad_logits(ids, {h: replace_edit(sae, f, e)})).sum()
+            m = metric(model.grad_logits(ids, hook_edits(work, {h: replace_edit(sae, f, e)}))).sum()
             gf, ge = torch.autograd.grad(m, [f, e])
             g_f += gf / steps
             g_e += ge / steps
@@ -190,7 +195,7 @@ def edge_weights(
     bar = tqdm(total=sum(len(by_hp[d]) for _, d in pairs), desc="edges", disable=not progress, leave=False)
     for u, d in pairs:
         su, sd = {}, {}
-        model.grad_logits(ids, {u: nodes_edit(work[u], su), d: nodes_edit(work[d], sd)})
+        model.grad_logits(ids, hook_edits(work, {u: nodes_edit(work[u], su), d: nodes_edit(work[d], sd)}))
         du_f = patch[u][0] - clean[u][0]
         du_e = patch[u][1] - clean[u][1]
         g_f, g_e = grads[d]

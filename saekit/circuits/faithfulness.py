@@ -24,7 +24,7 @@ from ..errors import CircuitError
 from .circuit import Circuit
 from .inputs import checked_prompts, checked_saes
 from .metric import checked_metric
-from .splice import ablate_edit
+from .splice import ablate_edit, hook_edits
 from .attribute import node_values
 
 
@@ -69,7 +69,7 @@ def ablated_metric(model: Any, work: dict, ids: Tensor, metric: Any, keep: Mappi
         k = keep[h]
         edits[h] = ablate_edit(sae, k[:, :-1], k[:, -1], *means[h])
     with torch.no_grad():
-        return metric(model.grad_logits(ids, edits, grad=False)).float().cpu()
+        return metric(model.grad_logits(ids, hook_edits(work, edits), grad=False)).float().cpu()
 
 
 def mean_values(values: list[dict], how: str) -> dict[str, tuple[Tensor, Tensor]]:
