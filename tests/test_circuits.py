@@ -383,3 +383,22 @@ def test_transcoder_bad_input(model, saes):
         attribute(model, {"mlp_in.1": sae_in, "mlp_out.1": tc}, PAIRS, metric, progress=False)
     with pytest.raises(CircuitError, match="not in this model"):
         attribute(model, {"mlp_out.7": make_transcoder(7)}, PAIRS, metric, progress=False)
+
+
+@pytest.mark.parametrize("sum_positions", [False, True])
+def test_batched_edges_equal_one_backward_per_node(model, saes, sum_positions):
+    """Edges from batched backwards (chunks of 3 downstream nodes, and the default chunk) equal those of one
+    backward per downstream node, edge for edge."""
+    metric = metric_for(model)
+    c0 = attribute(model, saes, PAIRS, metric, method="atp", node_threshold=1e9, sum_positions=sum_positions, progress=False)
+    top_feature = max(float(v[..., :-1].abs().max()) for v in c0.scores.values())  # error nodes score far higher
+    kw = dict(method="atp", node_threshold=top_feature / 8, edge_threshold=0.0, sum_positions=sum_positions, progress=False)
+    one = attribute(model, saes, PAIRS, metric, edge_batch=1, **kw)
+    assert len({e.down for e in one.edges if e.down.index != ERROR}) > 3 and len(one.edges) > 20
+    for batch in (3, None):
+        c = attribute(model, saes, PAIRS, metric, edge_batch=batch, **kw)
+        assert [(e.up, e.down) for e in c.edges] == [(e.up, e.down) for e in one.edges]
+        torch.testing.assert_close(torch.tensor([e.weight for e in c.edges]), torch.tensor([e.weight for e in one.edges]),
+                                   rtol=1e-5, atol=1e-7)
+    with pytest.raises(CircuitError, match="edge_batch"):
+        attribute(model, saes, PAIRS, metric, edge_batch=0, **kw)

@@ -53,6 +53,7 @@ def attribute(
     node_threshold: float = 0.1,
     edge_threshold: float = 0.01,
     edges: bool = True,
+    edge_batch: int | None = None,
     progress: bool = True,
 ) -> Circuit:
     """Attribute `metric` to every SAE feature and error node of `saes` ({hookpoint: SAE}, execution order;
@@ -63,7 +64,8 @@ def attribute(
     the prompts' positions). `method`: 'ig' (integrated gradients, `steps` points) or 'atp'.
     `sum_positions`: one node per feature instead of one per (position, feature). Edges (`edges=True`)
     between nodes with |score| >= `node_threshold`; the returned circuit keeps edges with |weight| >=
-    `edge_threshold`. Local models only (see `Model.grad_logits`).
+    `edge_threshold`. `edge_batch`: downstream nodes per batched backward when computing edges (default:
+    as many as fit in 256 MB; 1: one backward per node). Local models only (see `Model.grad_logits`).
     """
     if method not in METHODS:
         raise CircuitError(f"method must be one of {METHODS}, got {method!r}")
@@ -72,6 +74,8 @@ def attribute(
     for name, v in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
         if not (isinstance(v, (int, float)) and v >= 0):
             raise CircuitError(f"{name} must be a number >= 0, got {v!r}")
+    if edge_batch is not None and not (isinstance(edge_batch, int) and not isinstance(edge_batch, bool) and edge_batch >= 1):
+        raise CircuitError(f"edge_batch must be a positive int (downstream nodes per backward) or None, got {edge_batch!r}")
     if getattr(model, "remote", False):
         model.grad_logits(torch.zeros(1, 1, dtype=torch.long), {})  # raises the documented RemoteError
     work = checked_saes(model, saes)
@@ -113,7 +117,7 @@ def attribute(
         )
         return circuit
     if edges and len(work) > 1:
-        circuit.edges = edge_weights(model, work, p.clean, clean, patch, grads, kept, sum_positions, progress)
+        circuit.edges = edge_weights(model, work, p.clean, clean, patch, grads, kept, sum_positions, progress, edge_batch)
     return circuit
 
 
@@ -181,10 +185,25 @@ def node_scores(grads: tuple[Tensor, Tensor], clean: tuple[Tensor, Tensor], patc
     return (s.sum(0) if sum_positions else s).detach().cpu()
 
 
+EDGE_BYTES = 256 * 2**20
+"""Memory for one chunk of batched edge backwards (grad outputs and upstream gradients, float32)."""
+
+
+def edge_chunk(B: int, T: int, f_down: int, f_up: int, D: int, edge_batch: int | None) -> int:
+    """Downstream nodes per batched backward: `edge_batch`, or as many as fit in EDGE_BYTES."""
+    if edge_batch is not None:
+        return edge_batch
+    per_node = 4 * B * T * (f_down + f_up + 2 * D)  # one [B, T, F + D] grad output and one upstream gradient
+    return max(1, min(256, EDGE_BYTES // per_node))
+
+
 def edge_weights(
-    model: Any, work: dict, ids: Tensor, clean: dict, patch: dict, grads: dict, kept: list, sum_positions: bool, progress: bool
+    model: Any, work: dict, ids: Tensor, clean: dict, patch: dict, grads: dict, kept: list, sum_positions: bool,
+    progress: bool, edge_batch: int | None = None,
 ) -> list[Edge]:
-    """Edges u -> d between kept nodes of consecutive hook points (one backward per kept downstream node)."""
+    """Edges u -> d between kept nodes of consecutive hook points. The backwards of s_d = g_d . d for a
+    chunk of downstream nodes run as one batched backward (`is_grads_batched`, their grad outputs stacked
+    [N, B, T, F]); `edge_batch=1` is one backward per downstream node. Never a dense [F, F] matrix."""
     by_hp: dict[str, list[Node]] = {}
     for n, _ in kept:
         by_hp.setdefault(n.hookpoint, []).append(n)
@@ -199,32 +218,48 @@ def edge_weights(
         du_f = patch[u][0] - clean[u][0]
         du_e = patch[u][1] - clean[u][1]
         g_f, g_e = grads[d]
-        for dn in by_hp[d]:
-            s = node_value(sd, g_f, g_e, dn) / B
-            gf, ge = torch.autograd.grad(s, [su["f"], su["err"]], retain_graph=True, allow_unused=True)
-            gf = torch.zeros_like(du_f) if gf is None else gf
-            ge = torch.zeros_like(du_e) if ge is None else ge
-            w_BTF = gf * du_f
-            w_BT = (ge * du_e).sum(-1)
-            for un in by_hp[u]:
-                w = node_pick(w_BTF, w_BT, un)
-                out.append(Edge(un, dn, w))
-            bar.update(1)
+        ups, downs = by_hp[u], by_hp[d]
+        _, T, F_d = sd["f"].shape
+        n = edge_chunk(B, T, F_d, su["f"].shape[-1], su["err"].shape[-1], edge_batch)
+        for start in range(0, len(downs), n):
+            part = downs[start:start + n]
+            go_f, go_e = seeds(part, g_f, g_e, B)
+            gf, ge = torch.autograd.grad(
+                [sd["f"], sd["err"]], [su["f"], su["err"]], grad_outputs=[go_f, go_e], retain_graph=True,
+                allow_unused=True, is_grads_batched=True,
+            )
+            gf = torch.zeros((len(part), *du_f.shape), dtype=du_f.dtype, device=du_f.device) if gf is None else gf
+            ge = torch.zeros((len(part), *du_e.shape), dtype=du_e.dtype, device=du_e.device) if ge is None else ge
+            w_NTF = (gf * du_f).sum(1)  # [N, B, T, F] -> [N, T, F], summed over prompts
+            w_NT = (ge * du_e).sum((1, -1))  # [N, B, T, D] -> [N, T]
+            w_NU = pick_nodes(w_NTF, w_NT, ups).tolist()
+            for j, dn in enumerate(part):
+                out += [Edge(un, dn, w) for un, w in zip(ups, w_NU[j])]
+            bar.update(len(part))
         del su, sd
     bar.close()
     return out
 
 
-def node_value(store: dict, g_f: Tensor, g_e: Tensor, n: Node) -> Tensor:
-    """g . value of node `n` (summed over prompts, and positions when n.position is None)."""
-    pos = slice(None) if n.position is None else n.position
-    if n.index == ERROR:
-        return (g_e[:, pos] * store["err"][:, pos]).sum()
-    return (g_f[:, pos, n.index] * store["f"][:, pos, n.index]).sum()
+def seeds(part: list[Node], g_f: Tensor, g_e: Tensor, B: int) -> tuple[Tensor, Tensor]:
+    """Grad outputs ([N, B, T, F], [N, B, T, D]) of s_n = g . value(n) / B for each downstream node n of `part`."""
+    go_f = g_f.new_zeros((len(part), *g_f.shape))
+    go_e = g_e.new_zeros((len(part), *g_e.shape))
+    for j, n in enumerate(part):
+        pos = slice(None) if n.position is None else n.position
+        if n.index == ERROR:
+            go_e[j, :, pos] = g_e[:, pos] / B
+        else:
+            go_f[j, :, pos, n.index] = g_f[:, pos, n.index] / B
+    return go_f, go_e
 
 
-def node_pick(w_BTF: Tensor, w_BT: Tensor, n: Node) -> float:
-    pos = slice(None) if n.position is None else n.position
-    if n.index == ERROR:
-        return float(w_BT[:, pos].sum())
-    return float(w_BTF[:, pos, n.index].sum())
+def pick_nodes(w_NTF: Tensor, w_NT: Tensor, nodes: list[Node]) -> Tensor:
+    """[N, U]: the weights of the upstream `nodes` (summed over positions when positions are summed)."""
+    F = w_NTF.shape[-1]
+    w_NTF1 = torch.cat([w_NTF, w_NT[..., None]], dim=-1)  # [N, T, F + 1], the error node last
+    cols = torch.tensor([F if n.index == ERROR else n.index for n in nodes], device=w_NTF.device)
+    if nodes[0].position is None:
+        return w_NTF1.sum(1)[:, cols].cpu()
+    pos = torch.tensor([n.position for n in nodes], device=w_NTF.device)
+    return w_NTF1[:, pos, cols].cpu()

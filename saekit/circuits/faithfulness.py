@@ -101,11 +101,14 @@ def faithfulness(
     thresholds: Sequence[float] | None = None,
     *,
     ablation: str = "mean",
+    signed: bool = False,
     progress: bool = True,
 ) -> FaithfulnessCurve:
     """Faithfulness and completeness of `circuit` pruned at each of `thresholds` (default: 13 thresholds
     spread over its scores), on the clean side of `prompts` (texts, or (clean, counterfactual) pairs whose
-    both sides make the per-position means). `ablation`: 'mean' or 'zero'."""
+    both sides make the per-position means). `ablation`: 'mean' or 'zero'. `signed`: circuits of only the
+    nodes that carry the behaviour (see `Circuit.masks`); by default |score| >= threshold as in Marks et
+    al., which also keeps nodes that work against it, so faithfulness can drop as such nodes join."""
     work = checked_saes(model, saes)
     if list(work) != circuit.hookpoints:
         raise CircuitError(f"the SAEs' hook points {list(work)} differ from the circuit's {circuit.hookpoints}")
@@ -127,8 +130,9 @@ def faithfulness(
         raise CircuitError("the metric is the same with every node ablated as on the model: faithfulness is undefined; choose another metric or ablation")
     faith, compl, n_nodes = [], [], []
     for t in tqdm(thresholds, desc="faithfulness", disable=not progress, leave=False):
-        keep = _full_masks(circuit.masks(t), T)
-        n_nodes.append(int(sum(int(m.sum()) for m in circuit.masks(t).values())))
+        masks = circuit.masks(t, signed)
+        keep = _full_masks(masks, T)
+        n_nodes.append(int(sum(int(m.sum()) for m in masks.values())))
         m_c = ablated_metric(model, work, p.clean, metric, keep, means).mean().item()
         m_rest = ablated_metric(model, work, p.clean, metric, {h: ~k for h, k in keep.items()}, means).mean().item()
         faith.append((m_c - m_empty) / (m_model - m_empty))
