@@ -402,3 +402,19 @@ def test_batched_edges_equal_one_backward_per_node(model, saes, sum_positions):
                                    rtol=1e-5, atol=1e-7)
     with pytest.raises(CircuitError, match="edge_batch"):
         attribute(model, saes, PAIRS, metric, edge_batch=0, **kw)
+
+
+def test_faithfulness_and_ablate_with_a_transcoder(saes):
+    """Faithfulness over a mixed circuit has its ends (all nodes kept: the model; none: 0), and ablating a
+    transcoder's features through `ablate` moves the metric."""
+    model = loud_mlp_model()
+    mixed = {"resid_post.0": saes["resid_post.0"], "mlp_out.1": make_transcoder(1)}
+    metric = metric_for(model)
+    c = attribute(model, mixed, PAIRS, metric, method="atp", node_threshold=0.0, edges=False, progress=False)
+    top = max(float(v.abs().max()) for v in c.scores.values())
+    curve = faithfulness(model, mixed, PAIRS, metric, c, thresholds=[0.0, top / 10, top * 2], progress=False)
+    assert curve.faithfulness[0] == pytest.approx(1.0, abs=1e-3) and curve.faithfulness[-1] == pytest.approx(0.0, abs=1e-6)
+    assert curve.n_nodes[0] > curve.n_nodes[1] > 0
+    feats = [f for _, f, _ in c.top_features(3, hookpoint="mlp_out.1")]
+    r = saekit.circuits.ablate(model, mixed, [a for a, _ in PAIRS], metric, {"mlp_out.1": feats})
+    assert abs(r.change) > 1e-4
