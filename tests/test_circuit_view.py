@@ -18,8 +18,8 @@ HPS = ["resid_post.0", "resid_post.1"]
 PAIRS = [("hello world", "hallo world"), ("abcdefghijk", "abcdefgxijk")]
 
 
-@pytest.fixture(scope="module")
-def setup():
+def circuit_setup():
+    """(model, saes, stats, metric, circuit) on a tiny random model: two SAEs, hover statistics, edges."""
     model, _ = make_tiny()
     saes = {h: saekit.Sae(saekit.SaeConfig(d_in=model.d_model, n_latents=32, k=4, hookpoint=h), seed=i + 1) for i, h in enumerate(HPS)}
     stats = {h: feature_stats(model, saes[h], [*TEXTS[:3], HOSTILE], context_len=24, top_k=3, n_samples=2, progress=False) for h in HPS}
@@ -29,6 +29,11 @@ def setup():
     top = max(float(s.abs().max()) for s in c.scores.values())
     c = attribute(model, saes, PAIRS, metric, method="atp", node_threshold=top / 20, progress=False)
     return model, saes, stats, metric, c
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return circuit_setup()
 
 
 def test_graph_data_and_live_ablation(setup):

@@ -14,7 +14,7 @@ from saekit import Sae, SaeConfig
 from saekit.circuits import ERROR, Node, attribute, faithfulness, logit_diff
 from saekit.circuits.attribute import atp_grads, node_values
 from saekit.circuits.inputs import checked_prompts, checked_saes
-from saekit.circuits.splice import nodes_edit, replace_edit
+from saekit.circuits.splice import hook_edits, nodes_edit, replace_edit
 from saekit.errors import CircuitError
 from tiny import tiny_model
 
@@ -46,7 +46,7 @@ def metric_for(model):
 
 
 def patched_metric(model, work, ids, metric, h, values):
-    return metric(model.grad_logits(ids, {h: replace_edit(work[h], *values)}, grad=False))
+    return metric(model.grad_logits(ids, hook_edits(work, {h: replace_edit(work[h], *values)}), grad=False))
 
 
 def test_ig_completeness_per_layer(model, saes):
@@ -80,7 +80,7 @@ def test_atp_matches_single_node_patch_in_linear_regime(model, saes):
     for eps in (0.2, 0.05):
         delta = torch.zeros_like(g_f)
         delta[b, t, i] = eps
-        m1 = metric(model.grad_logits(p.clean, {h: nodes_edit(work[h], {}, delta_f=delta)}, grad=False))[b].item()
+        m1 = metric(model.grad_logits(p.clean, hook_edits(work, {h: nodes_edit(work[h], {}, delta_f=delta)}), grad=False))[b].item()
         predicted = float(g_f[b, t, i]) * eps
         errs.append(abs((m1 - m0) - predicted) / abs(predicted))
     assert errs[1] < 0.02
@@ -136,21 +136,26 @@ def test_edges_chain_rule_and_finite_difference():
     # finite difference of one edge u -> d
     feat_edges = [e for e in c.edges if e.up.index != ERROR and e.down.index != ERROR]
     e = max(feat_edges, key=lambda e: abs(e.weight))
-    work = checked_saes(model, s)
+    assert finite_difference_edge(model, s, pairs, metric, e) == pytest.approx(e.weight, rel=1e-3)
+
+
+def finite_difference_edge(model, saes, pairs, metric, e, eps=1e-5):
+    """(d(g_d . d) / d u) . (u_p - u_c) for the feature edge e = u -> d, by a finite step along u_p - u_c
+    (g_d: the attribution-patching gradient of the metric at d, mean over prompts)."""
+    work = checked_saes(model, saes)
     p = checked_prompts(model, pairs)
     clean, patch = node_values(model, work, p.clean), node_values(model, work, p.patch)
     grads = atp_grads(model, work, p.clean, metric)
+    up, down = e.up.hookpoint, e.down.hookpoint
     g_d = grads[down][0][:, e.down.position, e.down.index]
     du = patch[up][0] - clean[up][0]
-    eps = 1e-5
     delta = torch.zeros_like(du)
     delta[:, e.up.position, e.up.index] = eps * du[:, e.up.position, e.up.index]
     st = {}
-    model.grad_logits(p.clean, {up: nodes_edit(work[up], {}, delta_f=delta), down: nodes_edit(work[down], st)}, grad=False)
+    model.grad_logits(p.clean, hook_edits(work, {up: nodes_edit(work[up], {}, delta_f=delta), down: nodes_edit(work[down], st)}), grad=False)
     d1 = st["f"][:, e.down.position, e.down.index]
     d0 = clean[down][0][:, e.down.position, e.down.index]
-    fd = float((g_d * (d1 - d0)).mean()) / eps
-    assert fd == pytest.approx(e.weight, rel=1e-3)
+    return float((g_d * (d1 - d0)).mean()) / eps
 
 
 def test_faithfulness_ends(model, saes):
@@ -239,3 +244,177 @@ def test_remote_models_get_a_clear_error(model, saes):
             attribute(model, saes, PAIRS, metric, progress=False)
     finally:
         model.remote = False
+
+
+# -- transcoders -------------------------------------------------------------------------------------
+
+
+def make_transcoder(layer, n_latents=48, arch="transcoder", seed=7):
+    tc = Sae(SaeConfig(d_in=32, n_latents=n_latents, k=8, architecture=arch, hookpoint=f"mlp_in.{layer}",
+                       target_hookpoint=f"mlp_out.{layer}"), seed=seed)
+    with torch.no_grad():
+        tc.b_enc.fill_(0.05)  # many latents fire
+        if arch == "skip_transcoder":
+            tc.W_skip.normal_(0, 0.1)
+    return tc
+
+
+def captured(model, ids, hookpoint):
+    """The activation at `hookpoint` of a plain forward (read by an identity edit, no splice)."""
+    box = {}
+
+    def keep(x):
+        box["x"] = x.detach().clone()
+        return x
+
+    model.grad_logits(ids, {hookpoint: keep}, grad=False)
+    return box["x"]
+
+
+def loud_mlp_model(n_layers=3, scale=20.0):
+    """The tiny llama with MLP outputs scaled up (at random init they barely move the logits)."""
+    m = tiny_model("llama", n_layers=n_layers, d=32)
+    with torch.no_grad():
+        for layer in m.hf_model.model.layers:
+            layer.mlp.down_proj.weight.mul_(scale)
+    return m
+
+
+@pytest.mark.parametrize("arch", ["transcoder", "skip_transcoder"])
+def test_ig_completeness_transcoder(saes, arch):
+    """A transcoder's features and error node (IG, 24 steps) sum to the effect of patching that MLP's output
+    with the counterfactual's, measured by a plain hook (no splice code)."""
+    model = loud_mlp_model()
+    metric = metric_for(model)
+    mixed = {"resid_post.0": saes["resid_post.0"], "mlp_out.1": make_transcoder(1, arch=arch)}
+    c = attribute(model, mixed, PAIRS, metric, method="ig", steps=24, node_threshold=1e9, edges=False, progress=False)
+    p = checked_prompts(model, PAIRS)
+    y_patch = captured(model, p.patch, "mlp_out.1")
+    m_clean = metric(model.grad_logits(p.clean, {}, grad=False))
+    m_patched = metric(model.grad_logits(p.clean, {"mlp_out.1": lambda y: y_patch}, grad=False))
+    effect = float((m_patched - m_clean).mean())
+    assert abs(effect) > 1e-3
+    assert float(c.scores["mlp_out.1"].sum()) == pytest.approx(effect, rel=2e-3)
+    assert c.hookpoints == ["resid_post.0", "mlp_out.1"] and c.scores["mlp_out.1"].shape[-1] == 49
+    # the features carry part of it (the splice is not all error node)
+    assert float(c.scores["mlp_out.1"][:, :-1].abs().sum()) > 1e-3
+
+
+def test_transcoder_splice_keeps_the_model():
+    """With a transcoder spliced in, logits and their gradient with respect to the input embeddings equal the
+    model's own (the error node carries what the transcoder misses)."""
+    m = tiny_model("llama", n_layers=2, d=32)
+    work = checked_saes(m, {"mlp_out.0": make_transcoder(0, arch="skip_transcoder")})
+    p = checked_prompts(m, PAIRS)
+    plain = m.grad_logits(p.clean, {}, grad=False)
+    spliced = m.grad_logits(p.clean, hook_edits(work, {"mlp_out.0": nodes_edit(work["mlp_out.0"], {})}), grad=False)
+    torch.testing.assert_close(spliced, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_atp_exact_on_model_linear_in_transcoder():
+    """Final norm removed and the transcoder at the last MLP: logits are linear in its output, so attribution
+    patching at the transcoder equals the effect of patching it, for the layer and for one feature."""
+    m = loud_mlp_model(n_layers=2, scale=100.0)
+    m.hf_model.model.norm = torch.nn.Identity()
+    m.hf_model.double()
+    tcs = {"mlp_out.1": make_transcoder(1)}
+    metric = metric_for(m)
+    c = attribute(m, tcs, PAIRS, metric, method="atp", node_threshold=1e9, edges=False, progress=False)
+    work = checked_saes(m, tcs)
+    p = checked_prompts(m, PAIRS)
+    clean, patch = node_values(m, work, p.clean), node_values(m, work, p.patch)
+    m_clean = metric(m.grad_logits(p.clean, {}, grad=False))
+    effect = float((patched_metric(m, work, p.clean, metric, "mlp_out.1", patch["mlp_out.1"]) - m_clean).mean())
+    assert abs(effect) > 1e-3
+    assert float(c.scores["mlp_out.1"].sum()) == pytest.approx(effect, rel=1e-6)
+    f_c, e_c = clean["mlp_out.1"]
+    s_f = c.scores["mlp_out.1"][:, :-1]
+    t, i = (s_f.abs() == s_f.abs().max()).nonzero()[0].tolist()
+    f_one = f_c.clone()
+    f_one[:, t, i] = patch["mlp_out.1"][0][:, t, i]
+    one = float((patched_metric(m, work, p.clean, metric, "mlp_out.1", (f_one, e_c)) - m_clean).mean())
+    assert abs(one) > 1e-6 and float(s_f[t, i]) == pytest.approx(one, rel=1e-6)
+
+
+def test_edges_into_and_out_of_a_transcoder():
+    """resid_post.0 (SAE) -> mlp_out.1 (transcoder) -> resid_post.2 (SAE) in one call (float64 GPT-2): edges
+    into and out of the transcoder match finite differences; all of the transcoder's effect passes through
+    resid_post.2, so its edges there sum to its attribution patching score."""
+    model = tiny_model("gpt2", n_layers=3, d=32)
+    model.hf_model.double()
+    mixed = {"resid_post.0": make_saes(["resid_post.0"], n_latents=12)["resid_post.0"],
+             "mlp_out.1": make_transcoder(1, n_latents=12),
+             "resid_post.2": make_saes(["resid_post.2"], n_latents=12)["resid_post.2"]}
+    metric = metric_for(model)
+    pairs = [("hello", "hallo")]
+    c = attribute(model, mixed, pairs, metric, method="atp", node_threshold=0.0, edge_threshold=0.0, progress=False)
+    assert c.hookpoints == ["resid_post.0", "mlp_out.1", "resid_post.2"]
+    feat = [e for e in c.edges if e.up.index != ERROR and e.down.index != ERROR]
+    into = [e for e in feat if e.down.hookpoint == "mlp_out.1"]
+    out = [e for e in feat if e.up.hookpoint == "mlp_out.1"]
+    assert into and out
+    for e in (max(into, key=lambda e: abs(e.weight)), max(out, key=lambda e: abs(e.weight))):
+        assert abs(e.weight) > 1e-6
+        assert finite_difference_edge(model, mixed, pairs, metric, e) == pytest.approx(e.weight, rel=1e-3), e
+    sums = {}
+    for e in c.edges:
+        if e.up.hookpoint == "mlp_out.1":
+            sums[e.up] = sums.get(e.up, 0.0) + e.weight
+    checked = 0
+    for n, total in sums.items():
+        score = float(c.scores["mlp_out.1"][n.position, n.index])
+        if abs(score) > 1e-4:
+            assert total == pytest.approx(score, rel=1e-3, abs=1e-6), n
+            checked += 1
+    assert checked >= 2
+
+
+def test_transcoder_bad_input(model, saes):
+    metric = metric_for(model)
+    tc = make_transcoder(1)
+    with pytest.raises(CircuitError, match="key it by 'mlp_out.1'"):
+        attribute(model, {"mlp_in.1": tc}, PAIRS, metric, progress=False)
+    with pytest.raises(CircuitError, match="key it by 'mlp_out.1'"):
+        attribute(model, {"mlp_out.2": tc}, PAIRS, metric, progress=False)
+    with pytest.raises(CircuitError, match="execution order"):
+        attribute(model, {"mlp_out.1": tc, "resid_post.0": saes["resid_post.0"]}, PAIRS, metric, progress=False)
+    sae_in = Sae(SaeConfig(d_in=32, n_latents=16, k=4, hookpoint="mlp_in.1"), seed=1)
+    with pytest.raises(CircuitError, match="one splice"):
+        attribute(model, {"mlp_in.1": sae_in, "mlp_out.1": tc}, PAIRS, metric, progress=False)
+    with pytest.raises(CircuitError, match="not in this model"):
+        attribute(model, {"mlp_out.7": make_transcoder(7)}, PAIRS, metric, progress=False)
+
+
+@pytest.mark.parametrize("sum_positions", [False, True])
+def test_batched_edges_equal_one_backward_per_node(model, saes, sum_positions):
+    """Edges from batched backwards (chunks of 3 downstream nodes, and the default chunk) equal those of one
+    backward per downstream node, edge for edge."""
+    metric = metric_for(model)
+    c0 = attribute(model, saes, PAIRS, metric, method="atp", node_threshold=1e9, sum_positions=sum_positions, progress=False)
+    top_feature = max(float(v[..., :-1].abs().max()) for v in c0.scores.values())  # error nodes score far higher
+    kw = dict(method="atp", node_threshold=top_feature / 8, edge_threshold=0.0, sum_positions=sum_positions, progress=False)
+    one = attribute(model, saes, PAIRS, metric, edge_batch=1, **kw)
+    assert len({e.down for e in one.edges if e.down.index != ERROR}) > 3 and len(one.edges) > 20
+    for batch in (3, None):
+        c = attribute(model, saes, PAIRS, metric, edge_batch=batch, **kw)
+        assert [(e.up, e.down) for e in c.edges] == [(e.up, e.down) for e in one.edges]
+        torch.testing.assert_close(torch.tensor([e.weight for e in c.edges]), torch.tensor([e.weight for e in one.edges]),
+                                   rtol=1e-5, atol=1e-7)
+    with pytest.raises(CircuitError, match="edge_batch"):
+        attribute(model, saes, PAIRS, metric, edge_batch=0, **kw)
+
+
+def test_faithfulness_and_ablate_with_a_transcoder(saes):
+    """Faithfulness over a mixed circuit has its ends (all nodes kept: the model; none: 0), and ablating a
+    transcoder's features through `ablate` moves the metric."""
+    model = loud_mlp_model()
+    mixed = {"resid_post.0": saes["resid_post.0"], "mlp_out.1": make_transcoder(1)}
+    metric = metric_for(model)
+    c = attribute(model, mixed, PAIRS, metric, method="atp", node_threshold=0.0, edges=False, progress=False)
+    top = max(float(v.abs().max()) for v in c.scores.values())
+    curve = faithfulness(model, mixed, PAIRS, metric, c, thresholds=[0.0, top / 10, top * 2], progress=False)
+    assert curve.faithfulness[0] == pytest.approx(1.0, abs=1e-3) and curve.faithfulness[-1] == pytest.approx(0.0, abs=1e-6)
+    assert curve.n_nodes[0] > curve.n_nodes[1] > 0
+    feats = [f for _, f, _ in c.top_features(3, hookpoint="mlp_out.1")]
+    r = saekit.circuits.ablate(model, mixed, [a for a, _ in PAIRS], metric, {"mlp_out.1": feats})
+    assert abs(r.change) > 1e-4

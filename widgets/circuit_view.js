@@ -72,9 +72,11 @@ function render({ model, el }) {
         : h("div", { class: "sk-tokens" }, n.tokens.length ? n.tokens.map((t) => h("span", { class: "sk-tok" }, visible(t))) : h("span", { class: "sk-muted" }, "no statistics")),
     );
     const box = root.getBoundingClientRect();
-    tip.style.left = `${evt.clientX - box.left + 12}px`;
-    tip.style.top = `${evt.clientY - box.top + 12}px`;
     tip.classList.add("sk-show");
+    // beside the cursor, flipped to its left near the right edge so that the tip stays inside the view
+    const x = evt.clientX - box.left;
+    tip.style.left = `${x + 12 + tip.offsetWidth > box.width ? Math.max(0, x - 12 - tip.offsetWidth) : x + 12}px`;
+    tip.style.top = `${evt.clientY - box.top + 12}px`;
   }
 
   function draw() {
@@ -145,7 +147,10 @@ function render({ model, el }) {
     const a = model.get("ablation") || [];
     const r = model.get("ablation_result") || {};
     const parts = [h("span", {}, `ablation set (${a.length}): `), ...a.map(([hp, f]) => h("span", { class: "sk-chip" }, `${hp} #${f}`))];
-    if (r.metric_clean != null) {
+    const current = r.metric_clean != null && JSON.stringify(r.features || []) === JSON.stringify(a);
+    if (r.metric_clean != null && !current && model.get("_live") && !isStatic) {
+      parts.push(h("div", { class: "sk-muted sk-pending" }, "re-evaluating the ablation in the kernel…"));
+    } else if (r.metric_clean != null) {
       parts.push(h("div", { class: "sk-result" }, `metric ${fmt(r.metric_clean)} → ${fmt(r.metric_ablated)} (change ${fmt(r.change)}, sign flipped on ${(100 * r.flipped).toFixed(0)}% of prompts)`));
     } else if (!model.get("_live") && !isStatic) {
       parts.push(h("div", { class: "sk-muted" }, "pass model, saes, prompts and metric to re-evaluate ablations live"));

@@ -2,8 +2,9 @@
 which hook points, cause a behaviour, how they connect, and edits that test it.
 
     metric.py        metrics on logits, one number per prompt (logit_diff, target_logprob)
-    inputs.py        checked SAEs (execution order) and prompts (one token length), errors before work
-    splice.py        SAEs spliced as nodes x -> decode(f) + err; patch, interpolate, ablate edits
+    inputs.py        checked SAEs and transcoders (execution order) and prompts (one token length), errors before work
+    splice.py        SAEs spliced as nodes x -> decode(f) + err (transcoders: mlp_out -> decode(f(mlp_in)) + err);
+                     patch, interpolate, ablate edits
     attribute.py     attribute: attribution patching / integrated gradients per node, edges above threshold
     circuit.py       Circuit: plain data (scores, edges, thresholds), prune, tables, networkx
     faithfulness.py  faithfulness/completeness curves (mean ablation), ablate (SHIFT-style edits)

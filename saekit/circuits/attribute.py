@@ -13,7 +13,11 @@ IG's scores of one hook point sum to m(that hook point patched) - m(clean) up to
 Edges between consecutive hook points U -> D, only for nodes above `node_threshold` (never a dense
 [F, F] matrix): for each kept downstream node d, one backward of s_d = g_d . d (g_d: the node method's
 gradient of m at d) to the upstream nodes gives weight(u -> d) = grad_u s_d . (u_p - u_c). Summed over d,
-these give u's attribution patching score (all of U's effect passes through D).
+these give u's attribution patching score when all of U's effect passes through D (D a residual hook
+point; not for a transcoder's mlp_out.L, which the residual stream goes around).
+
+`saes` may mix residual SAEs (keyed by the hook point they reconstruct) and transcoders (keyed by the
+hook point they predict, mlp_out.L; their features are encoded from mlp_in.L): see `splice.py`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from ..errors import CircuitError
 from .circuit import ERROR, Circuit, Edge, Node
 from .inputs import checked_prompts, checked_saes
 from .metric import checked_metric
-from .splice import nodes_edit, replace_edit
+from .splice import hook_edits, nodes_edit, replace_edit
 
 BASELINES = ("counterfactual", "zero", "mean")
 METHODS = ("ig", "atp")
@@ -49,16 +53,19 @@ def attribute(
     node_threshold: float = 0.1,
     edge_threshold: float = 0.01,
     edges: bool = True,
+    edge_batch: int | None = None,
     progress: bool = True,
 ) -> Circuit:
-    """Attribute `metric` to every SAE feature and error node of `saes` ({hookpoint: SAE}, execution order).
+    """Attribute `metric` to every SAE feature and error node of `saes` ({hookpoint: SAE}, execution order;
+    transcoders keyed by the hook point they predict, e.g. {'resid_post.2': sae, 'mlp_out.3': transcoder}).
 
     `prompts`: texts, or (clean, counterfactual) pairs (or `counterfactuals=`), all of one token length.
     `baseline`: 'counterfactual' (default when counterfactuals are given), 'zero' or 'mean' (the mean over
     the prompts' positions). `method`: 'ig' (integrated gradients, `steps` points) or 'atp'.
     `sum_positions`: one node per feature instead of one per (position, feature). Edges (`edges=True`)
     between nodes with |score| >= `node_threshold`; the returned circuit keeps edges with |weight| >=
-    `edge_threshold`. Local models only (see `Model.grad_logits`).
+    `edge_threshold`. `edge_batch`: downstream nodes per batched backward when computing edges (default:
+    as many as fit in 256 MB; 1: one backward per node). Local models only (see `Model.grad_logits`).
     """
     if method not in METHODS:
         raise CircuitError(f"method must be one of {METHODS}, got {method!r}")
@@ -67,6 +74,8 @@ def attribute(
     for name, v in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
         if not (isinstance(v, (int, float)) and v >= 0):
             raise CircuitError(f"{name} must be a number >= 0, got {v!r}")
+    if edge_batch is not None and not (isinstance(edge_batch, int) and not isinstance(edge_batch, bool) and edge_batch >= 1):
+        raise CircuitError(f"edge_batch must be a positive int (downstream nodes per backward) or None, got {edge_batch!r}")
     if getattr(model, "remote", False):
         model.grad_logits(torch.zeros(1, 1, dtype=torch.long), {})  # raises the documented RemoteError
     work = checked_saes(model, saes)
@@ -86,7 +95,7 @@ def attribute(
     else:
         patch = baseline_values(clean, baseline)
     m_clean = checked_metric(metric, model.grad_logits(p.clean, {}, grad=False))
-    m_patch = metric(model.grad_logits(p.clean, {h: replace_edit(work[h], *patch[h]) for h in work}, grad=False))
+    m_patch = metric(model.grad_logits(p.clean, hook_edits(work, {h: replace_edit(work[h], *patch[h]) for h in work}), grad=False))
 
     if method == "atp":
         grads = atp_grads(model, work, p.clean, metric)
@@ -108,14 +117,14 @@ def attribute(
         )
         return circuit
     if edges and len(work) > 1:
-        circuit.edges = edge_weights(model, work, p.clean, clean, patch, grads, kept, sum_positions, progress)
+        circuit.edges = edge_weights(model, work, p.clean, clean, patch, grads, kept, sum_positions, progress, edge_batch)
     return circuit
 
 
 def node_values(model: Any, work: dict, ids: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
     """{hookpoint: (f [B, T, F], err [B, T, D])} of a forward on `ids` (no gradients)."""
     stores = {h: {} for h in work}
-    model.grad_logits(ids, {h: nodes_edit(work[h], stores[h]) for h in work}, grad=False)
+    model.grad_logits(ids, hook_edits(work, {h: nodes_edit(work[h], stores[h]) for h in work}), grad=False)
     return {h: (s["f"].detach(), s["err"].detach()) for h, s in stores.items()}
 
 
@@ -136,7 +145,7 @@ def baseline_values(clean: dict, baseline: str) -> dict[str, tuple[Tensor, Tenso
 def atp_grads(model: Any, work: dict, ids: Tensor, metric: Any) -> dict[str, tuple[Tensor, Tensor]]:
     """{hookpoint: (grad_f [B, T, F], grad_err [B, T, D])} of the metric summed over prompts, clean run."""
     stores = {h: {} for h in work}
-    logits = model.grad_logits(ids, {h: nodes_edit(work[h], stores[h]) for h in work})
+    logits = model.grad_logits(ids, hook_edits(work, {h: nodes_edit(work[h], stores[h]) for h in work}))
     m = metric(logits).sum()
     flat = [t for h in work for t in (stores[h]["f"], stores[h]["err"])]
     g = torch.autograd.grad(m, flat, allow_unused=True)
@@ -156,7 +165,7 @@ def ig_grads(model: Any, work: dict, ids: Tensor, metric: Any, clean: dict, patc
             a = (k + 0.5) / steps
             f = (f_c + a * (f_p - f_c)).requires_grad_(True)
             e = (e_c + a * (e_p - e_c)).requires_grad_(True)
-            m = metric(model.grad_logits(ids, {h: replace_edit(sae, f, e)})).sum()
+            m = metric(model.grad_logits(ids, hook_edits(work, {h: replace_edit(sae, f, e)}))).sum()
             gf, ge = torch.autograd.grad(m, [f, e])
             g_f += gf / steps
             g_e += ge / steps
@@ -176,10 +185,25 @@ def node_scores(grads: tuple[Tensor, Tensor], clean: tuple[Tensor, Tensor], patc
     return (s.sum(0) if sum_positions else s).detach().cpu()
 
 
+EDGE_BYTES = 256 * 2**20
+"""Memory for one chunk of batched edge backwards (grad outputs and upstream gradients, float32)."""
+
+
+def edge_chunk(B: int, T: int, f_down: int, f_up: int, D: int, edge_batch: int | None) -> int:
+    """Downstream nodes per batched backward: `edge_batch`, or as many as fit in EDGE_BYTES."""
+    if edge_batch is not None:
+        return edge_batch
+    per_node = 4 * B * T * (f_down + f_up + 2 * D)  # one [B, T, F + D] grad output and one upstream gradient
+    return max(1, min(256, EDGE_BYTES // per_node))
+
+
 def edge_weights(
-    model: Any, work: dict, ids: Tensor, clean: dict, patch: dict, grads: dict, kept: list, sum_positions: bool, progress: bool
+    model: Any, work: dict, ids: Tensor, clean: dict, patch: dict, grads: dict, kept: list, sum_positions: bool,
+    progress: bool, edge_batch: int | None = None,
 ) -> list[Edge]:
-    """Edges u -> d between kept nodes of consecutive hook points (one backward per kept downstream node)."""
+    """Edges u -> d between kept nodes of consecutive hook points. The backwards of s_d = g_d . d for a
+    chunk of downstream nodes run as one batched backward (`is_grads_batched`, their grad outputs stacked
+    [N, B, T, F]); `edge_batch=1` is one backward per downstream node. Never a dense [F, F] matrix."""
     by_hp: dict[str, list[Node]] = {}
     for n, _ in kept:
         by_hp.setdefault(n.hookpoint, []).append(n)
@@ -190,36 +214,52 @@ def edge_weights(
     bar = tqdm(total=sum(len(by_hp[d]) for _, d in pairs), desc="edges", disable=not progress, leave=False)
     for u, d in pairs:
         su, sd = {}, {}
-        model.grad_logits(ids, {u: nodes_edit(work[u], su), d: nodes_edit(work[d], sd)})
+        model.grad_logits(ids, hook_edits(work, {u: nodes_edit(work[u], su), d: nodes_edit(work[d], sd)}))
         du_f = patch[u][0] - clean[u][0]
         du_e = patch[u][1] - clean[u][1]
         g_f, g_e = grads[d]
-        for dn in by_hp[d]:
-            s = node_value(sd, g_f, g_e, dn) / B
-            gf, ge = torch.autograd.grad(s, [su["f"], su["err"]], retain_graph=True, allow_unused=True)
-            gf = torch.zeros_like(du_f) if gf is None else gf
-            ge = torch.zeros_like(du_e) if ge is None else ge
-            w_BTF = gf * du_f
-            w_BT = (ge * du_e).sum(-1)
-            for un in by_hp[u]:
-                w = node_pick(w_BTF, w_BT, un)
-                out.append(Edge(un, dn, w))
-            bar.update(1)
+        ups, downs = by_hp[u], by_hp[d]
+        _, T, F_d = sd["f"].shape
+        n = edge_chunk(B, T, F_d, su["f"].shape[-1], su["err"].shape[-1], edge_batch)
+        for start in range(0, len(downs), n):
+            part = downs[start:start + n]
+            go_f, go_e = seeds(part, g_f, g_e, B)
+            gf, ge = torch.autograd.grad(
+                [sd["f"], sd["err"]], [su["f"], su["err"]], grad_outputs=[go_f, go_e], retain_graph=True,
+                allow_unused=True, is_grads_batched=True,
+            )
+            gf = torch.zeros((len(part), *du_f.shape), dtype=du_f.dtype, device=du_f.device) if gf is None else gf
+            ge = torch.zeros((len(part), *du_e.shape), dtype=du_e.dtype, device=du_e.device) if ge is None else ge
+            w_NTF = (gf * du_f).sum(1)  # [N, B, T, F] -> [N, T, F], summed over prompts
+            w_NT = (ge * du_e).sum((1, -1))  # [N, B, T, D] -> [N, T]
+            w_NU = pick_nodes(w_NTF, w_NT, ups).tolist()
+            for j, dn in enumerate(part):
+                out += [Edge(un, dn, w) for un, w in zip(ups, w_NU[j])]
+            bar.update(len(part))
         del su, sd
     bar.close()
     return out
 
 
-def node_value(store: dict, g_f: Tensor, g_e: Tensor, n: Node) -> Tensor:
-    """g . value of node `n` (summed over prompts, and positions when n.position is None)."""
-    pos = slice(None) if n.position is None else n.position
-    if n.index == ERROR:
-        return (g_e[:, pos] * store["err"][:, pos]).sum()
-    return (g_f[:, pos, n.index] * store["f"][:, pos, n.index]).sum()
+def seeds(part: list[Node], g_f: Tensor, g_e: Tensor, B: int) -> tuple[Tensor, Tensor]:
+    """Grad outputs ([N, B, T, F], [N, B, T, D]) of s_n = g . value(n) / B for each downstream node n of `part`."""
+    go_f = g_f.new_zeros((len(part), *g_f.shape))
+    go_e = g_e.new_zeros((len(part), *g_e.shape))
+    for j, n in enumerate(part):
+        pos = slice(None) if n.position is None else n.position
+        if n.index == ERROR:
+            go_e[j, :, pos] = g_e[:, pos] / B
+        else:
+            go_f[j, :, pos, n.index] = g_f[:, pos, n.index] / B
+    return go_f, go_e
 
 
-def node_pick(w_BTF: Tensor, w_BT: Tensor, n: Node) -> float:
-    pos = slice(None) if n.position is None else n.position
-    if n.index == ERROR:
-        return float(w_BT[:, pos].sum())
-    return float(w_BTF[:, pos, n.index].sum())
+def pick_nodes(w_NTF: Tensor, w_NT: Tensor, nodes: list[Node]) -> Tensor:
+    """[N, U]: the weights of the upstream `nodes` (summed over positions when positions are summed)."""
+    F = w_NTF.shape[-1]
+    w_NTF1 = torch.cat([w_NTF, w_NT[..., None]], dim=-1)  # [N, T, F + 1], the error node last
+    cols = torch.tensor([F if n.index == ERROR else n.index for n in nodes], device=w_NTF.device)
+    if nodes[0].position is None:
+        return w_NTF1.sum(1)[:, cols].cpu()
+    pos = torch.tensor([n.position for n in nodes], device=w_NTF.device)
+    return w_NTF1[:, pos, cols].cpu()

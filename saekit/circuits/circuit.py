@@ -74,11 +74,16 @@ class Circuit:
     def n_latents(self, hookpoint: str) -> int:
         return int(self.scores[hookpoint].shape[-1]) - 1
 
-    def masks(self, threshold: float | None = None) -> dict[str, Tensor]:
+    def masks(self, threshold: float | None = None, signed: bool = False) -> dict[str, Tensor]:
         """{hookpoint: bool [T, F + 1] or [F + 1]}: nodes in the circuit at `threshold` (default: the
-        circuit's node threshold)."""
+        circuit's node threshold): |score| >= threshold, or with `signed` only the nodes whose patching
+        moves the metric toward the patched run (score of the sign of metric_patch - metric_clean) by at
+        least the threshold: the nodes that carry the behaviour, not those that work against it."""
         t = self.node_threshold if threshold is None else float(threshold)
-        return {h: s.abs() >= t for h, s in self.scores.items()}
+        if not signed:
+            return {h: s.abs() >= t for h, s in self.scores.items()}
+        toward = 1.0 if self.metric_patch >= self.metric_clean else -1.0
+        return {h: toward * s >= t for h, s in self.scores.items()}
 
     def nodes(self) -> list[tuple[Node, float]]:
         """Nodes in the circuit (|score| >= node_threshold), largest |score| first."""

@@ -24,7 +24,7 @@ from ..errors import CircuitError
 from .circuit import Circuit
 from .inputs import checked_prompts, checked_saes
 from .metric import checked_metric
-from .splice import ablate_edit
+from .splice import ablate_edit, hook_edits
 from .attribute import node_values
 
 
@@ -69,7 +69,7 @@ def ablated_metric(model: Any, work: dict, ids: Tensor, metric: Any, keep: Mappi
         k = keep[h]
         edits[h] = ablate_edit(sae, k[:, :-1], k[:, -1], *means[h])
     with torch.no_grad():
-        return metric(model.grad_logits(ids, edits, grad=False)).float().cpu()
+        return metric(model.grad_logits(ids, hook_edits(work, edits), grad=False)).float().cpu()
 
 
 def mean_values(values: list[dict], how: str) -> dict[str, tuple[Tensor, Tensor]]:
@@ -101,11 +101,14 @@ def faithfulness(
     thresholds: Sequence[float] | None = None,
     *,
     ablation: str = "mean",
+    signed: bool = False,
     progress: bool = True,
 ) -> FaithfulnessCurve:
     """Faithfulness and completeness of `circuit` pruned at each of `thresholds` (default: 13 thresholds
     spread over its scores), on the clean side of `prompts` (texts, or (clean, counterfactual) pairs whose
-    both sides make the per-position means). `ablation`: 'mean' or 'zero'."""
+    both sides make the per-position means). `ablation`: 'mean' or 'zero'. `signed`: circuits of only the
+    nodes that carry the behaviour (see `Circuit.masks`); by default |score| >= threshold as in Marks et
+    al., which also keeps nodes that work against it, so faithfulness can drop as such nodes join."""
     work = checked_saes(model, saes)
     if list(work) != circuit.hookpoints:
         raise CircuitError(f"the SAEs' hook points {list(work)} differ from the circuit's {circuit.hookpoints}")
@@ -127,8 +130,9 @@ def faithfulness(
         raise CircuitError("the metric is the same with every node ablated as on the model: faithfulness is undefined; choose another metric or ablation")
     faith, compl, n_nodes = [], [], []
     for t in tqdm(thresholds, desc="faithfulness", disable=not progress, leave=False):
-        keep = _full_masks(circuit.masks(t), T)
-        n_nodes.append(int(sum(int(m.sum()) for m in circuit.masks(t).values())))
+        masks = circuit.masks(t, signed)
+        keep = _full_masks(masks, T)
+        n_nodes.append(int(sum(int(m.sum()) for m in masks.values())))
         m_c = ablated_metric(model, work, p.clean, metric, keep, means).mean().item()
         m_rest = ablated_metric(model, work, p.clean, metric, {h: ~k for h, k in keep.items()}, means).mean().item()
         faith.append((m_c - m_empty) / (m_model - m_empty))

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CircuitError, HookPointError
-from .splice import float_copy
+from .splice import float_copy, is_transcoder
 
 
 @dataclass
@@ -30,7 +30,8 @@ class Prompts:
 
 def checked_saes(model: Any, saes: Any) -> dict[str, Any]:
     """{hookpoint: float32 frozen copy of the SAE} in execution order; errors for unknown, out-of-order
-    or unsupported entries."""
+    or unsupported entries. Residual SAEs are keyed by the hook point they encode and reconstruct,
+    transcoders by the one they predict (mlp_out.L; they read mlp_in.L)."""
     if not isinstance(saes, Mapping) or not saes:
         raise CircuitError("saes must be a non-empty dict {hookpoint: SAE}, e.g. {'resid_post.2': sae2, 'resid_post.6': sae6}")
     orders = []
@@ -41,16 +42,14 @@ def checked_saes(model: Any, saes: Any) -> dict[str, Any]:
             raise CircuitError(f"SAE hook point {h!r} is not in this model: {e}") from None
         if not hasattr(sae, "encode") or not hasattr(sae, "decode") or not hasattr(sae, "cfg"):
             raise CircuitError(f"the value at {h!r} is not a saekit SAE (got {type(sae).__name__}); load one with saekit.load_pretrained")
-        if getattr(sae, "predicts_target", False):
-            raise CircuitError(
-                f"the SAE at {h!r} is a transcoder; circuits over transcoders are not supported yet: use residual "
-                "SAEs (the node is then x = decode(f) + err at one hook point)"
-            )
         if sae.d_in != model.d_model:
             raise CircuitError(f"the SAE at {h!r} reads width {sae.d_in} but the model's width is {model.d_model}: it belongs to another model")
-        trained_at = getattr(sae.cfg, "hookpoint", None)
-        if trained_at and trained_at != h:
-            warnings.warn(f"the SAE given for {h!r} was trained at {trained_at!r}", stacklevel=3)
+        if is_transcoder(sae):
+            check_transcoder(model, h, sae, hp.order)
+        else:
+            trained_at = getattr(sae.cfg, "hookpoint", None)
+            if trained_at and trained_at != h:
+                warnings.warn(f"the SAE given for {h!r} was trained at {trained_at!r}", stacklevel=3)
         orders.append((hp.order, h))
     names = [h for _, h in orders]
     in_order = [h for _, h in sorted(orders)]
@@ -58,8 +57,33 @@ def checked_saes(model: Any, saes: Any) -> dict[str, Any]:
         raise CircuitError(f"SAE hook points must be in execution order: got {names}, pass them as {in_order}")
     if len(set(o for o, _ in orders)) != len(orders):
         raise CircuitError(f"two SAEs name the same hook point: {names}")
+    reads = [(h, sae.cfg.hookpoint) for h, sae in saes.items() if is_transcoder(sae)]
+    for h, src in reads:
+        if src in saes or [s for _, s in reads].count(src) > 1:
+            raise CircuitError(
+                f"the transcoder at {h!r} reads {src!r}, where another SAE or transcoder also sits: a hook point "
+                "carries one splice; drop one of them"
+            )
     dtype = torch.float64 if next(model.hf_model.parameters()).dtype == torch.float64 else torch.float32
     return {h: float_copy(sae, model.device, dtype) for h, sae in saes.items()}
+
+
+def check_transcoder(model: Any, h: str, sae: Any, order: Any) -> None:
+    """A transcoder is keyed by the hook point it predicts (mlp_out.L) and reads one that runs before it."""
+    src, target = sae.cfg.hookpoint, getattr(sae.cfg, "target_hookpoint", None)
+    if h == src and target:
+        raise CircuitError(
+            f"the transcoder given at {h!r} reads {src!r} and predicts {target!r}: its nodes replace what it "
+            f"predicts, so key it by {target!r}"
+        )
+    if target and target != h:
+        raise CircuitError(f"the transcoder given at {h!r} was trained to predict {target!r}: key it by {target!r} (it reads {src!r})")
+    try:
+        src_order = model.resolve(src).order
+    except HookPointError as e:
+        raise CircuitError(f"the transcoder at {h!r} reads {src!r}, which is not in this model: {e}") from None
+    if not src_order < order:
+        raise CircuitError(f"the transcoder at {h!r} reads {src!r}, which does not run before {h!r}: it cannot predict it")
 
 
 def checked_prompts(model: Any, prompts: Any, counterfactuals: Sequence[str] | None = None) -> Prompts:

@@ -7,8 +7,14 @@ ablate (Marks et al. 2024, "Sparse Feature Circuits"). The gradient with respect
 decode (f is cloned before decoding), while the upstream gradient through x keeps the model's own
 (identity) Jacobian: the error term absorbs the encoder's part.
 
-Every edit here is a callable [B, T, D] -> [B, T, D] for `Model.grad_logits`; position 0 (the separator)
-is never edited.
+A transcoder (Dunefsky et al. 2024) replaces an MLP instead: at its target hook point (`mlp_out.L`) the
+MLP output y becomes decode(f) + err with f = encode(x_in) read at its input hook point (`mlp_in.L`) and
+err = y - decode(f) (a skip transcoder's linear skip term is part of err). The gradient with respect to
+x_in through the transcoder cancels the same way, so the model keeps its own Jacobian.
+
+Every edit here is a callable (x [B, T, D], src [B, T, D]) -> [B, T, D], src being what the SAE encodes
+(x itself for a residual SAE, the input hook point's activation for a transcoder); `hook_edits` turns them
+into `Model.grad_logits` edits. Position 0 (the separator) is never edited.
 """
 
 from __future__ import annotations
@@ -30,13 +36,48 @@ def float_copy(sae: Any, device: torch.device, dtype: torch.dtype = torch.float3
     return work
 
 
-def nodes_edit(sae: Any, store: dict, delta_f: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+NodeEdit = Callable[[Tensor, Tensor], Tensor]
+"""(x_BTD, src_BTD) -> the activation that replaces x_BTD."""
+
+
+def is_transcoder(sae: Any) -> bool:
+    """True for an SAE that reads one hook point and predicts another (`Transcoder`, `SkipTranscoder`)."""
+    return bool(getattr(sae, "predicts_target", False))
+
+
+def hook_edits(work: dict, edits: dict[str, NodeEdit]) -> dict[str, Callable[[Tensor], Tensor]]:
+    """{hookpoint: NodeEdit} -> {hookpoint: edit} for `Model.grad_logits`: a transcoder's edit (at its target
+    hook point) gets the activation of its input hook point, read there by an identity edit; a residual
+    SAE's gets src = x."""
+    out: dict[str, Callable[[Tensor], Tensor]] = {}
+    for h, fn in edits.items():
+        sae = work[h]
+        if is_transcoder(sae):
+            box: dict = {}
+            out[sae.cfg.hookpoint] = reader(box)
+            out[h] = lambda y, fn=fn, box=box: fn(y, box["x"])
+        else:
+            out[h] = lambda x, fn=fn: fn(x, x)
+    return out
+
+
+def reader(box: dict) -> Callable[[Tensor], Tensor]:
+    """An identity edit that keeps the activation in box['x'] (a transcoder's input)."""
+
+    def edit(x_BTD: Tensor) -> Tensor:
+        box["x"] = x_BTD
+        return x_BTD
+
+    return edit
+
+
+def nodes_edit(sae: Any, store: dict, delta_f: Tensor | None = None) -> NodeEdit:
     """Splice `sae` as nodes; `store` receives 'f' [B, T, F] and 'err' [B, T, D] (graph nodes).
     `delta_f` [B, T, F], if given, is added to the features (finite-difference checks)."""
 
-    def edit(x_BTD: Tensor) -> Tensor:
+    def edit(x_BTD: Tensor, src_BTD: Tensor) -> Tensor:
         x = x_BTD.to(sae.W_dec.dtype)
-        f = sae.encode(x)
+        f = sae.encode(src_BTD.to(sae.W_dec.dtype))
         f_node = f.clone()
         if delta_f is not None:
             f_node = f_node + delta_f
@@ -47,10 +88,10 @@ def nodes_edit(sae: Any, store: dict, delta_f: Tensor | None = None) -> Callable
     return edit
 
 
-def replace_edit(sae: Any, f_BTF: Tensor, err_BTD: Tensor) -> Callable[[Tensor], Tensor]:
+def replace_edit(sae: Any, f_BTF: Tensor, err_BTD: Tensor) -> NodeEdit:
     """Replace the activation by decode(f) + err with given node values (patching, integrated gradients)."""
 
-    def edit(x_BTD: Tensor) -> Tensor:
+    def edit(x_BTD: Tensor, src_BTD: Tensor) -> Tensor:
         return (sae.decode(f_BTF) + err_BTD).to(x_BTD.dtype)
 
     return edit
@@ -58,13 +99,13 @@ def replace_edit(sae: Any, f_BTF: Tensor, err_BTD: Tensor) -> Callable[[Tensor],
 
 def ablate_edit(
     sae: Any, keep_TF: Tensor, keep_err_T: Tensor, f_mean_TF: Tensor, err_mean_TD: Tensor
-) -> Callable[[Tensor], Tensor]:
+) -> NodeEdit:
     """Features where `keep_TF` [T, F] is False and the error where `keep_err_T` [T] is False are set to
     their per-position means (`f_mean_TF`, `err_mean_TD`; zeros for zero-ablation); position 0 is left alone."""
 
-    def edit(x_BTD: Tensor) -> Tensor:
+    def edit(x_BTD: Tensor, src_BTD: Tensor) -> Tensor:
         x = x_BTD.to(sae.W_dec.dtype)
-        f = sae.encode(x)
+        f = sae.encode(src_BTD.to(sae.W_dec.dtype))
         err = x - sae.decode(f)
         T = x.shape[1]
         keep = keep_TF[:T].to(x.device).clone()
