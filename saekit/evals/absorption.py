@@ -6,7 +6,9 @@ at the word's token, words split 80/20 into training and held-out words.
 For each letter L (`first_letter_absorption`, a pure function of activations, latents, decoder and labels):
 
 1. **Probe**: a logistic regression "starts with L" on the hook point's activations of the training words
-   (one-vs-rest, balanced classes: SAEBench's BCE with positive weight). Its held-out F1 says whether the model
+   (one-vs-rest, balanced classes: SAEBench's BCE with positive weight; saekit centres the activations and
+   scales them by one number to unit root-mean-square per dimension, which keeps the probe's direction that of
+   the raw activations). Its held-out F1 says whether the model
    represents the letter there; letters with F1 <= `min_probe_f1` are reported but left out of the means.
 2. **Main latents**: k-sparse probing over the SAE latents and feature splitting (`kprobe.py`): the latents that
    together detect L, adding one while held-out F1 rises by more than `f1_jump`.
@@ -120,7 +122,12 @@ def first_letter_absorption(acts_ND: Tensor, latents_NF: Tensor, W_dec_FD: Tenso
     if not kept:
         raise EvalError(f"no letter has {min_words} training and 3 held-out words: lower min_words or raise n_words")
     x_ND = acts_ND.float()
-    X = (x_ND / x_ND[tr].norm(dim=-1).mean().clamp_min(EPS)).numpy()  # the probe's direction is scale-free
+    # the probe reads centred activations scaled by one number, to a root-mean-square of 1 per dimension, so that
+    # the L2 penalty (C = 1) neither drowns the signal nor tilts the direction (per-dimension standardising would
+    # weight the residual stream's low-variance dimensions up and turn the probe away from every decoder row)
+    mu_D = x_ND[tr].mean(0)
+    scale = ((x_ND[tr] - mu_D).norm(dim=-1).mean() / x_ND.shape[1] ** 0.5).clamp_min(EPS)
+    X = ((x_ND - mu_D) / scale).numpy()
     z_NF = latents_NF.float()
     ranking_CF = l1_latent_weights(z_NF[tr], cls_N[tr], len(names))
     rows = []

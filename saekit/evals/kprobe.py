@@ -4,7 +4,7 @@ runs it for absorption).
 1. `l1_latent_weights`: one-vs-rest logistic probes of every class on *all* latents, with an L1 penalty
    (class-balanced log loss), so that few latents get large weights. A latent's rank for a class is its weight (signed: only
    latents that fire *for* the class).
-2. `k_sparse_f1`: for k = 1..max_k, a logistic regression (balanced classes) on the class's top-k latents,
+2. `k_sparse_f1`: for k = 1..max_k, a logistic regression (balanced classes, L2, C = 1) on the class's top-k latents,
    scored by F1 on held-out rows (prediction: decision > 0).
 3. `split_latents`: feature splitting: take k = 1, then k + 1 while the held-out F1 rises by more than
    `f1_jump` over the best so far; the latents of the last k taken are the class's main latents.
@@ -63,7 +63,7 @@ def k_sparse_f1(train_NF: Tensor, y_train: Tensor, test_NF: Tensor, y_test: Tens
     out = []
     for k in range(1, max_k + 1):
         idx = ranking_F.topk(k).indices
-        clf = LogisticRegression(max_iter=500, class_weight="balanced").fit(train_NF[:, idx].float().numpy(), ytr)
+        clf = LogisticRegression(max_iter=500, class_weight="balanced", solver="liblinear").fit(train_NF[:, idx].float().numpy(), ytr)
         pred = clf.decision_function(test_NF[:, idx].float().numpy()) > 0
         out.append((idx.tolist(), float(f1_score(yte, pred, zero_division=0.0))))
     return out
