@@ -15,9 +15,32 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 import saekit
 from saekit import evals as ev
+from saekit.evals.spelling import vocab_words
 from saekit.features import FeatureStats
+
+
+def cached_spelling(path: Path | None, tokenizer, hookpoint: str, n_words: int, n_icl: int):
+    """The SpellingSet saved at `path` if it was read at `hookpoint` with the same settings, else None."""
+    if path is None or not path.exists():
+        return None
+    d = ev.SpellingSet(**torch.load(path))
+    same = d.hookpoint == hookpoint and d.n_icl == n_icl and d.words == [w for _, w in vocab_words(tokenizer, n_words)]
+    return d if same else None
+
+
+def finite(v):
+    """`v` with NaN floats (a letter without true positives) as None, so that the file is strict JSON."""
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, dict):
+        return {k: finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [finite(x) for x in v]
+    return v
 
 
 def main() -> None:
@@ -32,6 +55,9 @@ def main() -> None:
                    help="evaluate these saved SAE folders (with <dir>/features) instead of the shipped ones")
     p.add_argument("--evals-out", type=Path, default=None,
                    help="where each SAE's evals.json goes (default: next to --out for shipped SAEs, in the SAE folder)")
+    p.add_argument("--spelling-cache", type=Path, default=None,
+                   help="a .pt file: reuse the absorption words' activations saved there by an earlier run with the "
+                        "same --words/--icl at the same hook point (saved there when absent)")
     p.add_argument("--out", default="benchmarks/evals.json")
     a = p.parse_args()
     model = saekit.load_model()
@@ -53,7 +79,11 @@ def main() -> None:
         hp = sae.cfg.hookpoint
         t0 = time.perf_counter()
         if hp not in spelling:
-            spelling[hp] = ev.spelling_set(model, hp, n_words=a.words, n_icl=a.icl)
+            spelling[hp] = cached_spelling(a.spelling_cache, model.tokenizer, hp, a.words, a.icl)
+            if spelling[hp] is None:
+                spelling[hp] = ev.spelling_set(model, hp, n_words=a.words, n_icl=a.icl)
+                if a.spelling_cache is not None:
+                    torch.save(spelling[hp].__dict__, a.spelling_cache)
         spelling_seconds = time.perf_counter() - t0
         rep = ev.run(model, sae, stats, out=out, progress=False, options={
             "autointerp": {"n_features": a.features, "set_labels": False},
@@ -66,7 +96,7 @@ def main() -> None:
                          "probing": rep.details["sparse_probing"].drop(columns=["top_latents"]).to_dict(orient="records"),
                          "absorption": ab.drop(columns=["main_latents"]).reset_index().to_dict(orient="records")}
         print(name, json.dumps({k: results[name][k] for k in ("summary", "seconds")}, indent=1), flush=True)
-    Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
+    Path(a.out).write_text(json.dumps(finite(results), indent=2, allow_nan=False) + "\n")
     names = [n for n, _ in entries]
     keys = list(results[names[0]]["summary"])
     print("\n| metric | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
