@@ -14,7 +14,7 @@ import saekit
 from saekit.errors import EvalError, FeatureError
 from saekit.evals import LocalBackend, OpenAIBackend, autointerp, baseline_explanation, run, score_baseline, sparse_probing
 from saekit.evals.absorption import absorption, first_letter_absorption, word_absorption
-from saekit.evals.kprobe import k_sparse_f1, l1_latent_weights, split_latents
+from saekit.evals.kprobe import k_sparse_f1, l1_latent_weights, ranking_keys, split_latents
 from saekit.evals.spelling import icl_rows
 from saekit.evals.autointerp import choose_features
 from saekit.features import feature_stats
@@ -257,6 +257,22 @@ def test_feature_splitting_finds_the_planted_split():
     assert probes[0][1] < 0.8 and probes[1][1] == 1.0
     assert split_latents(probes) == probes[1][0]
     assert split_latents([([3], 0.5), ([3, 7], 0.52), ([3, 7, 9], 0.9)]) == [3]  # +0.02 < f1_jump stops the search
+
+
+def test_ranking_keys_put_weighted_latents_first_then_mean_difference():
+    z = torch.zeros(6, 4)
+    z[:3, 2] = 1.0  # latent 2 fires on class 0 only
+    z[3:, 3] = 1.0  # latent 3 fires on class 1 only
+    cls = torch.tensor([0, 0, 0, 1, 1, 1])
+    z[5, 0], z[5, 1] = 1.0, 9.0  # latents 0 and 1 fire on one word of class 1
+    w = torch.zeros(2, 4)
+    w[1, 0], w[1, 1] = 0.5, 2.0  # L1 weights outrank any mean difference
+    keys = ranking_keys(w, z, cls)
+    assert keys[0].argmax() == 2 and (keys[0][[1, 3]] < 0).all()  # all weights zeroed: the class-mean difference decides
+    # weighted latents by weight x mean activation on the class (2 x 3 > 0.5 x 1/3), then latent 3 by mean difference
+    assert keys[1].topk(3).indices.tolist() == [1, 0, 3]
+    w[1, 1] = 0.0
+    assert keys[1].topk(3).indices.tolist() == [1, 0, 3] and ranking_keys(w, z, cls)[1].topk(3).indices.tolist() == [0, 1, 3]  # unweighted: mean difference 3 > 1
 
 
 def test_word_absorption_full_and_partial():

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..errors import EvalError
 from .activations import hookpoint_of
-from .kprobe import F1_JUMP, MAX_K, k_sparse_f1, l1_latent_weights, split_latents
+from .kprobe import F1_JUMP, MAX_K, k_sparse_f1, l1_latent_weights, ranking_keys, split_latents
 from .spelling import N_ICL, SpellingSet, spelling_set
 
 FULL_MIN_COS = 0.025
@@ -129,7 +129,7 @@ def first_letter_absorption(acts_ND: Tensor, latents_NF: Tensor, W_dec_FD: Tenso
     scale = ((x_ND[tr] - mu_D).norm(dim=-1).mean() / x_ND.shape[1] ** 0.5).clamp_min(EPS)
     X = ((x_ND - mu_D) / scale).numpy()
     z_NF = latents_NF.float()
-    ranking_CF = l1_latent_weights(z_NF[tr], cls_N[tr], len(names))
+    ranking_CF = ranking_keys(l1_latent_weights(z_NF[tr], cls_N[tr], len(names)), z_NF[tr], cls_N[tr])
     rows = []
     for c in kept:
         i = names.index(c)
