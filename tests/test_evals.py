@@ -13,7 +13,9 @@ import torch
 import saekit
 from saekit.errors import EvalError, FeatureError
 from saekit.evals import LocalBackend, OpenAIBackend, autointerp, baseline_explanation, run, score_baseline, sparse_probing
-from saekit.evals.absorption import absorption
+from saekit.evals.absorption import absorption, first_letter_absorption, word_absorption
+from saekit.evals.kprobe import k_sparse_f1, l1_latent_weights, ranking_keys, split_latents
+from saekit.evals.spelling import icl_rows
 from saekit.evals.autointerp import choose_features
 from saekit.features import feature_stats
 from saekit.evals.scoring import ScoringSet, balanced_accuracy, fuzzing_items
@@ -181,6 +183,125 @@ def test_absorption_needs_words(tiny):
     model, sae, _ = tiny
     with pytest.raises(EvalError, match="single-token words"):
         absorption(model, sae)  # the byte tokenizer has no whole-word tokens
+    with pytest.raises(EvalError, match="unknown absorption option"):
+        absorption(model, sae, min_shares=0.3)  # refused before any forward pass
+
+
+def letter_world(n_per_letter: int = 60, absorbed: int = 0, split_b: bool = False, seed: int = 0):
+    """Synthetic first-letter data with known absorption: letters a-e, latent i (decoder e_i) fires 3.0 on the
+    words of letter i. The last 18 words of each letter are held out. `absorbed` held-out 'a' words have latent 0
+    silent and their own token-like latent (decoder (e_a + e_{20+j}) / sqrt 2, never seen in training) carrying
+    the letter instead. With `split_b`, letter b's words alternate between latents 1 and 45 (feature splitting).
+    Latents 10-39 are distractors firing at random on directions in dims 40-63; dims 40-63 also carry noise that
+    no latent reconstructs."""
+    g = torch.Generator().manual_seed(seed)
+    L, D, F = 5, 64, 64
+    W_dec_FD = torch.zeros(F, D)
+    for i in range(L):
+        W_dec_FD[i, i] = 1.0
+    W_dec_FD[45, 1] = 1.0
+    W_dec_FD[10:40, 40:] = torch.nn.functional.normalize(torch.randn(30, 24, generator=g), dim=-1)
+    N = L * n_per_letter
+    letters = [c for c in "abcde" for _ in range(n_per_letter)]
+    z_NF = torch.zeros(N, F)
+    test = [i * n_per_letter + j for i in range(L) for j in range(n_per_letter - 18, n_per_letter)]
+    train = sorted(set(range(N)) - set(test))
+    for n, c in enumerate(letters):
+        z_NF[n, "abcde".index(c)] = 3.0
+    if split_b:
+        b_words = [n for n, c in enumerate(letters) if c == "b"]
+        for n in b_words[1::2]:
+            z_NF[n, 1], z_NF[n, 45] = 0.0, 3.0
+    a_test = [n for n in test if letters[n] == "a"]
+    for j, n in enumerate(a_test[:absorbed]):
+        f = 50 + j
+        W_dec_FD[f] = 0.0
+        W_dec_FD[f, 0] = W_dec_FD[f, 20 + j] = 2 ** -0.5
+        z_NF[n, 0], z_NF[n, f] = 0.0, 3.0 * 2 ** 0.5
+    z_NF[:, 10:40] = (torch.rand(N, 30, generator=g) < 0.1) * torch.rand(N, 30, generator=g) * 2
+    x_ND = z_NF @ W_dec_FD
+    x_ND[:, 40:] += 0.2 * torch.randn(N, 24, generator=g)
+    return x_ND, z_NF, W_dec_FD, letters, train, test
+
+
+def test_absorption_known_rate():
+    x, z, W, letters, train, test = letter_world(absorbed=5)
+    df = first_letter_absorption(x, z, W, letters, train, test)
+    assert df["evaluated"].all() and (df["probe_f1"] == 1.0).all()
+    assert df.loc["a", "main_latents"] == [0]  # the absorbing latents never fire in training: no split
+    assert df.loc["a", "n_true_positives"] == 18 and df.loc["a", "n_full_absorption"] == 5
+    assert df.loc["a", "full_absorption_rate"] == 5 / 18
+    assert df.loc["a", "absorption_fraction"] == pytest.approx(5 / 18)  # 1 on the absorbed words, 0 elsewhere
+    assert (df.drop(index="a")["full_absorption_rate"] == 0).all()
+    assert df.attrs["overall"] == pytest.approx(5 / 18 / 5) and df.attrs["n_letters"] == 5
+
+
+def test_no_absorption_gives_zero():
+    df = first_letter_absorption(*letter_world(absorbed=0))
+    assert (df["full_absorption_rate"] == 0).all() and (df["absorption_fraction"] == 0).all()
+    assert df.attrs["overall"] == 0 and df.attrs["mean_split_latents"] == 1
+    assert [df.loc[c, "main_latents"] for c in "abcde"] == [[0], [1], [2], [3], [4]]
+
+
+def test_feature_splitting_finds_the_planted_split():
+    x, z, W, letters, train, test = letter_world(split_b=True)
+    df = first_letter_absorption(x, z, W, letters, train, test)
+    assert sorted(df.loc["b", "main_latents"]) == [1, 45] and df.loc["b", "split_f1"] == 1.0
+    assert df.loc["b", "full_absorption_rate"] == 0 and df.loc["a", "n_split_latents"] == 1
+    # the parts: the L1 probe ranks the two halves first; F1 jumps from k=1 to k=2, then stops
+    cls = torch.tensor(["abcde".index(c) for c in letters])
+    tr, te = torch.tensor(train), torch.tensor(test)
+    ranking = l1_latent_weights(z[tr], cls[tr], 5)[1]
+    assert set(ranking.topk(2).indices.tolist()) == {1, 45}
+    probes = k_sparse_f1(z[tr], cls[tr] == 1, z[te], cls[te] == 1, ranking, max_k=4)
+    assert probes[0][1] < 0.8 and probes[1][1] == 1.0
+    assert split_latents(probes) == probes[1][0]
+    assert split_latents([([3], 0.5), ([3, 7], 0.52), ([3, 7, 9], 0.9)]) == [3]  # +0.02 < f1_jump stops the search
+
+
+def test_ranking_keys_put_weighted_latents_first_then_mean_difference():
+    z = torch.zeros(6, 4)
+    z[:3, 2] = 1.0  # latent 2 fires on class 0 only
+    z[3:, 3] = 1.0  # latent 3 fires on class 1 only
+    cls = torch.tensor([0, 0, 0, 1, 1, 1])
+    z[5, 0], z[5, 1] = 1.0, 9.0  # latents 0 and 1 fire on one word of class 1
+    w = torch.zeros(2, 4)
+    w[1, 0], w[1, 1] = 0.5, 2.0  # L1 weights outrank any mean difference
+    keys = ranking_keys(w, z, cls)
+    assert keys[0].argmax() == 2 and (keys[0][[1, 3]] < 0).all()  # all weights zeroed: the class-mean difference decides
+    # weighted latents by weight x mean activation on the class (2 x 3 > 0.5 x 1/3), then latent 3 by mean difference
+    assert keys[1].topk(3).indices.tolist() == [1, 0, 3]
+    w[1, 1] = 0.0
+    assert keys[1].topk(3).indices.tolist() == [1, 0, 3] and ranking_keys(w, z, cls)[1].topk(3).indices.tolist() == [0, 1, 3]  # unweighted: mean difference 3 > 1
+
+
+def test_word_absorption_full_and_partial():
+    W = torch.zeros(3, 4)
+    W[0, 0] = 1.0  # main latent, along the probe
+    W[1, 0] = W[1, 1] = 2 ** -0.5  # absorbing latent, cosine 0.71 with the probe
+    W[2, 2] = 1.0  # unrelated latent
+    r = 2 ** 0.5
+    z = torch.tensor([[1.5, 1.5 * r, 0.0],  # half each: fraction 0.5
+                      [2.5, 0.5 * r, 1.0],  # absorber carries 1/6 < 0.4: fraction 0
+                      [0.0, 3.0 * r, 0.0],  # main silent, absorber carries all: full absorption, fraction 1
+                      [3.0, 0.0, 0.0],      # main alone: none
+                      [0.0, 0.0, 2.0]])     # main silent but nothing along the probe: none
+    x = z @ W
+    full, frac, top = word_absorption(x, z, W, torch.tensor([1.0, 0, 0, 0]), [0])
+    assert full.tolist() == [False, False, True, False, False]
+    assert frac.tolist() == pytest.approx([0.5, 0.0, 1.0, 0.0, 0.0])
+    assert top[2] == 1
+    # a stricter share threshold turns the half-absorbed word down; a cosine floor above 0.71 removes the absorber
+    assert word_absorption(x, z, W, torch.tensor([1.0, 0, 0, 0]), [0], min_share=0.6)[1][0] == 0
+    assert not word_absorption(x, z, W, torch.tensor([1.0, 0, 0, 0]), [0], full_min_cos=0.8)[0].any()
+
+
+def test_absorption_rejects_bad_shapes():
+    x, z, W, letters, train, test = letter_world()
+    with pytest.raises(EvalError, match="shapes disagree"):
+        first_letter_absorption(x, z[:, :10], W, letters, train, test)
+    with pytest.raises(EvalError, match="overlap"):
+        first_letter_absorption(x, z, W, letters, train, train[:5])
 
 
 @pytest.mark.real_model
@@ -188,11 +309,19 @@ def test_real_model_pipeline(real_model):
     sae = saekit.load_pretrained("gemma-3-270m", "resid_post.6")
     stats = saekit.pretrained.stats("gemma-3-270m", "resid_post.6")
     rep = run(real_model, sae, stats, evals=["autointerp", "absorption"], progress=False,
-              options={"autointerp": {"n_features": 4, "n_non": 4, "set_labels": False}, "absorption": {"n_words": 800, "min_words": 10}})
+              options={"autointerp": {"n_features": 4, "n_non": 4, "set_labels": False},
+                       "absorption": {"n_words": 800, "n_icl": 2, "min_words": 10}})
     auto = rep.details["autointerp"]
     assert len(auto) > 0 and auto["verified"].all()
     ab = rep.details["absorption"]
-    assert 0 <= ab.attrs["overall"] <= 1 and (ab["main_cos"] > 0).all()
+    assert ab.attrs["n_letters"] > 0 and 0 <= ab.attrs["overall"] <= 1 and 0 <= ab.attrs["absorption_fraction"] <= 1
+    assert (ab["n_split_latents"] >= 1).all() and (ab["n_true_positives"] <= ab["n_test"]).all()
+    metrics = set(rep.table[rep.table["eval"] == "absorption"]["metric"])
+    assert {"full_absorption_rate", "absorption_fraction", "mean_split_latents"} <= metrics
+    # the prompt is read at the word: every row has the same length and the word at the same place
+    rows, pos = icl_rows(real_model.tokenizer, [real_model.tokenizer.convert_tokens_to_ids("\u2581cat")], [[]])
+    assert real_model.tokenizer.decode(rows[0][pos]) == " cat"
+    assert real_model.tokenizer.decode(rows[0][pos:]) == " cat has the first letter:"
 
 
 def test_local_backend_pipeline_end_to_end(tiny):

@@ -29,8 +29,8 @@ class EvalReport:
         return f"EvalReport({list(self.details)}, saved={str(self.path) if self.path else None})\n{self.table}"
 
     def plot(self, name: str, ax=None):
-        """The plot of one evaluation: autointerp score histograms, probing accuracy against k, absorption
-        rate per letter."""
+        """The plot of one evaluation: autointerp score histograms, probing accuracy against k, full absorption
+        rate and absorption fraction per evaluated letter."""
         import matplotlib.pyplot as plt
 
         if name not in self.details:
@@ -54,9 +54,13 @@ class EvalReport:
             ax.set_xlabel("k latents (dashed: full-activation probe)")
             ax.set_ylabel("balanced accuracy")
         elif name == "absorption":
-            ax.bar(df.index, df["absorption_rate"])
-            ax.set_xlabel("first letter")
-            ax.set_ylabel("absorption rate")
+            ev = df[df["evaluated"]]
+            pos = range(len(ev))
+            ax.bar([p - 0.2 for p in pos], ev["full_absorption_rate"], width=0.4, label="full absorption rate")
+            ax.bar([p + 0.2 for p in pos], ev["absorption_fraction"], width=0.4, label="absorption fraction")
+            ax.set_xticks(list(pos), list(ev.index))
+            ax.set_xlabel("first letter (probe F1 above the threshold)")
+            ax.set_ylabel("share of true positives")
         ax.set_title(name)
         ax.legend(fontsize=7)
         return ax
@@ -73,8 +77,11 @@ def _summary_rows(name: str, df) -> list[dict[str, Any]]:
     if name == "sparse_probing":
         cols = ["full"] + [c for c in df.columns if c.startswith("k=")]
         return [{"eval": name, "metric": f"accuracy {c}", "value": float(df[c].mean())} for c in cols]
-    return [{"eval": name, "metric": "absorption_rate", "value": df.attrs["overall"]},
-            {"eval": name, "metric": "mean_main_recall", "value": df.attrs["mean_main_recall"]}]
+    return [{"eval": name, "metric": "full_absorption_rate", "value": df.attrs["overall"]},
+            {"eval": name, "metric": "absorption_fraction", "value": df.attrs["absorption_fraction"]},
+            {"eval": name, "metric": "mean_split_latents", "value": df.attrs["mean_split_latents"]},
+            {"eval": name, "metric": "mean_main_recall", "value": df.attrs["mean_main_recall"]},
+            {"eval": name, "metric": "letters_evaluated", "value": df.attrs["n_letters"]}]
 
 
 def run(model, sae, stats=None, evals: Sequence[str] = EVALS, *, out: str | Path | None = None,
