@@ -517,7 +517,8 @@ class Trainer:
     def save(self, out: str | Path, names: Sequence[str] | None = None) -> list[Path]:
         """Save each SAE (folded to raw units) as cfg.json + sae_weights.safetensors; several go in subfolders.
 
-        Under data parallelism only rank 0 writes (the SAEs are identical on every rank).
+        Under data parallelism only rank 0 writes (the SAEs are identical on every rank); every rank returns
+        once the files are written, so no rank leaves the process group while rank 0 still works.
         """
         self.fold()
         out = Path(out)
@@ -529,6 +530,7 @@ class Trainer:
         if self.rank == 0:
             for s, p in zip(self.saes, paths):
                 s.save(p)
+        dd.barrier()
         return paths
 
     # -- checkpoints (the format and the crash-safe write live in checkpoint.py) ----------------
