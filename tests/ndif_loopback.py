@@ -16,7 +16,8 @@ Each job is deserialised with `RequestModel.deserialize` against the served mode
 objects, executed (the trace body runs interleaved with the real model), and its saved values are
 `torch.save`d (compressed when asked) and returned inline on the websocket as a pickled
 ResponseModel (small results) or via /download (large ones). Failures come back as ERROR with the
-exception's message. saekit cannot be imported in this process (NDIF does not have it), so every
+exception's message. As on NDIF (ndif-team/ndif, `BaseModelDeployment`), the model's parameters are frozen
+and jobs run without inference mode, so a trace can take gradients with respect to its own tensors. saekit cannot be imported in this process (NDIF does not have it), so every
 saekit helper a request uses must travel by value. Listens on 127.0.0.1 only; stdlib HTTP and a
 minimal RFC 6455 websocket, no extra dependencies.
 """
@@ -104,7 +105,7 @@ class Session:
 
 
 class Loopback:
-    def __init__(self, model_dir: str, api_key: str | None, inline_limit: int) -> None:
+    def __init__(self, model_dir: str, api_key: str | None, inline_limit: int, inference_mode: bool = False) -> None:
         import torch  # noqa: F401  (before nnsight, as nnsight recommends)
         import transformers
         from nnsight import TransformersModel
@@ -114,10 +115,12 @@ class Loopback:
         tok = transformers.AutoTokenizer.from_pretrained(model_dir)
         self.model = TransformersModel(model_dir, task="text-generation", tokenizer=tok, dispatch=True)
         self.model._module.eval()
+        self.model._module.requires_grad_(False)  # as NDIF's model actor does (dispatched models are frozen)
         self.model_key = self.model.to_model_key()
         self.persistent = self.model._remoteable_persistent_objects()
         self.api_key = api_key
         self.inline_limit = inline_limit
+        self.inference_mode = inference_mode  # a server that refuses gradients (tests its error)
         self.sessions: dict[str, Session] = {}
         self.statuses: dict[str, str] = {}
         self.downloads: dict[str, bytes] = {}
@@ -167,8 +170,8 @@ class Loopback:
             pushed = _Recording(frame.f_locals)
             frame.f_locals = pushed
             inc()
-            try:
-                with torch.inference_mode():
+            try:  # no inference mode, as on NDIF: a trace may turn autograd on and take gradients
+                with torch.inference_mode(self.inference_mode):
                     tracer.execute(tracer.info.code)
             finally:
                 dec()
@@ -331,12 +334,13 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--inline-limit", type=int, default=16_384)
+    ap.add_argument("--inference-mode", action="store_true", help="run jobs in inference mode (no gradients)")
     args = ap.parse_args()
     sys.meta_path.insert(0, _NotInstalled())
     for name in list(sys.modules):
         if name == "saekit" or name.startswith("saekit."):
             del sys.modules[name]
-    server = Loopback(args.model, args.api_key, args.inline_limit)
+    server = Loopback(args.model, args.api_key, args.inline_limit, args.inference_mode)
     httpd = ThreadingHTTPServer((HOST, 0), server.handler())
     httpd.daemon_threads = True
     server.base_url = f"http://{HOST}:{httpd.server_address[1]}"
@@ -347,13 +351,19 @@ def main() -> None:
 # -- for the tests ----------------------------------------------------------------------------------
 
 
-def start_server(model_dir: str | Path, api_key: str | None = None, inline_limit: int = 16_384, timeout: float = 120.0):
-    """Start the loopback server in a subprocess; return (process, base_url). Stop it with `stop_server`."""
+def start_server(
+    model_dir: str | Path, api_key: str | None = None, inline_limit: int = 16_384, timeout: float = 120.0,
+    inference_mode: bool = False,
+):
+    """Start the loopback server in a subprocess; return (process, base_url). Stop it with `stop_server`.
+    `inference_mode`: run jobs in inference mode, as a server that allows no gradients would."""
     env = {k: v for k, v in os.environ.items() if k not in ("NDIF_API_KEY", "NDIF_HOST")}
     env["PYTHONPATH"] = ""  # nothing of the working tree: saekit is not importable over there
     cmd = [sys.executable, "-u", str(Path(__file__).resolve()), "--model", str(model_dir), "--inline-limit", str(inline_limit)]
     if api_key is not None:
         cmd += ["--api-key", api_key]
+    if inference_mode:
+        cmd += ["--inference-mode"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(Path(model_dir).parent))
     lines: list[str] = []
     deadline = time.time() + timeout

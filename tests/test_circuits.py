@@ -233,15 +233,13 @@ def test_bad_input(model, saes):
         c.prune(1e7)
 
 
-def test_remote_models_get_a_clear_error(model, saes):
-    """Gradient runs are local only in this version: a remote model is refused before any work."""
-    from saekit.errors import RemoteError
-
-    metric = metric_for(model)
+def test_remote_models_refuse_a_metric_that_cannot_travel(model, saes):
+    """A remote model computes the metric on the server: a callable other than logit_diff / target_logprob is
+    refused before any work (tests/test_remote_circuits.py runs attribution remotely)."""
     model.remote = "local"
     try:
-        with pytest.raises(RemoteError, match="local only"):
-            attribute(model, saes, PAIRS, metric, progress=False)
+        with pytest.raises(CircuitError, match="only plain data travels"):
+            attribute(model, saes, PAIRS, lambda logits: logits[:, -1, 0], progress=False)
     finally:
         model.remote = False
 

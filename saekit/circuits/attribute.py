@@ -18,6 +18,10 @@ point; not for a transcoder's mlp_out.L, which the residual stream goes around).
 
 `saes` may mix residual SAEs (keyed by the hook point they reconstruct) and transcoders (keyed by the
 hook point they predict, mlp_out.L; their features are encoded from mlp_in.L): see `splice.py`.
+
+A local model runs the forwards here (`Model.grad_logits`, torch hooks) and differentiates them here; a
+remote one (NDIF, or remote='local') runs each step inside traces on the server (`traced.py`), with the
+same results to float rounding.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from tqdm.auto import tqdm
 from ..errors import CircuitError
 from .circuit import ERROR, Circuit, Edge, Node
 from .inputs import checked_prompts, checked_saes
-from .metric import checked_metric
+from . import traced
+from .metric import checked_metric, plain_metric
 from .splice import hook_edits, nodes_edit, replace_edit
 
 BASELINES = ("counterfactual", "zero", "mean")
@@ -65,7 +70,11 @@ def attribute(
     `sum_positions`: one node per feature instead of one per (position, feature). Edges (`edges=True`)
     between nodes with |score| >= `node_threshold`; the returned circuit keeps edges with |weight| >=
     `edge_threshold`. `edge_batch`: downstream nodes per batched backward when computing edges (default:
-    as many as fit in 256 MB; 1: one backward per node). Local models only (see `Model.grad_logits`).
+    as many as fit in 256 MB; 1: one backward per node).
+
+    A remote model (NDIF, or remote='local') computes everything inside traces on the server, a handful of
+    requests (see `saekit.circuits.traced`); its metric must be `logit_diff` or `target_logprob` (their
+    plain description travels; any other callable raises a CircuitError before any work).
     """
     if method not in METHODS:
         raise CircuitError(f"method must be one of {METHODS}, got {method!r}")
@@ -76,10 +85,11 @@ def attribute(
             raise CircuitError(f"{name} must be a number >= 0, got {v!r}")
     if edge_batch is not None and not (isinstance(edge_batch, int) and not isinstance(edge_batch, bool) and edge_batch >= 1):
         raise CircuitError(f"edge_batch must be a positive int (downstream nodes per backward) or None, got {edge_batch!r}")
-    if getattr(model, "remote", False):
-        model.grad_logits(torch.zeros(1, 1, dtype=torch.long), {})  # raises the documented RemoteError
     work = checked_saes(model, saes)
     p = checked_prompts(model, prompts, counterfactuals)
+    remote = bool(getattr(model, "remote", False))
+    if remote:
+        plain_metric(metric, p.clean.shape[0])  # a callable that cannot travel fails here, before any work
     if baseline is None:
         baseline = "counterfactual" if p.patch is not None else "zero"
     if baseline not in BASELINES:
@@ -94,8 +104,11 @@ def attribute(
         patch = node_values(model, work, p.patch)
     else:
         patch = baseline_values(clean, baseline)
-    m_clean = checked_metric(metric, model.grad_logits(p.clean, {}, grad=False))
-    m_patch = metric(model.grad_logits(p.clean, hook_edits(work, {h: replace_edit(work[h], *patch[h]) for h in work}), grad=False))
+    if remote:
+        m_clean, m_patch = traced.clean_and_patched(model, work, p.clean, metric, patch)
+    else:
+        m_clean = checked_metric(metric, model.grad_logits(p.clean, {}, grad=False))
+        m_patch = metric(model.grad_logits(p.clean, hook_edits(work, {h: replace_edit(work[h], *patch[h]) for h in work}), grad=False))
 
     if method == "atp":
         grads = atp_grads(model, work, p.clean, metric)
@@ -123,6 +136,8 @@ def attribute(
 
 def node_values(model: Any, work: dict, ids: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
     """{hookpoint: (f [B, T, F], err [B, T, D])} of a forward on `ids` (no gradients)."""
+    if getattr(model, "remote", False):
+        return traced.node_values(model, work, ids)
     stores = {h: {} for h in work}
     model.grad_logits(ids, hook_edits(work, {h: nodes_edit(work[h], stores[h]) for h in work}), grad=False)
     return {h: (s["f"].detach(), s["err"].detach()) for h, s in stores.items()}
@@ -144,6 +159,8 @@ def baseline_values(clean: dict, baseline: str) -> dict[str, tuple[Tensor, Tenso
 
 def atp_grads(model: Any, work: dict, ids: Tensor, metric: Any) -> dict[str, tuple[Tensor, Tensor]]:
     """{hookpoint: (grad_f [B, T, F], grad_err [B, T, D])} of the metric summed over prompts, clean run."""
+    if getattr(model, "remote", False):
+        return traced.atp_grads(model, work, ids, metric)
     stores = {h: {} for h in work}
     logits = model.grad_logits(ids, hook_edits(work, {h: nodes_edit(work[h], stores[h]) for h in work}))
     m = metric(logits).sum()
@@ -156,6 +173,8 @@ def atp_grads(model: Any, work: dict, ids: Tensor, metric: Any) -> dict[str, tup
 def ig_grads(model: Any, work: dict, ids: Tensor, metric: Any, clean: dict, patch: dict, steps: int, progress: bool) -> dict:
     """{hookpoint: (mean grad_f, mean grad_err)} over `steps` midpoints between clean and patched values,
     one hook point at a time (the others run unchanged)."""
+    if getattr(model, "remote", False):
+        return traced.ig_grads(model, work, ids, metric, clean, patch, steps)
     out = {}
     bar = tqdm(total=len(work) * steps, desc="integrated gradients", disable=not progress, leave=False)
     for h, sae in work.items():
@@ -210,6 +229,10 @@ def edge_weights(
     hps = list(work)
     pairs = [(u, d) for u, d in zip(hps, hps[1:]) if by_hp.get(u) and by_hp.get(d)]
     B = ids.shape[0]
+    if getattr(model, "remote", False):
+        _, T, D = clean[hps[0]][1].shape
+        chunks = {(u, d): edge_chunk(B, T, clean[d][0].shape[-1], clean[u][0].shape[-1], D, edge_batch) for u, d in pairs}
+        return traced.edge_weights(model, work, ids, clean, patch, grads, pairs, by_hp, chunks)
     out: list[Edge] = []
     bar = tqdm(total=sum(len(by_hp[d]) for _, d in pairs), desc="edges", disable=not progress, leave=False)
     for u, d in pairs:

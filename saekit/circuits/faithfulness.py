@@ -9,6 +9,9 @@
 
 `ablate` removes chosen features (zero or mean, every position) and reports the metric's change: the
 SHIFT-style use of a circuit on new prompts (Marks et al. 2024).
+
+A remote model (NDIF, or remote='local') runs the same ablations inside traces (`traced.py`): all of a
+curve's runs in one request; its metric must be `logit_diff` or `target_logprob`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from tqdm.auto import tqdm
 from ..errors import CircuitError
 from .circuit import Circuit
 from .inputs import checked_prompts, checked_saes
-from .metric import checked_metric
+from . import traced
+from .metric import checked_metric, checked_values, plain_metric
 from .splice import ablate_edit, hook_edits
 from .attribute import node_values
 
@@ -120,11 +124,15 @@ def faithfulness(
         top = max(float(s.abs().max()) for s in circuit.scores.values())
         thresholds = [0.0] + [top * 10 ** (-x) for x in torch.linspace(3, 0, 11).tolist()] + [top * 1.01]
     thresholds = sorted(float(t) for t in thresholds)
+    if getattr(model, "remote", False):
+        plain_metric(metric, p.clean.shape[0])  # before any work
     clean = node_values(model, work, p.clean)
     values = [clean] if p.patch is None else [clean, node_values(model, work, p.patch)]
     means = mean_values(values, ablation)
-    m_model = checked_metric(metric, model.grad_logits(p.clean, {}, grad=False)).mean().item()
     none = {h: torch.zeros(T, s.shape[-1], dtype=torch.bool) for h, s in circuit.scores.items()}
+    if getattr(model, "remote", False):
+        return _remote_curve(model, work, p.clean, metric, circuit, thresholds, signed, T, none, means)
+    m_model = checked_metric(metric, model.grad_logits(p.clean, {}, grad=False)).mean().item()
     m_empty = ablated_metric(model, work, p.clean, metric, none, means).mean().item()
     if abs(m_model - m_empty) < 1e-6:
         raise CircuitError("the metric is the same with every node ablated as on the model: faithfulness is undefined; choose another metric or ablation")
@@ -137,6 +145,27 @@ def faithfulness(
         m_rest = ablated_metric(model, work, p.clean, metric, {h: ~k for h, k in keep.items()}, means).mean().item()
         faith.append((m_c - m_empty) / (m_model - m_empty))
         compl.append((m_rest - m_empty) / (m_model - m_empty))
+    return FaithfulnessCurve(thresholds, n_nodes, faith, compl, m_model, m_empty)
+
+
+def _remote_curve(
+    model: Any, work: dict, ids: Tensor, metric: Any, circuit: Circuit, thresholds: list[float], signed: bool, T: int,
+    none: dict, means: dict,
+) -> FaithfulnessCurve:
+    """`faithfulness`'s curve on a remote model: the model's metric and every ablated run in one request."""
+    keeps, n_nodes = [none], []
+    for t in thresholds:
+        masks = circuit.masks(t, signed)
+        keep = _full_masks(masks, T)
+        n_nodes.append(int(sum(int(m.sum()) for m in masks.values())))
+        keeps += [keep, {h: ~k for h, k in keep.items()}]
+    m_model_B, *ms = traced.metrics(model, ids, metric, [{}] + [traced.ablation_splices(work, k, means) for k in keeps])
+    m_model = checked_values(m_model_B).mean().item()
+    m_empty = ms[0].mean().item()
+    if abs(m_model - m_empty) < 1e-6:
+        raise CircuitError("the metric is the same with every node ablated as on the model: faithfulness is undefined; choose another metric or ablation")
+    faith = [(m.mean().item() - m_empty) / (m_model - m_empty) for m in ms[1::2]]
+    compl = [(m.mean().item() - m_empty) / (m_model - m_empty) for m in ms[2::2]]
     return FaithfulnessCurve(thresholds, n_nodes, faith, compl, m_model, m_empty)
 
 
@@ -173,6 +202,8 @@ def ablate(
     length) and report the metric before and after. `how`: 'zero' or 'mean' (per position over these prompts)."""
     work = checked_saes(model, saes)
     p = checked_prompts(model, prompts)
+    if getattr(model, "remote", False):
+        plain_metric(metric, p.clean.shape[0])  # before any work
     unknown = [h for h in features if h not in work]
     if unknown:
         raise CircuitError(f"features name hook points without an SAE: {unknown}; SAEs are at {list(work)}")
@@ -186,5 +217,8 @@ def ablate(
             raise CircuitError(f"feature indices at {h!r} must lie in 0..{sae.n_latents - 1}, got {idx}")
         k[:, idx] = False
         keep[h] = k
+    if getattr(model, "remote", False):
+        m_clean, m_ablated = traced.metrics(model, p.clean, metric, [{}, traced.ablation_splices(work, keep, means)])
+        return AblationResult(checked_values(m_clean).cpu(), m_ablated.cpu())
     m_clean = checked_metric(metric, model.grad_logits(p.clean, {}, grad=False)).float().cpu()
     return AblationResult(m_clean, ablated_metric(model, work, p.clean, metric, keep, means))

@@ -5,6 +5,10 @@
 
 `good`, `bad` and `target` are one token (a string that tokenizes to one token, or an id) for all prompts,
 or a list with one per prompt.
+
+Each metric these helpers make also carries a plain description (`metric.plain`), which is what travels when
+the model is remote: the server computes the metric from it (`saekit.lm.grad_trace.metric_of`). Any other
+callable works with local models only (`plain_metric` says so before any work).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ def logit_diff(model: Any, good: int | str | Sequence[Any], bad: int | str | Seq
         return _at(logits_BTV, good_ids, pos) - _at(logits_BTV, bad_ids, pos)
 
     metric.__name__ = "logit_diff"
+    metric.plain = {"kind": "logit_diff", "good": good_ids, "bad": bad_ids, "pos": pos}
     return metric
 
 
@@ -71,7 +76,38 @@ def target_logprob(model: Any, target: int | str | Sequence[Any], pos: int = -1)
         return _at(torch.log_softmax(logits_BTV.float(), dim=-1), ids, pos)
 
     metric.__name__ = "target_logprob"
+    metric.plain = {"kind": "target_logprob", "target": ids, "pos": pos}
     return metric
+
+
+def plain_metric(metric: Any, n_prompts: int) -> dict:
+    """The plain description of a metric made by `logit_diff` or `target_logprob`, checked against the
+    number of prompts: what a remote model's server evaluates. Any other callable raises a CircuitError
+    naming the fix (a remote run cannot call a function of this process)."""
+    if not callable(metric):
+        raise CircuitError(f"metric must be a callable logits [B, T, V] -> [B], got {type(metric).__name__}")
+    plain = getattr(metric, "plain", None)
+    if not isinstance(plain, dict):
+        name = getattr(metric, "__name__", type(metric).__name__)
+        raise CircuitError(
+            f"the metric {name!r} is a function of this process, and a remote model computes the metric on the "
+            "server, where only plain data travels: use saekit.circuits.logit_diff(model, good, bad) or "
+            "target_logprob(model, target) (one token or one per prompt, any position), or load the model "
+            "locally (saekit.load_model(name)) to attribute with any callable"
+        )
+    for key in ("good", "bad", "target"):
+        if key in plain and plain[key].numel() not in (1, n_prompts):
+            raise CircuitError(
+                f"the metric has {plain[key].numel()} tokens but the batch has {n_prompts} prompts: pass one token or one per prompt"
+            )
+    return plain
+
+
+def checked_values(m_B: Tensor) -> Tensor:
+    """A metric's values on the clean prompts, checked finite (a CircuitError otherwise)."""
+    if not torch.isfinite(m_B).all():
+        raise CircuitError("the metric returned NaN or inf on the clean prompts; check its tokens and positions")
+    return m_B
 
 
 def checked_metric(metric: Any, logits_BTV: Tensor) -> Tensor:

@@ -12,6 +12,9 @@ MLP output y becomes decode(f) + err with f = encode(x_in) read at its input hoo
 err = y - decode(f) (a skip transcoder's linear skip term is part of err). The gradient with respect to
 x_in through the transcoder cancels the same way, so the model keeps its own Jacobian.
 
+For a remote model the same splices travel as plain data (`plain_splice`: the SAE as plain tensors and
+the op, run by `saekit.lm.grad_trace` inside the trace); the callables below are the local path.
+
 Every edit here is a callable (x [B, T, D], src [B, T, D]) -> [B, T, D], src being what the SAE encodes
 (x itself for a residual SAE, the input hook point's activation for a transcoder); `hook_edits` turns them
 into `Model.grad_logits` edits. Position 0 (the separator) is never edited.
@@ -116,3 +119,30 @@ def ablate_edit(
         return (sae.decode(f2) + err2).to(x_BTD.dtype)
 
     return edit
+
+
+def plain_splice(sae: Any, op: str, **values: Any) -> dict:
+    """The splice of `sae` as plain data for a traced (remote) run: {'op' ('nodes', 'replace', 'ablate', see
+    `saekit.lm.grad_trace`), 'enc' (its plain encoder), 'W_dec', 'b_dec', 'source' (a transcoder's input
+    hook point), and the op's tensors `values`}, in the decoder's dtype on the CPU."""
+    from ..errors import CircuitError
+
+    try:
+        enc = sae.plain_encoder()
+    except (AttributeError, NotImplementedError):
+        raise CircuitError(
+            f"the {getattr(sae, 'architecture', '?')!r} SAE has no plain-tensor encoder, so it cannot be spliced "
+            "into a remote model's traces: attribute with a local model"
+        ) from None
+    dtype = sae.W_dec.dtype
+    plain = lambda t: t.detach().to("cpu", dtype) if isinstance(t, Tensor) and t.is_floating_point() else t  # noqa: E731
+    spec = {
+        "op": op,
+        "enc": {k: plain(v) for k, v in enc.items()},
+        "W_dec": plain(sae.W_dec),
+        "b_dec": plain(sae.b_dec),
+        **{k: plain(v) if isinstance(v, Tensor) and v.is_floating_point() else v for k, v in values.items()},
+    }
+    if is_transcoder(sae):
+        spec["source"] = sae.cfg.hookpoint
+    return spec

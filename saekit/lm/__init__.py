@@ -7,6 +7,9 @@ plain tensors and a `Model`.
     model.py          Model: hook points, capture, runs with edits (plans asked of the edits), generate
     in_trace.py       the plain-torch code that runs inside a trace (shipped by value to NDIF), including
                       `encode_latents`, which evaluates every SAE architecture's plain-tensor encoder
+    grad_trace.py     the plain torch circuit attribution runs inside a trace: SAEs spliced as nodes, the
+                      metric, gradients and edge weights (`Model.spliced_runs`; remote attribution)
+    grad_run.py       local forwards with autograd and torch-hook edits (`Model.grad_logits`)
 """
 
 from __future__ import annotations

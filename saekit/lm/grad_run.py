@@ -3,8 +3,8 @@
 nnsight's traces run saekit's other passes (inference mode, shippable to NDIF). Attribution patching,
 integrated gradients and edge attributions need a graph that keeps every SAE node of several hook points
 connected and is differentiated many times (`torch.autograd.grad` with `retain_graph`), so this module runs
-the transformers model directly with forward hooks at the hook points' modules. Local only: see
-`Model.grad_logits` for what NDIF supports.
+the transformers model directly with forward hooks at the hook points' modules. Local only: a remote
+model's attribution runs inside traces instead (`grad_trace.py`, `Model.spliced_runs`).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from ..hookpoints import (
 from ..tokens import keep_mask, separator_id
 from .batched_runs import scored_runs
 from .grad_run import grad_mode, hooked_logits, sorted_sites
+from .grad_trace import grad_pass
 from .in_trace import apply_plan, compare_logits, nll_of, read_sites, saved
 from .remote import model_key, register_saekit, remote_backend, remote_errors
 
@@ -355,17 +356,15 @@ class Model:
         applied in execution order by plain torch hooks (`grad_run.py`): what circuit attribution
         differentiates. The edits may keep tensors of their own in the graph (SAE latents, error terms).
 
-        Local only. What nnsight 0.8 offers for remote gradients: inside a trace, `with metric.backward():`
-        serves `.grad` of tensors captured in the forward, one backward pass per trace, gradients requested
-        in reverse forward order (nnsight/intervention/backward.py); that code is what NDIF would execute
-        (not checked against NDIF from here: no network). Attribution needs SAE weights on the server and,
-        for edges, one backward pass per kept downstream node over one retained graph; saekit does not
-        ship that yet, so a remote model raises a RemoteError before any work.
+        Local only: the edits are callables of this process and the graph stays here. A remote model
+        attributes through `spliced_runs` instead (plain-tensor splices, the metric and the gradients
+        computed inside the trace by `grad_trace.py`); `saekit.attribute` picks the path by itself.
         """
         if self.remote:
             raise RemoteError(
-                "gradient runs (circuit attribution) are local only in this saekit version: load the model "
-                "locally (saekit.load_model(name)) to attribute; remote models still capture, edit and generate"
+                "grad_logits runs locally only (its edits are callables of this process): a remote model takes "
+                "gradients inside traces through Model.spliced_runs, which saekit.attribute, faithfulness and "
+                "ablate use by themselves"
             )
         if not isinstance(edits, Mapping):
             raise ModelInputError(f"edits must be a {{hookpoint: callable}} mapping, got {type(edits).__name__}")
@@ -378,7 +377,53 @@ class Model:
         with grad_mode(grad):
             return hooked_logits(self.hf_model, sites, ids, mask)
 
+    def spliced_runs(self, input_ids: Tensor, runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Tensor]]:
+        """Runs of `input_ids` [B, T] with SAEs spliced as nodes, all in one nnsight session (one request
+        when remote) with autograd on; what circuit attribution needs of a remote model (local or remote,
+        `grad_trace.py` runs inside the traces). Returns one {name: tensor} per run.
+
+        Each run: {'splices': {hookpoint: splice spec} (plain tensors, see `grad_trace.py`; a transcoder's
+        spec names the hook point it reads as 'source'), 'values': bool (the 'nodes' splices' f and err
+        back as 'f.<hookpoint>', 'err.<hookpoint>'), 'metric': a plain metric description or None ('metric'
+        [B]), 'grad': bool (gradients of the summed metric at every node: 'grad_f.<hookpoint>' [B, T, F],
+        'grad_err.<hookpoint>' [B, T, D]), 'steps': int (the prompts repeated that many times, one copy per
+        integrated-gradients point; the gradients come back averaged over the copies), 'edges': an edge spec
+        or None ('edges' [N, U], `grad_trace.edge_weights`)}.
+
+        NDIF must allow gradients inside traces (`torch.autograd.grad` in the trace body on a forward run
+        with autograd on); a server that runs traces in inference mode answers with a RemoteError.
+        """
+        jobs = []
+        for run in runs:
+            steps = int(run.get("steps") or 1)
+            want = {k: run.get(k) for k in ("values", "metric", "grad", "edges")}
+            want["steps"] = steps
+            ids = input_ids if steps == 1 else input_ids.repeat(steps, 1)
+            jobs.append((ids, self._splice_sites(run["splices"]), want))
+        nn_model = self._nn
+        with self._running(grad=True), self._nn.session(**self._backend_kwargs()):
+            results = saved([])
+            for ids_BT, sites, want in jobs:
+                with nn_model.trace(ids_BT):
+                    results.append(grad_pass(nn_model, sites, want))
+        return [dict(r) for r in results]
+
     # -- internals ----------------------------------------------------------------------------
+
+    def _splice_sites(self, splices: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, dict]]:
+        """{hookpoint: splice spec} -> [(module_path, io, spec)] in execution order, with a 'read' site at each
+        transcoder's input hook point (its spec's 'source')."""
+        sites = []
+        for h, spec in splices.items():
+            hp = self.resolve(h)
+            spec = dict(spec, name=h)
+            if spec.get("source"):
+                src = self.resolve(spec["source"])
+                sites.append((src.order, src.module_path, src.io, {"op": "read", "key": spec["source"]}))
+            sites.append((hp.order, hp.module_path, hp.io, spec))
+        sites.sort(key=lambda s: s[0])
+        return [s[1:] for s in sites]
+
 
     def _plan(self, edits: EditsLike) -> list[tuple[tuple[str, str], list[Any]]]:
         """Edits -> [((module_path, io), [spec or callable, ...]), ...] in execution order (validated here,
@@ -444,8 +489,13 @@ class Model:
         return kwargs
 
     @contextlib.contextmanager
-    def _running(self):
-        """Inference mode locally; nnsight's remote failures as saekit's RemoteError."""
+    def _running(self, grad: bool = False):
+        """Inference mode locally (autograd on instead with `grad`); nnsight's remote failures as saekit's
+        RemoteError."""
+        if grad:
+            with remote_errors(self.remote), torch.inference_mode(False), torch.enable_grad():
+                yield
+            return
         with remote_errors(self.remote), torch.inference_mode(not self.remote or self.remote == "local"):
             yield
 
