@@ -65,3 +65,19 @@ def test_coverage_then_output_score_finds_a_feature_that_writes_the_concept(real
     best = int(scored.index[0])
     assert concept in " ".join(stats.peak_tokens(best, 3)).lower(), stats.peak_tokens(best, 5)
     assert scored["output_score"].iloc[0] > 3.0 and scored["output_score"].iloc[0] > 2 * scored["output_score"].iloc[1]
+
+
+def test_a_concept_feature_found_in_english_ranks_among_the_top_multilingual_features(real_model):
+    """Issue 10: the sea feature found from four English sentences (coverage) is one of the ten features that
+    `multilingual_features` ranks first on parallel English/Spanish/French leads, fires on its articles in
+    every language (correlated profiles), and peaks on the concept's words."""
+    from saekit.features.search import multilingual_features, parallel_articles
+
+    sae = saekit.load_pretrained("gemma-3-270m", "resid_post.6")
+    stats = saekit.pretrained.stats("gemma-3-270m", "resid_post.6")
+    sea = int(features_for_text(real_model, sae, SEA, stats, top=1, rank="coverage").index[0])
+    ml = multilingual_features(real_model, sae, parallel_articles()[::60][:16], tokens_per_doc=32, progress=False)
+    top = ml.table(top=10)
+    assert sea in top.index.tolist(), (sea, top.index.tolist())
+    assert top.loc[sea, "correlation"] > 0.9, top.loc[sea]
+    assert {" sea", " Sea"} & set(stats.peak_tokens(sea, 2))
