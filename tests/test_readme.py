@@ -43,6 +43,8 @@ SKIPPED = {
 }
 RUN = ("model = saekit.load_model()",)
 """A text found in exactly one block -> the blocks that run; with SKIPPED they must cover every block."""
+SHIPPED = "saekit.pretrained.available()"
+"""The block that loads the shipped SAEs (run by its own test: no model, seconds)."""
 
 
 def python_blocks(markdown: str) -> list[str]:
@@ -105,8 +107,9 @@ def test_readme_python_runs_as_written(tmp_path, monkeypatch, capsys):
     skipped = {_the_block(blocks, marker) for marker in SKIPPED}
     run = [_the_block(blocks, marker) for marker in RUN]
     # a new block fails here until it runs (RUN) or says why it cannot (SKIPPED)
-    assert sorted(skipped | set(run)) == list(range(len(blocks))) and not skipped & set(run), (len(blocks), skipped, run)
-    assert len(run) == 1 and len(blocks) == 5
+    shipped = _the_block(blocks, SHIPPED)
+    assert sorted(skipped | set(run) | {shipped}) == list(range(len(blocks))) and not skipped & set(run), (len(blocks), skipped, run)
+    assert len(run) == 1 and len(blocks) == 6
 
     (ten_lines,) = (blocks[i] for i in run)
     assert len([line for line in ten_lines.splitlines() if line.strip()]) <= 11  # "Ten lines of Python"
@@ -149,3 +152,20 @@ def test_readme_python_runs_as_written(tmp_path, monkeypatch, capsys):
     grid = sae.encode(acts)
     assert grid.shape == (2, 8, 4096)
     torch.testing.assert_close(latents, grid[ctx.attention_mask.bool()])
+
+
+def test_readme_shipped_saes_block_runs_as_written():
+    """The shipped-SAEs block runs as written, and the list and sizes the text beside it states are true."""
+    text = README.read_text(encoding="utf-8")
+    blocks = python_blocks(text)
+    ns: dict = {"__name__": "__readme__"}
+    exec(compile(blocks[_the_block(blocks, SHIPPED)], str(README), "exec"), ns)  # noqa: S102 - the README's own code
+    import saekit
+
+    names = saekit.pretrained.available()["gemma-3-270m"]
+    assert set(names) == {"resid_post.2", "resid_post.6", "resid_post.10", "resid_post.14", "transcoder.6"}
+    assert ns["sae"].n_latents == 4096 and ns["sae"].cfg.k == 32
+    assert (ns["tc"].cfg.hookpoint, ns["tc"].cfg.target_hookpoint) == ("mlp_in.6", "mlp_out.6")
+    mb = sum(p.stat().st_size for p in saekit.pretrained.ROOT.rglob("*") if p.is_file() and "__pycache__" not in p.parts) / 1e6
+    stated = int(re.search(r"(\d+) MB in bf16 with\s+their statistics", text).group(1))
+    assert abs(mb - stated) <= 2, (mb, stated)
