@@ -107,6 +107,16 @@ def test_simulated_remote_attribution_equals_local(local, simulated, method, sae
     assert same_circuit(want, got)
 
 
+def test_simulated_remote_attributes_after_an_inference_mode_capture(folder, local):
+    """remote='local' loads its weights at the first trace; when that trace is an ordinary (inference-mode) capture,
+    the buffers it creates (Gemma's embedding scale, rotary tables) must still be usable by a later gradient run
+    (notebook 06 captures first, then attributes)."""
+    fresh = saekit.load_model(folder, remote="local")
+    fresh.capture(fresh.encode_prompt("hello remote world"), ["resid_post.1"])
+    s = residual_pair()
+    assert same_circuit(attributions(local, s, "atp"), attributions(fresh, s, "atp"))
+
+
 def test_simulated_remote_baselines_summed_positions_and_faithfulness(local, simulated):
     s = with_transcoder()
     for baseline in ("zero", "mean"):

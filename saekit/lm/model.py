@@ -491,7 +491,11 @@ class Model:
     @contextlib.contextmanager
     def _running(self, grad: bool = False):
         """Inference mode locally (autograd on instead with `grad`); nnsight's remote failures as saekit's
-        RemoteError."""
+        RemoteError. remote='local' loads the weights at its first trace: that happens here, outside inference
+        mode, so that its buffers (rotary tables, embedding scales) can join a later gradient run."""
+        if self.remote == "local" and not getattr(self._nn, "dispatched", True):
+            with torch.inference_mode(False):
+                self._nn.dispatch()
         if grad:
             with remote_errors(self.remote), torch.inference_mode(False), torch.enable_grad():
                 yield
