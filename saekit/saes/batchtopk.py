@@ -30,10 +30,10 @@ batch 1024), 30% of the latents never fired on 8,192 held-out tokens (TopK: 12%)
 stops picking gets no reconstruction gradient, its encoder row stays short (median norm 0.60 vs 1.29 for the
 living ones), and AuxK reaches it only after `TrainConfig.dead_tokens` (55k tokens there; at the end AuxK
 counted 17% dead while 30% were silent on held-out text, and a window of 8,192 tokens only took 30% to 26%).
-It is not an artefact of the inference threshold: the same latents are silent under batch selection on held-out
+It is not an artefact of the inference threshold: as many latents are silent under batch selection on held-out
 batches (29%) and on the training sample (31%). With the loss at 1e-3: 2.4% dead, FVU 0.0747 vs 0.0731, held-out L0
 31.1 vs 31.3 (5e-4: 6.1% dead, FVU 0.0735; 3e-4: 11%, 0.0729). Cost: a dense [B, F] pre-activation product with
-its backward (BatchTopK step 76 -> 89 s for the run on one CPU thread).
+its backward (the whole run: 75 -> 89 s on one CPU thread).
 
 Training encode and decode are sparse (the same backward as TopK's kernels): rows carry a padded
 [B, K_max] code whose padding has value 0.
