@@ -221,7 +221,8 @@ def test_batchtopk_threshold_tracks_the_smallest_kept_activation():
 
 
 def test_matryoshka_loss_is_the_mean_of_prefix_fvus():
-    """Each prefix reconstructs alone: the objective is the mean FVU of the nested reconstructions."""
+    """Each prefix reconstructs alone: the objective is the mean FVU of the nested reconstructions, plus the
+    pre-activation loss toward the batch threshold (on by default, `SaeConfig.pre_act_coefficient`)."""
     sae = trained("matryoshka")
     sae.train()
     x, _ = data(128, seed=5)
@@ -230,7 +231,12 @@ def test_matryoshka_loss_is_the_mean_of_prefix_fvus():
     from saekit.saes import fvu
 
     by_hand = torch.stack([fvu(x, sae.prefix(latents, m)) for m in (8, 32, F)])
-    torch.testing.assert_close(out.loss, by_hand.mean())
+    with torch.no_grad():
+        theta = out.acts[out.acts > 0].min()
+        pre = (x - sae.b_dec) @ sae.W_enc.t() + sae.b_enc
+        pre_act = sae.pre_act_coefficient * (theta - pre).relu().sum() / (x - x.mean(0)).pow(2).sum()
+    assert sae.pre_act_coefficient > 0 and float(pre_act) > 0
+    torch.testing.assert_close(out.loss, by_hand.mean() + pre_act)
     torch.testing.assert_close(out.fvu, by_hand[-1])
     assert by_hand[0] >= by_hand[-1]
 

@@ -157,7 +157,69 @@ def test_pre_act_penalty_reaches_latents_that_never_fire():
     assert torch.isclose(pre_act_penalty(pre, theta, torch.tensor(2.0)), (-pre).clamp_min(0).sum() / 2)
 
 
-@pytest.mark.parametrize("bad", [-1e-3, float("nan"), float("inf")])
+@pytest.mark.parametrize("bad", [-1e-3, float("nan"), float("inf"), True])
 def test_pre_act_coefficient_is_checked(bad):
     with pytest.raises(ConfigError, match="pre_act_coefficient"):
         SaeConfig(d_in=8, architecture="jumprelu", pre_act_coefficient=bad)
+
+
+def test_pre_act_coefficient_defaults_by_architecture_and_is_refused_where_there_is_no_such_loss():
+    k = {"k": 4}
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="batchtopk", **k)).pre_act_coefficient == 1e-3
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="matryoshka", matryoshka_prefixes=(4,), **k)).pre_act_coefficient == 5e-4
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="jumprelu", **k)).pre_act_coefficient == 0.0
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="topk", **k)).pre_act_coefficient == 0.0  # opt-in there
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="topk", pre_act_coefficient=1e-3, **k)).pre_act_coefficient == 1e-3
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="batchtopk", pre_act_coefficient=0, **k)).pre_act_coefficient == 0.0
+    assert SaeConfig(d_in=8, n_latents=16, architecture="relu", pre_act_coefficient=0, **k).pre_act_coefficient == 0
+    tc = {"hookpoint": "mlp_in.1", "target_hookpoint": "mlp_out.1"}
+    for arch, extra in (("relu", {}), ("gated", {}), ("transcoder", tc), ("skip_transcoder", tc)):
+        with pytest.raises(ConfigError, match="has no pre-activation loss"):
+            SaeConfig(d_in=8, n_latents=16, architecture=arch, pre_act_coefficient=1e-3, **k, **extra)
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka"])
+def test_topk_style_pre_act_loss_reaches_latents_the_selection_never_picks(arch):
+    """The TopK-style pre-activation loss pulls toward the code's threshold (each token's k-th activation, or
+    the batch's smallest kept one): a latent the selection never picks gets no reconstruction gradient, and
+    without this loss (or AuxK) none at all."""
+    extra = {"matryoshka_prefixes": (4,)} if arch == "matryoshka" else {}
+    grads = {}
+    for c in (0.0, 1e-2):
+        sae = Sae(SaeConfig(d_in=8, n_latents=16, k=2, architecture=arch, pre_act_coefficient=c, **extra))
+        with torch.no_grad():
+            sae.b_enc[8:] = -1e3  # latents 8..15 never reach the batch's top k * B
+        x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+        out = sae(x)
+        assert int((out.indices[out.acts > 0] >= 8).sum()) == 0
+        out.loss.backward()
+        grads[c] = (sae.W_enc.grad[8:].abs().sum(), sae.b_enc.grad[8:])
+    assert float(grads[0.0][0]) == 0 and float(grads[0.0][1].abs().sum()) == 0
+    assert float(grads[1e-2][0]) > 0 and bool((grads[1e-2][1] < 0).all())  # every pre-activation pushed up
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
+def test_batchtopk_pre_act_loss_keeps_latents_alive(arch, data):
+    """The default pre-activation loss (`pre_act_coefficient` None: 1e-3 for BatchTopK, 5e-4 for Matryoshka)
+    cuts the latents that never fire on held-out data, while held-out L0 stays at k and FVU does not suffer.
+
+    256 latents for the 512 true features: every latent has a feature to learn, so a dead one is a training
+    failure (with 1024 latents half of them have none; there the loss took BatchTopK from 88% to 59% dead and
+    Matryoshka from 89% to 63%). Measured here: BatchTopK 44% -> 11%, Matryoshka 34% -> 13%, FVU +0.0045 and -0.0023."""
+    _, x, held = data
+    n_latents = 256
+    extra = {"matryoshka_prefixes": (n_latents // 16,)} if arch == "matryoshka" else {}
+    dead, fvu = {}, {}
+    for c in (0.0, None):
+        sae = Sae(SaeConfig(d_in=D, n_latents=n_latents, architecture=arch, target_l0=TARGET, pre_act_coefficient=c, **extra))
+        tr = Trainer(sae, TrainConfig(tokens=TOKENS, batch_size=BATCH, seed=0))
+        tr.fit(x, progress=False)
+        tr.fold()
+        with torch.no_grad():
+            z = sae.encode(held)
+            fvu[c] = float((held - sae.decode(z)).pow(2).sum() / (held - held.mean(0)).pow(2).sum())
+        dead[c] = float(((z > 0).sum(0) == 0).float().mean())
+        assert abs(held_out_l0(sae, held) - TARGET) <= 0.1 * TARGET
+    print(arch, "dead", dead, "fvu", fvu)
+    assert dead[None] < 0.6 * dead[0.0], dead
+    assert fvu[None] < fvu[0.0] + 0.01, fvu

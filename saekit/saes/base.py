@@ -93,12 +93,24 @@ class Sae(nn.Module):
     sparsity_from_k: ClassVar[bool] = False
     """True for TopK-style codes (k latents per token by construction): `cfg.target_l0` sets k."""
 
+    default_pre_act_coefficient: ClassVar[float | None] = None
+    """The pre-activation loss weight `cfg.pre_act_coefficient=None` stands for; None: this architecture has no
+    pre-activation loss (SaeConfig refuses a positive coefficient)."""
+
+    @property
+    def pre_act_coefficient(self) -> float:
+        """The pre-activation loss weight in use: `cfg.pre_act_coefficient`, or the architecture's default."""
+        c = self.cfg.pre_act_coefficient
+        return float(c if c is not None else self.default_pre_act_coefficient or 0.0)
+
     def __init_subclass__(cls, architecture: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if architecture is not None:
             cls.architecture = architecture
             Sae.registry[architecture] = cls
-            ARCHITECTURE_FIELDS[architecture] = ArchitectureFields(dict(cls.required_fields), cls.predicts_target, cls.sparsity_from_k)
+            ARCHITECTURE_FIELDS[architecture] = ArchitectureFields(
+                dict(cls.required_fields), cls.predicts_target, cls.sparsity_from_k, cls.default_pre_act_coefficient
+            )
 
     def __new__(cls, cfg: SaeConfig | None = None, *args: Any, **kwargs: Any):
         if cls is Sae:

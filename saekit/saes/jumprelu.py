@@ -91,8 +91,9 @@ class _Step(torch.autograd.Function):
 def pre_act_penalty(pre_BF: Tensor, theta_F: Tensor, total_variance: Tensor) -> Tensor:
     """Anthropic's pre-activation loss (January 2025 update): sum of relu(theta - pre) over the batch's tokens
     and latents, on the FVU scale (divided by the batch's total variance). Its gradient raises every
-    pre-activation below its threshold (and lowers that threshold), so a latent that never fires still learns;
-    the decoder rows are unit norm here, so the update's ||W_dec_i|| weight is 1."""
+    pre-activation below its threshold (and lowers that threshold when theta is a parameter), so a latent that
+    never fires still learns; the decoder rows are unit norm here, so the update's ||W_dec_i|| weight is 1.
+    theta is a per-latent threshold [F] (JumpReLU) or one threshold [] (BatchTopK's batch threshold)."""
     return (theta_F - pre_BF).relu().sum() / total_variance
 
 
@@ -116,6 +117,8 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
 
     scale_with_input = ("threshold",)
     encoder_init_scale = 0.1
+    default_pre_act_coefficient = 0.0
+    """Off by default: the Gemma Scope recipe has no pre-activation loss (`SaeConfig.pre_act_coefficient` turns it on)."""
 
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
         super().__init__(cfg, device=device, seed=seed)
@@ -141,8 +144,8 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         l0 = step(pre_BF, self.threshold, self.cfg.bandwidth).sum(-1).mean()
         aux = self.coefficient(progress) * l0
-        if self.cfg.pre_act_coefficient > 0:
-            aux = aux + self.cfg.pre_act_coefficient * pre_act_penalty(pre_BF, self.threshold, total_variance)
+        if self.pre_act_coefficient > 0:
+            aux = aux + self.pre_act_coefficient * pre_act_penalty(pre_BF, self.threshold, total_variance)
         aux = aux + self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         active_BF = latents_BF > 0
         return SaeOutput(

@@ -7,6 +7,12 @@ pre-activations among latents dead for a while reconstruct the residual x - x_ha
 latents from dying. Loss = FVU + auxk_alpha * AuxK.
 
 Encode and decode are sparse (`kernels.py`): the backward pass touches only the active latents.
+
+Opt-in (`SaeConfig.pre_act_coefficient` > 0; off by default): Anthropic's pre-activation loss with theta each
+token's k-th largest pre-activation (`pre_act_loss`). On Gemma 3 270M resid_post.6 (1024 latents, k 32, 330k
+tokens, batch 1024; one run each) 1e-3 took the latents silent on 8,192 held-out tokens from 12% to 0%, FVU 0.0746
+-> 0.0748 (AuxK alone: at the end it counted 5% dead, its 55k-token window missing the rarer ones). Its gradient
+is dense over the batch, which TopK's sparse backward otherwise avoids.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from torch import Tensor
 
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
+from .jumprelu import pre_act_penalty
 from .kernels import sparse_decode, topk_encode
 
 
@@ -24,6 +31,8 @@ class TopKSae(Sae, architecture="topk"):
 
     saelens_architecture = "topk"
     sparsity_from_k = True
+    default_pre_act_coefficient = 0.0
+    """Off by default for TopK (Gao et al.'s recipe), opt-in through `SaeConfig.pre_act_coefficient` (module docstring)."""
 
     def saelens_fields(self) -> dict:
         return {"k": int(self.cfg.k), "rescale_acts_by_decoder_norm": False}
@@ -48,11 +57,31 @@ class TopKSae(Sae, architecture="topk"):
         aux = x_BD.new_zeros(())
         if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
             aux = self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
+        aux = aux + self.pre_act_loss(x_in_BD, acts_BK, total_variance)
         return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *sparse_fired_l0(acts_BK, idx_BK, self.n_latents))
 
     def auxk_loss(self, x_in_BD: Tensor, err_BD: Tensor, dead_F: Tensor, total_variance: Tensor) -> Tensor:
         """AuxK on the dead latents (`Sae.dead_latent_loss`)."""
         return self.dead_latent_loss(x_in_BD, err_BD, dead_F, total_variance)
+
+    def pre_act_theta(self, acts_BK: Tensor) -> Tensor:
+        """The threshold the pre-activation loss pulls toward: each token's smallest kept activation [B, 1]
+        (detached; 0 for a row that kept nothing)."""
+        kept_BK = acts_BK.detach()
+        theta_B1 = torch.where(kept_BK > 0, kept_BK, torch.inf).min(-1, keepdim=True).values
+        return torch.where(torch.isfinite(theta_B1), theta_B1, torch.zeros_like(theta_B1))
+
+    def pre_act_loss(self, x_in_BD: Tensor, acts_BK: Tensor, total_variance: Tensor) -> Tensor:
+        """Anthropic's pre-activation loss (`jumprelu.pre_act_penalty`) with theta the code's threshold
+        (`pre_act_theta`), weighted by `pre_act_coefficient`: every pre-activation W_enc x_in + b_enc below it
+        gets a gradient toward it, so a latent the selection never picks still learns (the selection gives it no
+        reconstruction gradient, and AuxK only after `TrainConfig.dead_tokens`). Dense over the batch: one more
+        [B, D] x [D, F] product forward and two backward."""
+        c = self.pre_act_coefficient
+        if c <= 0:
+            return x_in_BD.new_zeros(())
+        pre_BF = torch.addmm(self.b_enc, x_in_BD, self.W_enc.t())
+        return c * pre_act_penalty(pre_BF, self.pre_act_theta(acts_BK), total_variance)
 
 
 def sparse_fired_l0(acts_BK: Tensor, idx_BK: Tensor, n_latents: int) -> tuple[Tensor, Tensor]:

@@ -83,6 +83,8 @@ class Transcoder(TopKSae, architecture="transcoder"):
     predicts_target = True
     saelens_architecture = None
     """SAELens's transcoders are ReLU/JumpReLU ones: a TopK transcoder's folder must not load as one."""
+    default_pre_act_coefficient = None
+    """No pre-activation loss (its forward does not add TopK's): SaeConfig refuses a positive coefficient."""
 
     def saelens_fields(self) -> dict:
         return {"apply_b_dec_to_input": False, "d_out": self.d_in, "k": int(self.cfg.k)}
