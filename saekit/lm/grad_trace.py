@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .in_trace import encode_latents, envoy_at, saved
+from .in_trace import encode_latents, envoy_at, saved, write_site
 
 
 def dense_latents(enc: dict, x_ND: Tensor) -> Tensor:
@@ -111,13 +111,7 @@ def apply_splices(root: Any, sites: list) -> dict:
             reads[spec["key"]] = first
             continue
         src = reads[spec["source"]] if "source" in spec else first
-        new = splice(spec, first, src, nodes)
-        if io == "input":
-            env.input = new
-        elif isinstance(value, tuple):
-            env.output = (new, *value[1:])
-        else:
-            env.output = new
+        write_site(env, io, value, splice(spec, first, src, nodes))
     return nodes
 
 

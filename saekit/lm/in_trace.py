@@ -64,12 +64,18 @@ def apply_plan(root: Any, plan: list, keep: Tensor, step: int) -> None:
                 reads[op["key"]] = first
                 continue
             first = apply_op(op, first, keep, step, reads)
-        if io == "input":
-            env.input = first
-        elif isinstance(value, tuple):
-            env.output = (first, *value[1:])
-        else:
-            env.output = first
+        write_site(env, io, value, first)
+
+
+def write_site(env: Any, io: str, value: Any, new: Tensor) -> None:
+    """Put `new` where the site's activation came from: the module's first input, or its output (the first
+    element when the output is a tuple, `value` being what was read there)."""
+    if io == "input":
+        env.input = new
+    elif isinstance(value, tuple):
+        env.output = (new, *value[1:])
+    else:
+        env.output = new
 
 
 def apply_op(op: Any, x_BTD: Tensor, keep: Tensor, step: int, reads: dict | None = None) -> Tensor:
