@@ -90,7 +90,7 @@ def main() -> None:
         sae.eval()
         with torch.no_grad():
             latents = sae.encode(held)
-            row = {"arch": arch, "asked": asked, "l0": l0_of(latents), "fvu": fvu_of(held, sae.decode(latents)),
+            row = {"arch": arch, "asked": asked, "l0": l0_of(latents), "fvu": float(fvu_of(held, sae.decode(latents))),
                    "dead": float(((latents > 0).sum(0) == 0).float().mean()), "ce": float("nan")}
         if args.ce_tokens:
             row["ce"] = saekit.evaluate(model, sae, n_tokens=args.ce_tokens, progress=False).ce_loss_recovered
