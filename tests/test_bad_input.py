@@ -147,7 +147,9 @@ def test_every_raised_type_is_a_saekit_error():
     import ast
     from pathlib import Path
 
-    allowed = {("lm/in_trace.py", "ValueError"), ("cli.py", "TypeError"), ("train/checkpoint.py", "ValueError")}
+    # in_trace.py and grad_trace.py run inside traces on NDIF, where saekit (and its errors) is not installed
+    allowed = {("lm/in_trace.py", "ValueError"), ("lm/grad_trace.py", "ValueError"), ("lm/grad_trace.py", "RuntimeError"),
+               ("cli.py", "TypeError"), ("train/checkpoint.py", "ValueError")}
     root = Path(saekit.__file__).parent
     bad = []
     builtin = {"ValueError", "TypeError", "RuntimeError", "KeyError", "IndexError", "OSError", "FileNotFoundError", "AssertionError"}

@@ -424,7 +424,6 @@ class Model:
         sites.sort(key=lambda s: s[0])
         return [s[1:] for s in sites]
 
-
     def _plan(self, edits: EditsLike) -> list[tuple[tuple[str, str], list[Any]]]:
         """Edits -> [((module_path, io), [spec or callable, ...]), ...] in execution order (validated here,
         before anything runs). Callables come first, then the edit objects' specs in the order given."""
