@@ -6,7 +6,7 @@ several widths, against the encoder GEMM's limit measured in the same run.
 A TopK step's floor is the encoder's dense pre-activation, 2*d*F FLOPs per token forward: the script
 times that GEMM alone at the step's shape ([B, d] x [d, F], fp32 and bf16) and reports the step's
 tokens/s as a fraction of the GEMM-only tokens/s for the dtype the step uses (bf16 under CUDA autocast,
-fp32 on the CPU). Data: random rows kept on the host (as a cache's batches are), d=640, k=32, batch 4096.
+fp32 on the CPU, where the limit is the faster of torch's mm (MKL) and oneDNN, `saekit.gemm`). Data: random rows kept on the host (as a cache's batches are), d=640, k=32, batch 4096.
 Prints BENCHMARKS.md rows; no report is written (paste the rows).
 """
 
@@ -18,6 +18,7 @@ import time
 import torch
 
 from saekit import Sae, SaeConfig, TrainConfig
+from saekit.gemm import linear, onednn_available
 from saekit.train import Trainer
 
 
@@ -26,15 +27,18 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def gemm_tokens_per_s(d: int, F: int, B: int, dtype: torch.dtype, device: str, reps: int) -> float:
+def gemm_tokens_per_s(d: int, F: int, B: int, dtype: torch.dtype, device: str, reps: int, product=None) -> float:
+    """Tokens/s of the encoder's pre-activation GEMM alone ([B, d] x [d, F]) by `product(x, W)` (default torch's
+    `x @ W.t()`: MKL for float32 on the CPU; `saekit.gemm.linear`: oneDNN there)."""
+    product = product or (lambda x, W: x @ W.t())
     x = torch.randn(B, d, device=device, dtype=dtype)
     W = torch.randn(F, d, device=device, dtype=dtype)
     for _ in range(2):
-        x @ W.t()
+        product(x, W)
     sync(device)
     t = time.perf_counter()
     for _ in range(reps):
-        x @ W.t()
+        product(x, W)
     sync(device)
     return B * reps / (time.perf_counter() - t)
 
@@ -66,15 +70,24 @@ def main():
     name = torch.cuda.get_device_name(0) if dev == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     step_dtype = torch.bfloat16 if dev == "cuda" else torch.float32
     print(f"device: {name}; torch {torch.__version__}; d={a.d}, k={a.k}, batch {a.batch}, {a.steps} timed steps")
-    print("| device | latents | step tokens/s | GEMM-only tokens/s fp32 | GEMM-only tokens/s bf16 | step / GEMM limit (step dtype) | peak GPU MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| device | latents | step tokens/s | GEMM-only tokens/s fp32 (torch mm) | GEMM-only tokens/s fp32 (oneDNN) "
+        "| GEMM-only tokens/s bf16 | step / fastest GEMM of the step dtype | peak GPU MiB |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for F in a.latents:
         reps = 50 if dev == "cuda" else 3
         g32 = gemm_tokens_per_s(a.d, F, a.batch, torch.float32, dev, reps)
+        g32_onednn = float("nan")
+        if dev == "cpu" and onednn_available():
+            g32_onednn = gemm_tokens_per_s(a.d, F, a.batch, torch.float32, dev, reps, product=linear)
         g16 = gemm_tokens_per_s(a.d, F, a.batch, torch.bfloat16, dev, reps)
         tps, peak = step_tokens_per_s(a.d, F, a.batch, a.k, dev, a.steps)
-        limit = g16 if step_dtype == torch.bfloat16 else g32
-        print(f"| {name} | {F} | {tps:,.0f} | {g32:,.0f} | {g16:,.0f} | {tps / limit:.2f} | {peak:,.0f} |", flush=True)
+        limit = g16 if step_dtype == torch.bfloat16 else max(g32, g32_onednn if g32_onednn == g32_onednn else 0.0)
+        print(
+            f"| {name} | {F} | {tps:,.0f} | {g32:,.0f} | {g32_onednn:,.0f} | {g16:,.0f} | {tps / limit:.2f} | {peak:,.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -111,3 +111,24 @@ def test_lr_schedule_warms_up_and_decays_to_zero():
     f = [lr_factor(s, 100, 5, 0.8) for s in range(100)]
     assert f[0] == pytest.approx(0.2) and f[4] == 1.0 and f[50] == 1.0
     assert all(a >= b for a, b in zip(f[80:], f[81:])) and f[99] < 0.06
+
+
+def test_fused_adam_trains_as_the_plain_adam_does(monkeypatch):
+    """The trainer's optimiser is torch's fused Adam (one kernel per step); 40 steps of it end at the weights the
+    plain per-tensor Adam reaches, to float32 rounding."""
+    x = sparse_data(n=4096)
+    cfg = TrainConfig(tokens=40 * 256, batch_size=256, seed=0)
+    fused = train(x, cfg=cfg, n_latents=128, k=4, progress=False)
+    real_adam = torch.optim.Adam
+    seen = []
+
+    def plain_adam(params, **kw):
+        seen.append(kw.pop("fused"))
+        return real_adam(params, foreach=False, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", plain_adam)
+    plain = train(x, cfg=cfg, n_latents=128, k=4, progress=False)
+    assert seen == [True]
+    for name, p in fused.state_dict().items():
+        q = plain.state_dict()[name]
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5, msg=name)

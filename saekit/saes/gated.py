@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import SaeConfig
+from ..gemm import linear, matmul
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
 from .relu import l1_penalty
@@ -64,7 +65,7 @@ class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
         half the dictionary (b_mag stays 0: an open latent's magnitude starts at its projection)."""
         super().init_from_data(x_ND)
         x_ND = x_ND[:INIT_ROWS].to(self.device, self.W_enc.dtype)
-        proj_NF = (x_ND - self.b_dec) @ self.W_enc.t()
+        proj_NF = linear(x_ND - self.b_dec, self.W_enc)
         n = proj_NF.shape[0]
         target = self.cfg.target_l0 if self.cfg.target_l0 is not None else self.cfg.k
         keep = max(1, round(n * target / self.n_latents))
@@ -77,7 +78,7 @@ class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
         return self.default_l1_coefficient if c is None else c
 
     def _paths(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
-        proj_BF = (x_BD - self.b_dec) @ self.W_enc.t()
+        proj_BF = linear(x_BD - self.b_dec, self.W_enc)
         return proj_BF + self.b_enc, proj_BF * self.r_mag.exp() + self.b_mag
 
     def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
@@ -91,12 +92,12 @@ class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
         x_BD = x_BD.to(self.W_enc.dtype)
         gate_BF, mag_BF = self._paths(x_BD)
         latents_BF = (gate_BF > 0) * mag_BF.relu()
-        x_hat_BD = latents_BF @ self.W_dec + self.b_dec
+        x_hat_BD = matmul(latents_BF, self.W_dec) + self.b_dec
         total_variance = total_variance_of(x_BD)
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         gate_relu_BF = gate_BF.relu()
         l1 = l1_penalty(gate_relu_BF, total_variance)
-        x_gate_BD = gate_relu_BF @ self.W_dec.detach() + self.b_dec.detach()
+        x_gate_BD = matmul(gate_relu_BF, self.W_dec.detach()) + self.b_dec.detach()
         gate_recon = fvu(x_BD, x_gate_BD, total_variance)
         aux = self.coefficient(progress) * l1 + gate_recon
         aux = aux + self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)

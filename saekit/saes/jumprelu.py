@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import SaeConfig
+from ..gemm import linear, matmul
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
 from .sparsity import ControlledCoefficient
@@ -126,7 +127,7 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
         self._init_coefficient(cfg.l0_coefficient)
 
     def _pre(self, x_BD: Tensor) -> Tensor:
-        return torch.addmm(self.b_enc, x_BD - self.b_dec, self.W_enc.t())
+        return linear(x_BD - self.b_dec, self.W_enc, self.b_enc)
 
     def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
         pre_BF = self._pre(x_BD)
@@ -139,7 +140,7 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
         x_BD = x_BD.to(self.W_enc.dtype)
         pre_BF = self._pre(x_BD)
         latents_BF = jumprelu(pre_BF, self.threshold, self.cfg.bandwidth)
-        x_hat_BD = latents_BF @ self.W_dec + self.b_dec
+        x_hat_BD = matmul(latents_BF, self.W_dec) + self.b_dec
         total_variance = total_variance_of(x_BD)
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         l0 = step(pre_BF, self.threshold, self.cfg.bandwidth).sum(-1).mean()

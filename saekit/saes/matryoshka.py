@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..gemm import matmul
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import SaeOutput
 from .batchtopk import BatchTopKSae
@@ -63,7 +64,7 @@ class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
 
     def prefix(self, latents_BF: Tensor, m: int) -> Tensor:
         """Reconstruction from the first `m` latents only (dense latents [B, F] -> [B, D])."""
-        return latents_BF[..., :m].to(self.W_dec.dtype) @ self.W_dec[:m] + self.b_dec
+        return matmul(latents_BF[..., :m].to(self.W_dec.dtype), self.W_dec[:m]) + self.b_dec
 
 
 __all__ = ["MatryoshkaSae"]

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ..config import SaeConfig
+from ..gemm import linear, matmul
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
 from .sparsity import ControlledCoefficient
@@ -72,7 +73,7 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
         return self.default_l1_coefficient if c is None else c
 
     def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
-        pre_BF = torch.addmm(self.b_enc, x_BD - self.b_dec, self.W_enc.t())
+        pre_BF = linear(x_BD - self.b_dec, self.W_enc, self.b_enc)
         return pre_BF.relu_(), pre_BF.new_empty(0, dtype=torch.long)
 
     def plain_encoder(self) -> dict:
@@ -80,8 +81,8 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
 
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
-        latents_BF = torch.addmm(self.b_enc, x_BD - self.b_dec, self.W_enc.t()).relu()
-        x_hat_BD = latents_BF @ self.W_dec + self.b_dec
+        latents_BF = linear(x_BD - self.b_dec, self.W_enc, self.b_enc).relu()
+        x_hat_BD = matmul(latents_BF, self.W_dec) + self.b_dec
         total_variance = total_variance_of(x_BD)
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         l1 = l1_penalty(latents_BF * self.W_dec.norm(dim=-1), total_variance)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..gemm import linear
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
 from .jumprelu import pre_act_penalty
@@ -80,7 +81,7 @@ class TopKSae(Sae, architecture="topk"):
         c = self.pre_act_coefficient
         if c <= 0:
             return x_in_BD.new_zeros(())
-        pre_BF = torch.addmm(self.b_enc, x_in_BD, self.W_enc.t())
+        pre_BF = linear(x_in_BD, self.W_enc, self.b_enc)
         return c * pre_act_penalty(pre_BF, self.pre_act_theta(acts_BK), total_variance)
 
 

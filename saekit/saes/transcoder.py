@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigError, SaeConfig
 from ..errors import SaeError
+from ..gemm import linear
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import SaeOutput, geometric_median
 from .kernels import sparse_decode, topk_encode
@@ -157,7 +158,7 @@ class SkipTranscoder(Transcoder, architecture="skip_transcoder"):
         """[D_out, D_in]: y_hat += x @ W_skip^T (SAELens's and sparsify's orientation)."""
 
     def skip(self, x_BD: Tensor) -> Tensor:
-        return x_BD @ self.W_skip.t()
+        return linear(x_BD, self.W_skip)
 
 
 __all__ = ["Transcoder", "SkipTranscoder", "transcoder_hookpoints"]

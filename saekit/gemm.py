@@ -1,0 +1,86 @@
+"""Dense products (`x @ W.T + b`) through the fastest full-precision GEMM the device has.
+
+On the CPU, torch sends float32 `addmm` / `linear` to MKL's sgemm. oneDNN, which torch also ships, runs the
+same float32 products about 1.8x faster on the machines measured here (2-core x86_64, AVX2 and AVX-512:
+`benchmarks/bench_train_device.py --device cpu` prints both), with float32 rounding (no reduced-precision
+accumulation; the tests compare values and gradients with `torch.nn.functional.linear`). `linear` takes that
+path for float32 CPU tensors and torch's own everywhere else (CUDA, bfloat16, an install without oneDNN).
+
+Gradients: `linear` is differentiable; its backward does its two products through the same path
+(grad_x = grad @ W, grad_W = grad.T @ x). Code shipped into traces (`lm/in_trace.py`) keeps plain torch:
+it runs on servers whose torch build is not ours.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def onednn_available() -> bool:
+    """True when this torch has oneDNN on the CPU and its linear operator (checked on every call: no state)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _takes_onednn(x: Tensor, W: Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and W.device.type == "cpu"
+        and x.dtype == torch.float32
+        and W.dtype == torch.float32
+        and W.dim() == 2
+        and x.dim() >= 1
+        and onednn_available()
+    )
+
+
+def _product(x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
+    """x @ W.T + b without autograd: oneDNN where `_takes_onednn`, else torch's linear."""
+    if _takes_onednn(x, W) and (b is None or b.dtype == torch.float32):
+        return torch.ops.mkldnn._linear_pointwise(x, W, b, "none", [], "")
+    return F.linear(x, W, b)
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x_ND: Tensor, W_FD: Tensor, b_F: Tensor | None):
+        ctx.save_for_backward(x_ND, W_FD)
+        ctx.has_bias = b_F is not None
+        ctx.set_materialize_grads(False)  # as torch's own linear: no gradient in, no products, None out
+        return _product(x_ND, W_FD, b_F)
+
+    @staticmethod
+    def backward(ctx, grad_NF: Tensor):
+        x_ND, W_FD = ctx.saved_tensors
+        grad_x = grad_W = grad_b = None
+        if grad_NF is None:
+            return grad_x, grad_W, grad_b
+        if ctx.needs_input_grad[0]:
+            grad_x = _product(grad_NF, W_FD.t(), None)  # [N, F] @ [F, D]
+        if ctx.needs_input_grad[1]:
+            grad_W = _product(grad_NF.t(), x_ND.t(), None)  # [F, N] @ [N, D]
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_NF.sum(0)
+        return grad_x, grad_W, grad_b
+
+
+def linear(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
+    """`torch.nn.functional.linear(x, W, b)` (x @ W.T + b; W [F, D], x [..., D]) through oneDNN on float32 CPU
+    tensors, with gradients. Any other device or dtype: torch's own linear, unchanged."""
+    if not _takes_onednn(x, W):
+        return F.linear(x, W, b)
+    if torch.is_grad_enabled() and (x.requires_grad or W.requires_grad or (b is not None and b.requires_grad)):
+        if x.dim() != 2:
+            lead = x.shape[:-1]
+            return _Linear.apply(x.reshape(-1, x.shape[-1]), W, b).reshape(*lead, W.shape[0])  # [N, D] -> [..., F]
+        return _Linear.apply(x, W, b)
+    return _product(x, W, b)
+
+
+def matmul(a: Tensor, B: Tensor) -> Tensor:
+    """a @ B for a [..., K] and a matrix B [K, M] (a decoder: latents_BF @ W_dec_FD) through `linear`."""
+    return linear(a, B.t())
+
+
+__all__ = ["linear", "matmul", "onednn_available"]

@@ -1,0 +1,78 @@
+"""saekit.gemm: the oneDNN float32 products give torch's values and gradients; everything else is torch's own."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from saekit import gemm
+
+
+def _grads(fn, *ts):
+    ts = [t.detach().clone().requires_grad_() for t in ts]
+    out = fn(*ts)
+    w = torch.randn_like(out)  # a non-trivial upstream gradient
+    (out * w).sum().backward()
+    return out.detach(), [t.grad for t in ts]
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5), (7, 64, 33), (256, 640, 1024)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_torch_in_values_and_gradients(shape, bias):
+    B, D, Fn = shape
+    g = torch.Generator().manual_seed(B + D)
+    x = torch.randn(B, D, generator=g)
+    W = torch.randn(Fn, D, generator=g) / D**0.5
+    b = torch.randn(Fn, generator=g)
+    args = (x, W, b) if bias else (x, W)
+    torch.manual_seed(0)
+    ours, ours_g = _grads(lambda *t: gemm.linear(*t), *args)
+    torch.manual_seed(0)
+    ref, ref_g = _grads(lambda *t: F.linear(*t), *args)
+    tol = dict(rtol=1e-5, atol=1e-5 * D**0.5)
+    torch.testing.assert_close(ours, ref, **tol)
+    for a, r in zip(ours_g, ref_g):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4 * B**0.5)
+
+
+def test_matmul_with_a_decoder_matrix_and_a_3d_input():
+    g = torch.Generator().manual_seed(1)
+    lat = torch.randn(4, 5, 48, generator=g).relu()  # [B, T, F]
+    W_dec = torch.randn(48, 16, generator=g)
+    torch.manual_seed(0)
+    ours, ours_g = _grads(gemm.matmul, lat, W_dec)
+    torch.manual_seed(0)
+    ref, ref_g = _grads(torch.matmul, lat, W_dec)
+    assert ours.shape == (4, 5, 16)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    for a, r in zip(ours_g, ref_g):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4)
+
+
+def test_float32_cpu_products_take_onednn_when_torch_has_it(monkeypatch):
+    if not gemm.onednn_available():
+        pytest.skip("this torch has no oneDNN linear")
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    class Spy:
+        def __getattr__(self, name):
+            if name == "_linear_pointwise":
+                return lambda *a: calls.append(a) or real(*a)
+            return getattr(torch.ops.mkldnn, name)
+
+    monkeypatch.setattr(gemm.torch.ops, "mkldnn", Spy(), raising=False)
+    x = torch.randn(8, 16, requires_grad=True)
+    W = torch.randn(4, 16, requires_grad=True)
+    gemm.linear(x, W).sum().backward()
+    assert len(calls) == 3  # forward, grad_x, grad_W
+    with torch.no_grad():
+        gemm.linear(x, W)
+    assert len(calls) == 4
+
+
+def test_other_dtypes_use_torch_linear_unchanged():
+    x = torch.randn(8, 16).bfloat16()
+    W = torch.randn(4, 16).bfloat16()
+    assert torch.equal(gemm.linear(x, W), F.linear(x, W))
+    x64, W64 = x.double(), W.double()
+    assert torch.equal(gemm.linear(x64, W64), F.linear(x64, W64))
