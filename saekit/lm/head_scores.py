@@ -20,8 +20,9 @@ from torch import Tensor
 
 from ..gemm import linear
 
-CHUNK_BYTES = 32 * 2**20
-"""Bytes of float32 logits held at once (all runs' rows times one vocabulary chunk)."""
+CHUNK_BYTES = 8 * 2**20
+"""Bytes of float32 logits held at once (all runs' rows times one vocabulary chunk). 8 MB measured 18% faster than
+32 MB for 3 x 508 rows on the CPU (fresh buffers over glibc's mmap threshold pay page faults every chunk)."""
 
 
 def head_scores(
