@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--test-cache", help="an existing test-split cache for the held-out activations")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "saekit-bench-frontier"), help="harvest folder when no caches are given")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md and the plot alone")
+    ap.add_argument("--tag", default="", help="a second frontier beside the first: files frontier-TAG.json/.png, "
+                    "section 'SAE family frontier (TAG)'")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -103,8 +105,9 @@ def main() -> None:
     print("\n".join(table))
     if args.no_write:
         return
-    plot(rows, HERE / "frontier.png", args)
-    write_json(rows, HERE / "frontier.json", args, train.n_tokens, len(held), model.name)
+    stem = f"frontier-{args.tag}" if args.tag else "frontier"
+    plot(rows, HERE / f"{stem}.png", args)
+    write_json(rows, HERE / f"{stem}.json", args, train.n_tokens, len(held), model.name)
     body = (
         f"{len(runs)} SAEs ({args.n_latents} latents, d_in {held.shape[-1]}) trained together in one pass of "
         f"{args.tokens:,} training tokens over a cache of {train.n_tokens:,} `{args.hookpoint}` activations "
@@ -112,9 +115,9 @@ def main() -> None:
         f"L0 (k, or target_l0 for JumpReLU/Gated/ReLU). L0, FVU and dead latents on {len(held):,} held-out activations "
         f"(test split); CE-loss recovered by `saekit.evaluate` on {args.ce_tokens:,} test-split tokens. Harvest/load "
         f"{t_harvest:.0f} s, training all {len(runs)} together {t_train:.0f} s (shared 2-core machine). "
-        f"Plot: `benchmarks/frontier.png`.\n\n" + "\n".join(table)
+        f"Plot: `benchmarks/{stem}.png`.\n\n" + "\n".join(table)
     )
-    write_section("SAE family frontier", body)
+    write_section("SAE family frontier" + (f" ({args.tag})" if args.tag else ""), body)
 
 
 def write_json(rows, out: Path, args, cache_tokens: int, n_held: int, model_name: str) -> None:
