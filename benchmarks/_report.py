@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import re
+import shlex
 import sys
 from datetime import date
 from pathlib import Path
@@ -24,7 +25,7 @@ def write_section(title: str, body: str) -> None:
     text = REPORT.read_text() if REPORT.exists() else HEADER
     script = Path(sys.argv[0]).resolve()
     where = script.relative_to(ROOT) if script.is_relative_to(ROOT) else Path("benchmarks") / script.name
-    cmd = "python " + " ".join([str(where), *sys.argv[1:]])
+    cmd = "python " + shlex.join([str(where), *sys.argv[1:]])
     section = f"## {title}\n\nCommand: `{cmd}`  \nMachine: {machine()}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section

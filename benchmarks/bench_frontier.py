@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import sys
 import tempfile
 import time
@@ -70,8 +72,10 @@ def main() -> None:
     ap.add_argument("--test-cache", help="an existing test-split cache for the held-out activations")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "saekit-bench-frontier"), help="harvest folder when no caches are given")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md and the plot alone")
-    ap.add_argument("--tag", default="", help="a second frontier beside the first: files frontier-TAG.json/.png, "
+    ap.add_argument("--tag", default="", help="a second frontier beside the first: files frontier-<tag slug>.json/.png, "
                     "section 'SAE family frontier (TAG)'")
+    ap.add_argument("--merge", action="store_true", help="keep the rows of earlier runs in the tagged json (other L0 values "
+                    "or architectures, run separately) and write the section and plot from all of them")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -105,9 +109,21 @@ def main() -> None:
     print("\n".join(table))
     if args.no_write:
         return
-    stem = f"frontier-{args.tag}" if args.tag else "frontier"
+    stem = "frontier-" + re.sub(r"[^a-z0-9]+", "-", args.tag.lower()).strip("-") if args.tag else "frontier"
+    commands = ["python benchmarks/bench_frontier.py " + shlex.join(sys.argv[1:])]
+    if args.merge and (HERE / f"{stem}.json").exists():
+        earlier = json.loads((HERE / f"{stem}.json").read_text())
+        new_keys = {(r["arch"], r["asked"]) for r in rows}
+        rows = [r for r in earlier["rows"] if (r["arch"], r["asked"]) not in new_keys] + rows
+        rows.sort(key=lambda r: (ARCHS.index(r["arch"]), r["asked"]))
+        commands = earlier["settings"].get("commands", [earlier["settings"]["command"]]) + commands
+        table = table[:2] + [f"| {r['arch']} | {r['asked']} | {r['l0']:.1f} | {r['fvu']:.3f} | {r['ce']:.3f} | {r['dead']:.1%} |" for r in rows]
     plot(rows, HERE / f"{stem}.png", args)
-    write_json(rows, HERE / f"{stem}.json", args, train.n_tokens, len(held), model.name)
+    write_json(rows, HERE / f"{stem}.json", args, train.n_tokens, len(held), model.name, commands)
+    runs_note = "" if len(commands) == 1 else (
+        f" The rows come from {len(commands)} runs of this script with the same settings (one per set of L0 values; "
+        f"`benchmarks/{stem}.json` lists the commands); the timings are the last run's."
+    )
     body = (
         f"{len(runs)} SAEs ({args.n_latents} latents, d_in {held.shape[-1]}) trained together in one pass of "
         f"{args.tokens:,} training tokens over a cache of {train.n_tokens:,} `{args.hookpoint}` activations "
@@ -115,16 +131,16 @@ def main() -> None:
         f"L0 (k, or target_l0 for JumpReLU/Gated/ReLU). L0, FVU and dead latents on {len(held):,} held-out activations "
         f"(test split); CE-loss recovered by `saekit.evaluate` on {args.ce_tokens:,} test-split tokens. Harvest/load "
         f"{t_harvest:.0f} s, training all {len(runs)} together {t_train:.0f} s (shared 2-core machine). "
-        f"Plot: `benchmarks/{stem}.png`.\n\n" + "\n".join(table)
+        f"Plot: `benchmarks/{stem}.png`.{runs_note}\n\n" + "\n".join(table)
     )
     write_section("SAE family frontier" + (f" ({args.tag})" if args.tag else ""), body)
 
 
-def write_json(rows, out: Path, args, cache_tokens: int, n_held: int, model_name: str) -> None:
+def write_json(rows, out: Path, args, cache_tokens: int, n_held: int, model_name: str, commands: list[str]) -> None:
     """The measured rows and the settings that produced them (notebook 08 plots this file)."""
     meta = {"model": model_name, "hookpoint": args.hookpoint, "n_latents": args.n_latents, "tokens": args.tokens,
             "cache_tokens": cache_tokens, "held_out": n_held, "ce_tokens": args.ce_tokens, "batch_size": args.batch_size,
-            "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/bench_frontier.py " + " ".join(sys.argv[1:])}
+            "date": time.strftime("%Y-%m-%d"), "command": commands[-1], "commands": commands}
     out.write_text(json.dumps({"settings": meta, "rows": rows}, indent=1) + "\n")
 
 
