@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md and the plot alone")
     ap.add_argument("--tag", default="", help="a second frontier beside the first: files frontier-<tag slug>.json/.png, "
                     "section 'SAE family frontier (TAG)'")
+    ap.add_argument("--save", help="a folder to save every trained SAE in (<arch>-<L0>), for measuring them again later")
     ap.add_argument("--merge", action="store_true", help="keep the rows of earlier runs in the tagged json (other L0 values "
                     "or architectures, run separately) and write the section and plot from all of them")
     args = ap.parse_args()
@@ -94,6 +95,8 @@ def main() -> None:
     rows = []
     for (arch, asked), sae in zip(runs, tr.saes):
         sae.eval()
+        if args.save:
+            sae.save(Path(args.save) / f"{arch}-{asked}")
         with torch.no_grad():
             latents = sae.encode(held)
             row = {"arch": arch, "asked": asked, "l0": l0_of(latents), "fvu": float(fvu_of(held, sae.decode(latents))),
