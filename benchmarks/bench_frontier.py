@@ -124,7 +124,7 @@ def main() -> None:
     plot(rows, HERE / f"{stem}.png", args)
     write_json(rows, HERE / f"{stem}.json", args, train.n_tokens, len(held), model.name, commands)
     runs_note = "" if len(commands) == 1 else (
-        f" The rows come from {len(commands)} runs of this script with the same settings (one per set of L0 values; "
+        f" The rows come from {len(commands)} runs of this script with the same settings (one per set of L0 values or architectures; "
         f"`benchmarks/{stem}.json` lists the commands); the timings are the last run's."
     )
     body = (

@@ -43,11 +43,11 @@ def gemm_tokens_per_s(d: int, F: int, B: int, dtype: torch.dtype, device: str, r
     return B * reps / (time.perf_counter() - t)
 
 
-def step_tokens_per_s(d: int, F: int, B: int, k: int, device: str, steps: int) -> tuple[float, float]:
+def step_tokens_per_s(d: int, F: int, B: int, k: int, device: str, steps: int, pre_act: float | None = None) -> tuple[float, float]:
     """Tokens/s of `Trainer.fit` between its first and last history entries (each entry reads numbers back,
     so the GPU has finished the steps between them; warm-up and initialisation fall before the first)."""
     x = torch.randn((steps + 5) * B, d)
-    sae = Sae(SaeConfig(d_in=d, n_latents=F, k=k))
+    sae = Sae(SaeConfig(d_in=d, n_latents=F, k=k, pre_act_coefficient=pre_act))
     tr = Trainer(sae, TrainConfig(tokens=(steps + 5) * B, batch_size=B, log_every=5, device=device))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -65,6 +65,8 @@ def main():
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--steps", type=int, default=20, help="timed steps (a multiple of 5), after 5 untimed")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--pre-act", type=float, nargs="+", default=[None],
+                   help="SaeConfig.pre_act_coefficient values to time the step with (default: TopK's own, 0.75; 0: off)")
     a = p.parse_args()
     dev = a.device
     name = torch.cuda.get_device_name(0) if dev == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -82,12 +84,14 @@ def main():
         if dev == "cpu" and onednn_available():
             g32_onednn = gemm_tokens_per_s(a.d, F, a.batch, torch.float32, dev, reps, product=linear)
         g16 = gemm_tokens_per_s(a.d, F, a.batch, torch.bfloat16, dev, reps)
-        tps, peak = step_tokens_per_s(a.d, F, a.batch, a.k, dev, a.steps)
         limit = g16 if step_dtype == torch.bfloat16 else max(g32, g32_onednn if g32_onednn == g32_onednn else 0.0)
-        print(
-            f"| {name} | {F} | {tps:,.0f} | {g32:,.0f} | {g32_onednn:,.0f} | {g16:,.0f} | {tps / limit:.2f} | {peak:,.0f} |",
-            flush=True,
-        )
+        for pre_act in a.pre_act:
+            tps, peak = step_tokens_per_s(a.d, F, a.batch, a.k, dev, a.steps, pre_act)
+            label = f"{F}" + ("" if pre_act is None else f", pre_act {pre_act:g}")
+            print(
+                f"| {name} | {label} | {tps:,.0f} | {g32:,.0f} | {g32_onednn:,.0f} | {g16:,.0f} | {tps / limit:.2f} | {peak:,.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

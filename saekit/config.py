@@ -90,16 +90,17 @@ class SaeConfig:
     input units (Gemma Scope used 0.001)."""
 
     pre_act_coefficient: float | None = None
-    """'jumprelu', 'topk', 'batchtopk' and 'matryoshka': weight of the pre-activation loss of Anthropic's January
-    2025 update, sum over tokens and latents of relu(threshold - pre-activation) / the batch's total variance:
-    every latent below the threshold gets a small gradient toward it, so latents do not stay dead. The threshold
-    is JumpReLU's per-latent one, TopK's k-th largest pre-activation of each token, or BatchTopK's batch threshold
-    (the smallest activation the batch kept). None takes the architecture's default: 1e-3 for 'batchtopk', 5e-4
-    for 'matryoshka' (Gemma 3 270M resid_post.6, 1024 latents, k 32, 330k tokens: latents dead on held-out text
-    30% -> 2% and 52% -> 1%, FVU +0.0016 and +0.0000), 0 for 'topk' (the same run: 12% -> 0% at 1e-3, FVU
-    +0.0002; off by default pending wider checks) and for 'jumprelu' (the Gemma Scope recipe; on the synthetic
-    benchmark 1e-3 took its dead latents from 42% to 5%). 0 turns it off; above about 1e-2 it swamps the
-    reconstruction. Other architectures have no such loss and refuse a positive value."""
+    """Weight of the pre-activation loss of Anthropic's January 2025 update (`saes/pre_act.py`): the mean over
+    tokens and latents of relu(threshold - pre-activation), in units of d_in times the batch's per-coordinate standard
+    deviation, so a value means the same at every width and whatever the data's spread. Every latent below the
+    threshold gets a small gradient toward it, so latents do not stay dead. The threshold is JumpReLU's per-latent
+    one, TopK's k-th largest pre-activation of each token, BatchTopK's batch threshold (the smallest activation the
+    batch kept), and 0 for Gated's gate and ReLU/L1's pre-activation. None takes the architecture's default (its
+    module says what was measured): 0.75 for 'topk', 6.0 for 'batchtopk', 3.0 for 'gated', 1.5 for 'matryoshka', 12
+    for 'relu', 0 for 'jumprelu' (Gemma Scope's recipe; it had 4% dead without it). 0 turns it off (the papers' recipes
+    have no such loss). The defaults were tuned at 4096 latents on Gemma 3 270M; the pull grows as k falls (a latent's
+    reconstruction gradient scales with k / n_latents, this loss's with 1 / n_latents). Transcoders have no such
+    loss and refuse a positive value."""
 
     threshold_beta: float = 0.99
     """'batchtopk' and 'matryoshka': decay of the moving average that estimates the inference threshold
@@ -172,7 +173,7 @@ class SaeConfig:
         _check(
             c is None or c == 0 or rules.pre_act_default is not None or arch not in ARCHITECTURE_FIELDS,
             f"SaeConfig.pre_act_coefficient={c!r}, but architecture={arch!r} has no pre-activation loss (it is for "
-            f"'jumprelu', 'topk', 'batchtopk' and 'matryoshka'): drop pre_act_coefficient or leave it at 0.",
+            f"the SAE architectures, not transcoders): drop pre_act_coefficient or leave it at 0.",
         )
         _check(self.bandwidth > 0, f"SaeConfig.bandwidth must be positive (Gemma Scope: 0.001), got {self.bandwidth!r}.")
         _check(

@@ -76,3 +76,36 @@ def test_other_dtypes_use_torch_linear_unchanged():
     assert torch.equal(gemm.linear(x, W), F.linear(x, W))
     x64, W64 = x.double(), W.double()
     assert torch.equal(gemm.linear(x64, W64), F.linear(x64, W64))
+
+
+def test_strided_row_samples_give_torch_values_and_reach_onednn_in_a_plain_layout(monkeypatch):
+    """A row sample x[::8] (the pre-activation loss's) and its transpose in the weight gradient are neither
+    row- nor column-major; they are copied to a plain layout before oneDNN (which was 1000x slower on them)."""
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(16, 32, generator=g)
+    b = torch.randn(16, generator=g)
+    xs = torch.randn(64, 32, generator=torch.Generator().manual_seed(9))
+    torch.manual_seed(0)
+    ours, ours_g = _grads(lambda a, w, c: gemm.linear(a[::8], w, c), xs, W, b)
+    torch.manual_seed(0)
+    ref, ref_g = _grads(lambda a, w, c: F.linear(a[::8], w, c), xs, W, b)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    for a, r in zip(ours_g, ref_g):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4)
+    if not gemm.onednn_available():
+        return
+    layouts = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    class Spy:
+        def __getattr__(self, name):
+            if name == "_linear_pointwise":
+                return lambda a, w, *rest: layouts.append(
+                    all(t.is_contiguous() or t.t().is_contiguous() for t in (a, w))) or real(a, w, *rest)
+            return getattr(torch.ops.mkldnn, name)
+
+    monkeypatch.setattr(gemm.torch.ops, "mkldnn", Spy(), raising=False)
+    x_s = torch.randn(64, 32, requires_grad=True)
+    W_s = W.clone().requires_grad_()
+    gemm.linear(x_s[::8], W_s, b).sum().backward()
+    assert layouts == [True, True, True]

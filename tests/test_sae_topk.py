@@ -65,7 +65,17 @@ def test_forward_reports_fvu_l0_and_fired_latents():
     fired[out.indices[out.acts > 0]] = True
     assert torch.equal(out.fired, fired)
     assert 0 < out.fvu.item() and out.l0.item() <= 4
-    assert torch.equal(out.loss, out.fvu)  # no dead mask: no AuxK term
+    # no dead mask: no AuxK term; the aux loss is the pre-activation loss (default 0.75): the mean over tokens and
+    # latents of relu(smallest kept activation - pre-activation), over d_in times the per-coordinate std
+    pre = torch.nn.functional.linear(x - sae.b_dec, sae.W_enc, sae.b_enc)
+    theta = pre.topk(4, dim=-1).values[:, -1:].clamp_min(0)
+    kept_positive = (pre.topk(4, dim=-1).values > 0).any(-1, keepdim=True)
+    theta = torch.where(kept_positive, theta, torch.zeros_like(theta))
+    tv = (x - x.mean(0)).pow(2).sum()
+    torch.testing.assert_close(out.aux_loss, 0.75 * (theta - pre).relu().mean() / (16 * (tv / x.numel()).sqrt()))
+    torch.testing.assert_close(out.loss, out.fvu + out.aux_loss)
+    off = _sae(pre_act_coefficient=0.0)(x)
+    assert torch.equal(off.loss, off.fvu)
 
 
 def test_auxk_gives_dead_latents_a_gradient():

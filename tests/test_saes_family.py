@@ -234,7 +234,8 @@ def test_matryoshka_loss_is_the_mean_of_prefix_fvus():
     with torch.no_grad():
         theta = out.acts[out.acts > 0].min()
         pre = (x - sae.b_dec) @ sae.W_enc.t() + sae.b_enc
-        pre_act = sae.pre_act_coefficient * (theta - pre).relu().sum() / (x - x.mean(0)).pow(2).sum()
+        sigma = (x - x.mean(0)).pow(2).mean().sqrt()  # per-coordinate standard deviation of the batch
+        pre_act = sae.pre_act_coefficient * (theta - pre).relu().mean() / (x.shape[1] * sigma)
     assert sae.pre_act_coefficient > 0 and float(pre_act) > 0
     torch.testing.assert_close(out.loss, by_hand.mean() + pre_act)
     torch.testing.assert_close(out.fvu, by_hand[-1])
@@ -290,10 +291,19 @@ def test_relu_l1_is_weighted_by_decoder_norms_and_warms_up():
         sae.W_dec.mul_(torch.linspace(0.5, 3.0, F)[:, None])
     f = sae.encode(x)
     tv = (x - x.mean(0)).pow(2).sum()
-    expected = 2.0 * (f * sae.W_dec.norm(dim=-1)).sum() / tv
-    torch.testing.assert_close(sae(x, progress=0.5).aux_loss, expected)
-    torch.testing.assert_close(sae(x, progress=0.25).aux_loss, expected / 2)
-    assert sae(x, progress=0.0).aux_loss.item() == 0.0
+    norms = sae.W_dec.norm(dim=-1)
+    expected = 2.0 * (f * norms).sum() / tv
+    # plus the pre-activation loss (default 12, not warmed up): the mean over tokens and latents of
+    # relu(-pre) * ||W_dec_i||, over d_in times the batch's per-coordinate standard deviation
+    pre = torch.nn.functional.linear(x - sae.b_dec, sae.W_enc, sae.b_enc)
+    pre_act = 12.0 * ((-pre).relu() * norms).mean() / (x.shape[1] * (tv / x.numel()).sqrt())
+    torch.testing.assert_close(sae(x, progress=0.5).aux_loss, expected + pre_act)
+    torch.testing.assert_close(sae(x, progress=0.25).aux_loss, expected / 2 + pre_act)
+    torch.testing.assert_close(sae(x, progress=0.0).aux_loss, pre_act)
+    off = Sae(make_cfg("relu", l1_coefficient=2.0, sparsity_warmup=0.5, pre_act_coefficient=0.0))
+    off.load_state_dict(sae.state_dict())
+    torch.testing.assert_close(off(x, progress=0.5).aux_loss, expected)
+    assert off(x, progress=0.0).aux_loss.item() == 0.0
 
 
 def test_relu_resampling_rewrites_only_dead_latents_deterministically():

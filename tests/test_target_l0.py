@@ -125,10 +125,10 @@ def test_synthetic_dictionary_is_deterministic_and_heavy_tailed():
 
 def test_jumprelu_pre_act_loss_keeps_latents_alive(data):
     """Anthropic's pre-activation loss (`pre_act_coefficient`) gives latents below their threshold a gradient, so
-    fewer die (measured here: 62% -> 23% dead on held-out), while the controller still lands on the target L0."""
+    fewer die (measured here at 3.0: 63% -> JR% dead on held-out), while the controller still lands on the target L0."""
     _, x, held = data
     dead = {}
-    for c in (0.0, 1e-3):
+    for c in (0.0, 3.0):
         sae = Sae(SaeConfig(d_in=D, n_latents=N_LATENTS, architecture="jumprelu", target_l0=TARGET, pre_act_coefficient=c))
         tr = Trainer(sae, TrainConfig(tokens=TOKENS, batch_size=BATCH, seed=0))
         tr.fit(x, progress=False)
@@ -138,13 +138,13 @@ def test_jumprelu_pre_act_loss_keeps_latents_alive(data):
         dead[c] = float(((z > 0).sum(0) == 0).float().mean())
         assert abs(held_out_l0(sae, held) - TARGET) <= 0.1 * TARGET
     print(dead)
-    assert dead[1e-3] < 0.6 * dead[0.0], dead
+    assert dead[3.0] < 0.6 * dead[0.0], dead
 
 
 def test_pre_act_penalty_reaches_latents_that_never_fire():
-    from saekit.saes.jumprelu import pre_act_penalty
+    from saekit.saes.pre_act import pre_act_penalty
 
-    sae = Sae(SaeConfig(d_in=8, n_latents=16, k=4, architecture="jumprelu", pre_act_coefficient=1e-2))
+    sae = Sae(SaeConfig(d_in=8, n_latents=16, k=4, architecture="jumprelu", pre_act_coefficient=0.2))
     with torch.no_grad():
         sae.threshold.fill_(1e3)  # nothing fires: no reconstruction or L0 gradient reaches the encoder
     x = torch.randn(64, 8)
@@ -154,7 +154,57 @@ def test_pre_act_penalty_reaches_latents_that_never_fire():
     assert float(sae.W_enc.grad.abs().sum()) > 0 and float(sae.b_enc.grad.min()) < 0  # pre-activations pushed up
     pre = torch.randn(4, 3)
     theta = torch.zeros(3)
-    assert torch.isclose(pre_act_penalty(pre, theta, torch.tensor(2.0)), (-pre).clamp_min(0).sum() / 2)
+    # the mean over tokens and latents, in units of `scale`; optionally weighted per latent
+    assert torch.isclose(pre_act_penalty(pre, theta, torch.tensor(2.0)), (-pre).clamp_min(0).sum() / (4 * 3 * 2))
+    w = torch.tensor([1.0, 2.0, 0.5])
+    assert torch.isclose(pre_act_penalty(pre, 0.0, torch.tensor(2.0), w), ((-pre).clamp_min(0) * w).sum() / (4 * 3 * 2))
+
+
+def test_penalty_scale_is_d_in_times_the_per_coordinate_std():
+    from saekit.metrics import total_variance
+    from saekit.saes.pre_act import penalty_scale
+
+    x = torch.randn(4096, 16, generator=torch.Generator().manual_seed(0)) * 3.0 + 100.0
+    torch.testing.assert_close(penalty_scale(total_variance(x), *x.shape), 16 * x.std(0).pow(2).mean().sqrt(), rtol=1e-3, atol=0)
+
+
+def test_pre_act_penalty_means_the_same_at_every_width():
+    """The same per-latent gaps give the same penalty at 16 and at 64 latents (Anthropic's sum would give 4x)."""
+    from saekit.saes.pre_act import pre_act_penalty
+
+    pre_BF = torch.randn(32, 16, generator=torch.Generator().manual_seed(3))
+    wide_BF = pre_BF.repeat(1, 4)  # [32, 64]: every latent's column four times
+    tv = torch.tensor(5.0)
+    torch.testing.assert_close(pre_act_penalty(wide_BF, 0.5, tv), pre_act_penalty(pre_BF, 0.5, tv))
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka", "jumprelu", "gated", "relu"])
+def test_whole_objective_is_unchanged_when_the_data_is_rescaled(arch):
+    """Scaling the data's spread by a (and the SAE with it: biases and thresholds by a) scales every pre-activation
+    and gap by a and the total variance by a^2: FVU and the pre-activation loss (a length over a length) are unchanged,
+    so a coefficient means the same whatever the data's spread, or its offset, which sets the spread once the
+    trainer normalises E||x||^2 to d_in. Dividing the gaps by the total variance instead made the loss 1/a.
+    (ReLU/L1's and Gated's L1 terms are still divided by the total variance: their `target_l0` controller sets
+    the coefficient.)"""
+    extra = {"matryoshka_prefixes": (8,)} if arch == "matryoshka" else {}
+    x = torch.randn(256, 8, generator=torch.Generator().manual_seed(1)) + 5.0
+    losses = []
+    for a in (1.0, 10.0):
+        sae = Sae(SaeConfig(d_in=8, n_latents=32, k=4, architecture=arch, target_l0=4, pre_act_coefficient=0.5, **extra))
+        with torch.no_grad():
+            sae.b_dec.copy_(x.median(0).values * a)
+            for name in ("b_enc", "b_gate", "b_mag", "threshold"):
+                if hasattr(sae, name) and isinstance(getattr(sae, name), torch.Tensor):
+                    getattr(sae, name).mul_(a)
+            if arch == "jumprelu":
+                sae.threshold.fill_(0.3 * a)
+        out = sae(x * a, progress=1.0)
+        sae.cfg.pre_act_coefficient = 0.0  # the same SAE without the loss: the difference is the loss alone
+        off = sae(x * a, progress=1.0)
+        losses.append((float(out.fvu), float(out.aux_loss - off.aux_loss)))
+    (fvu1, aux1), (fvu10, aux10) = losses
+    assert fvu1 == pytest.approx(fvu10, rel=1e-4)
+    assert aux1 > 0 and aux1 == pytest.approx(aux10, rel=1e-3)
 
 
 @pytest.mark.parametrize("bad", [-1e-3, float("nan"), float("inf"), True])
@@ -165,15 +215,18 @@ def test_pre_act_coefficient_is_checked(bad):
 
 def test_pre_act_coefficient_defaults_by_architecture_and_is_refused_where_there_is_no_such_loss():
     k = {"k": 4}
-    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="batchtopk", **k)).pre_act_coefficient == 1e-3
-    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="matryoshka", matryoshka_prefixes=(4,), **k)).pre_act_coefficient == 5e-4
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="batchtopk", **k)).pre_act_coefficient == 6.0
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="matryoshka", matryoshka_prefixes=(4,), **k)).pre_act_coefficient == 1.5
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="jumprelu", **k)).pre_act_coefficient == 0.0
-    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="topk", **k)).pre_act_coefficient == 0.0  # opt-in there
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="topk", **k)).pre_act_coefficient == 0.75
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="gated", **k)).pre_act_coefficient == 3.0
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="relu", **k)).pre_act_coefficient == 12.0
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="topk", pre_act_coefficient=1e-3, **k)).pre_act_coefficient == 1e-3
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="batchtopk", pre_act_coefficient=0, **k)).pre_act_coefficient == 0.0
     assert SaeConfig(d_in=8, n_latents=16, architecture="relu", pre_act_coefficient=0, **k).pre_act_coefficient == 0
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="gated", pre_act_coefficient=0.5, **k)).pre_act_coefficient == 0.5
     tc = {"hookpoint": "mlp_in.1", "target_hookpoint": "mlp_out.1"}
-    for arch, extra in (("relu", {}), ("gated", {}), ("transcoder", tc), ("skip_transcoder", tc)):
+    for arch, extra in (("transcoder", tc), ("skip_transcoder", tc)):
         with pytest.raises(ConfigError, match="has no pre-activation loss"):
             SaeConfig(d_in=8, n_latents=16, architecture=arch, pre_act_coefficient=1e-3, **k, **extra)
 
@@ -185,7 +238,7 @@ def test_topk_style_pre_act_loss_reaches_latents_the_selection_never_picks(arch)
     without this loss (or AuxK) none at all."""
     extra = {"matryoshka_prefixes": (4,)} if arch == "matryoshka" else {}
     grads = {}
-    for c in (0.0, 1e-2):
+    for c in (0.0, 0.2):
         sae = Sae(SaeConfig(d_in=8, n_latents=16, k=2, architecture=arch, pre_act_coefficient=c, **extra))
         with torch.no_grad():
             sae.b_enc[8:] = -1e3  # latents 8..15 never reach the batch's top k * B
@@ -195,22 +248,44 @@ def test_topk_style_pre_act_loss_reaches_latents_the_selection_never_picks(arch)
         out.loss.backward()
         grads[c] = (sae.W_enc.grad[8:].abs().sum(), sae.b_enc.grad[8:])
     assert float(grads[0.0][0]) == 0 and float(grads[0.0][1].abs().sum()) == 0
-    assert float(grads[1e-2][0]) > 0 and bool((grads[1e-2][1] < 0).all())  # every pre-activation pushed up
+    assert float(grads[0.2][0]) > 0 and bool((grads[0.2][1] < 0).all())  # every pre-activation pushed up
+
+
+@pytest.mark.parametrize("arch", ["gated", "relu"])
+def test_gate_and_relu_pre_act_loss_reaches_latents_that_never_open(arch):
+    """Gated (its gate) and ReLU/L1 (its pre-activation) take the loss with threshold 0: a latent whose
+    pre-activation is negative on every token gets no reconstruction or L1 gradient, and with the loss one that
+    raises it (b_enc pushed up). The loss itself is sum_b mean_i relu(-pre) (x ||W_dec_i|| for ReLU) / total var."""
+    grads = {}
+    for c in (0.0, 0.2):
+        sae = Sae(SaeConfig(d_in=8, n_latents=16, k=2, architecture=arch, target_l0=2, pre_act_coefficient=c))
+        with torch.no_grad():
+            sae.b_enc[8:] = -1e3  # latents 8..15 closed on every token
+        x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+        out = sae(x)
+        assert int((out.acts[:, 8:] > 0).sum()) == 0
+        out.loss.backward()
+        grads[c] = sae.b_enc.grad[8:].clone()
+    assert float(grads[0.0].abs().sum()) == 0
+    assert bool((grads[0.2] < 0).all())
 
 
 @pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
 def test_batchtopk_pre_act_loss_keeps_latents_alive(arch, data):
-    """The default pre-activation loss (`pre_act_coefficient` None: 1e-3 for BatchTopK, 5e-4 for Matryoshka)
-    cuts the latents that never fire on held-out data, while held-out L0 stays at k and FVU does not suffer.
+    """The pre-activation loss cuts the latents that never fire on held-out data while held-out L0 stays at k;
+    a moderate coefficient (0.75 for BatchTopK, 0.375 for Matryoshka) does it at no FVU cost, and the default
+    (6.0 and 1.5, tuned at 4096 latents and k 16 on Gemma) cuts at least as many.
 
     256 latents for the 512 true features: every latent has a feature to learn, so a dead one is a training
-    failure (with 1024 latents half of them have none; there the loss took BatchTopK from 88% to 59% dead and
-    Matryoshka from 89% to 63%). Measured here: BatchTopK 44% -> 11%, Matryoshka 34% -> 13%, FVU +0.0045 and -0.0023."""
+    failure. Measured here: BatchTopK dead 44% -> 13% (moderate) -> 0% (default), FVU 0.352 -> 0.354 -> 0.568;
+    Matryoshka 34% -> 14% -> 0%, FVU 0.383 -> 0.381 -> 0.439. At this small k (4) the defaults cost a lot of FVU
+    (`SaeConfig.pre_act_coefficient`: the pull grows as k falls); the test does not hide the trade-off."""
     _, x, held = data
     n_latents = 256
     extra = {"matryoshka_prefixes": (n_latents // 16,)} if arch == "matryoshka" else {}
     dead, fvu = {}, {}
-    for c in (0.0, None):
+    quarter = {"batchtopk": 0.75, "matryoshka": 0.375}[arch]  # moderate
+    for c in (0.0, quarter, None):
         sae = Sae(SaeConfig(d_in=D, n_latents=n_latents, architecture=arch, target_l0=TARGET, pre_act_coefficient=c, **extra))
         tr = Trainer(sae, TrainConfig(tokens=TOKENS, batch_size=BATCH, seed=0))
         tr.fit(x, progress=False)
@@ -221,5 +296,6 @@ def test_batchtopk_pre_act_loss_keeps_latents_alive(arch, data):
         dead[c] = float(((z > 0).sum(0) == 0).float().mean())
         assert abs(held_out_l0(sae, held) - TARGET) <= 0.1 * TARGET
     print(arch, "dead", dead, "fvu", fvu)
-    assert dead[None] < 0.6 * dead[0.0], dead
-    assert fvu[None] < fvu[0.0] + 0.01, fvu
+    assert dead[quarter] < 0.6 * dead[0.0], dead
+    assert fvu[quarter] < fvu[0.0] + 0.01, fvu
+    assert dead[None] <= dead[quarter], dead

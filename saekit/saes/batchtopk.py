@@ -24,15 +24,18 @@ synthetic benchmark one row of 1024 took 124 latents and 680 rows none) and, at 
 recovered at 300k tokens). At 0.1 it starts below the data's scale (FVU ~1) and ends at FVU 0.41.
 
 Dead latents: Anthropic's pre-activation loss (January 2025 update; `SaeConfig.pre_act_coefficient`, default
-1e-3 here, with theta the batch's threshold, the smallest activation kept: `pre_act_theta`) pulls every
+6.0 here, `saes/pre_act.py`, with theta the batch's threshold, the smallest activation kept: `pre_act_theta`) pulls every
 pre-activation below theta up toward it (`TopKSae.pre_act_loss`). Without it, on Gemma 3 270M resid_post.6 (1024 latents, k 32, 330k tokens,
 batch 1024), 30% of the latents never fired on 8,192 held-out tokens (TopK: 12%): a latent the batch selection
 stops picking gets no reconstruction gradient, its encoder row stays short (median norm 0.60 vs 1.29 for the
 living ones), and AuxK reaches it only after `TrainConfig.dead_tokens` (55k tokens there; at the end AuxK
 counted 17% dead while 30% were silent on held-out text, and a window of 8,192 tokens only took 30% to 26%).
 It is not an artefact of the inference threshold: as many latents are silent under batch selection on held-out
-batches (29%) and on the training sample (31%). With the loss at 1e-3: 2.4% dead, FVU 0.0747 vs 0.0731, held-out L0
-31.1 vs 31.3 (5e-4: 6.1% dead, FVU 0.0735; 3e-4: 11%, 0.0729). Cost: a dense [B, F] pre-activation product with
+batches (29%) and on the training sample (31%). With the loss at 2.9 (measured as its first form, a sum over latents divided by the total variance, at 1e-3): 2.4% dead, FVU 0.0747 vs 0.0731,
+held-out L0 31.1 vs 31.3 (1.5: 6.1% dead, FVU 0.0735; 0.9: 11%, 0.0729). At 4096 latents (k 16, 1M tokens) the
+sum form's 1e-3 (12 in the present form) cost 0.104 held-out FVU, 2.9 gave 0.086 at 2.8% dead. In the
+present form on a second harvest, 3.0 left 16.5% dead (FVU 0.085) and 6.0 0.1% (FVU 0.089): a cliff near 3, so the
+default is 6 (BENCHMARKS.md, "Dead latents at 4096 latents"). Cost: a dense [B, F] pre-activation product with
 its backward (the whole run: 75 -> 89 s on one CPU thread).
 
 Training encode and decode are sparse (the same backward as TopK's kernels): rows carry a padded
@@ -86,7 +89,7 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
 
     encoder_init_scale = 0.1
     scale_with_input = ("threshold",)
-    default_pre_act_coefficient = 1e-3
+    default_pre_act_coefficient = 6.0
     """On by default: without it 30% of the latents were dead on held-out text (this module's docstring)."""
     saelens_architecture = "jumprelu"
     """For inference a BatchTopK SAE is a JumpReLU SAE with its one threshold on every latent."""

@@ -38,6 +38,7 @@ from ..config import SaeConfig
 from ..gemm import linear, matmul
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
+from .pre_act import penalty_scale, pre_act_penalty
 from .relu import l1_penalty
 from .sparsity import ControlledCoefficient
 
@@ -49,6 +50,11 @@ class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
     """Gated SAE (Rajamanoharan et al. 2024): a gate decides which latents fire, a magnitude path sets their values (this module's docstring has the recipe)."""
 
     default_l1_coefficient = 1.0
+    default_pre_act_coefficient = 3.0
+    """The gate's pre-activation loss (threshold 0), on by default: on Gemma 3 270M resid_post.6 (4096 latents,
+    target_l0 16, 1M tokens, batch 1024) latents dead on 65,536 held-out tokens 42% -> 1.3%, FVU 0.0676 -> 0.0679
+    (measured as 1.0 over the total variance, 2.9 in the present form: `saes/pre_act.py`).
+    The paper has no such loss: `SaeConfig.pre_act_coefficient=0`."""
     encoder_init_scale = 0.1
     scale_with_input = ("b_mag",)
 
@@ -100,6 +106,8 @@ class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
         x_gate_BD = matmul(gate_relu_BF, self.W_dec.detach()) + self.b_dec.detach()
         gate_recon = fvu(x_BD, x_gate_BD, total_variance)
         aux = self.coefficient(progress) * l1 + gate_recon
+        if self.pre_act_coefficient > 0:  # the closed gates' pre-activations pulled up toward 0
+            aux = aux + self.pre_act_coefficient * pre_act_penalty(gate_BF, 0.0, penalty_scale(total_variance, *x_BD.shape))
         aux = aux + self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         active_BF = latents_BF > 0
         return SaeOutput(

@@ -45,6 +45,7 @@ from ..config import SaeConfig
 from ..gemm import linear, matmul
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
+from .pre_act import penalty_scale, pre_act_penalty
 from .sparsity import ControlledCoefficient
 
 INIT_ROWS = 8192
@@ -89,15 +90,6 @@ class _Step(torch.autograd.Function):
         return None, grad_theta, None
 
 
-def pre_act_penalty(pre_BF: Tensor, theta_F: Tensor, total_variance: Tensor) -> Tensor:
-    """Anthropic's pre-activation loss (January 2025 update): sum of relu(theta - pre) over the batch's tokens
-    and latents, on the FVU scale (divided by the batch's total variance). Its gradient raises every
-    pre-activation below its threshold (and lowers that threshold when theta is a parameter), so a latent that
-    never fires still learns; the decoder rows are unit norm here, so the update's ||W_dec_i|| weight is 1.
-    theta is a per-latent threshold [F] (JumpReLU) or one threshold [] (BatchTopK's batch threshold)."""
-    return (theta_F - pre_BF).relu().sum() / total_variance
-
-
 def jumprelu(pre_BF: Tensor, theta_F: Tensor, bandwidth: float) -> Tensor:
     """pre * H(pre - theta), with the straight-through gradient to theta."""
     return _JumpReLU.apply(pre_BF, theta_F, bandwidth)
@@ -119,7 +111,9 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
     scale_with_input = ("threshold",)
     encoder_init_scale = 0.1
     default_pre_act_coefficient = 0.0
-    """Off by default: the Gemma Scope recipe has no pre-activation loss (`SaeConfig.pre_act_coefficient` turns it on)."""
+    """Off by default (the Gemma Scope recipe): on Gemma 3 270M resid_post.6 (4096 latents, target_l0 16, 1M tokens,
+    batch 1024; dead = silent on 65,536 held-out tokens) JumpReLU has 4.0% dead without it at FVU 0.0671; 0.74 gives
+    0.7% at 0.0697, 2.9 0.0% at 0.087 (measured as 0.25 and 1.0 over the total variance: `saes/pre_act.py`)."""
 
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
         super().__init__(cfg, device=device, seed=seed)
@@ -146,7 +140,7 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
         l0 = step(pre_BF, self.threshold, self.cfg.bandwidth).sum(-1).mean()
         aux = self.coefficient(progress) * l0
         if self.pre_act_coefficient > 0:
-            aux = aux + self.pre_act_coefficient * pre_act_penalty(pre_BF, self.threshold, total_variance)
+            aux = aux + self.pre_act_coefficient * pre_act_penalty(pre_BF, self.threshold, penalty_scale(total_variance, *x_BD.shape))
         aux = aux + self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         active_BF = latents_BF > 0
         return SaeOutput(
@@ -196,4 +190,4 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
         self.threshold.clamp_min_(0.0)
 
 
-__all__ = ["JumpReluSae", "jumprelu", "pre_act_penalty", "step"]
+__all__ = ["JumpReluSae", "jumprelu", "step"]

@@ -17,8 +17,9 @@ recipe element is BatchTopK's. SaeOutput.fvu is the full dictionary's FVU.
 Dead latents: the nested losses starve the later levels. On Gemma 3 270M resid_post.6 (1024 latents, prefixes
 64/256/1024, k 32, 330k tokens, batch 1024) 52% of the latents never fired on 8,192 held-out tokens: 1.6% of the
 first 64, 25% of the next 192, 63% of the last 768 (AuxK, 55k-token window, counted 33% at the end). BatchTopK's
-pre-activation loss (`BatchTopKSae.pre_act_theta`, `SaeConfig.pre_act_coefficient`) is on here at 5e-4: 0.9%
-dead (0.0 / 0.5 / 1.0% by level), FVU 0.0866 as without it; 3e-4 left 4.2%, 1e-3 left none at FVU 0.091.
+pre-activation loss (`BatchTopKSae.pre_act_theta`, `SaeConfig.pre_act_coefficient`) is on here at 1.5 (`saes/pre_act.py`;
+measured in its first form, a sum over latents divided by the total variance, at 5e-4 at 1024 latents): 0.9% dead (0.0 / 0.5 / 1.0% by level),
+FVU 0.0866 as without it; 0.9 left 4.2%, 2.9 left none at FVU 0.091.
 Neither paper has a dead-latent remedy of its own: Bussmann et al. train with BatchTopK's AuxK, Nabeshima's
 code (L1 with random prefixes) re-sorts the latents by use instead.
 """
@@ -39,8 +40,8 @@ class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
     """Matryoshka BatchTopK SAE: nested prefixes of the latents each reconstruct the input on their own (this module's docstring has the recipe)."""
 
     required_fields = {"matryoshka_prefixes": "(128, 512, 2048)"}
-    default_pre_act_coefficient = 5e-4
-    """Half BatchTopK's: enough here (module docstring), where 1e-3 cost 0.004 FVU."""
+    default_pre_act_coefficient = 1.5
+    """A quarter of BatchTopK's: enough here (module docstring; 2.5% dead at 4096 latents, BENCHMARKS.md), where 2.9 cost 0.004 FVU at 1024."""
 
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)

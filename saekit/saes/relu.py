@@ -39,6 +39,7 @@ from ..config import SaeConfig
 from ..gemm import linear, matmul
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
+from .pre_act import penalty_scale, pre_act_penalty
 from .sparsity import ControlledCoefficient
 
 INIT_NORM = 0.1
@@ -57,6 +58,10 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
     """ReLU SAE with a decoder-norm-weighted L1 penalty (Anthropic, April 2024 update) (this module's docstring has the recipe)."""
 
     default_l1_coefficient = 5.0
+    default_pre_act_coefficient = 12.0
+    """The pre-activation loss with threshold 0 and the decoder-norm weight, on by default: on Gemma 3 270M
+    resid_post.6 (4096 latents, target_l0 16, 1M tokens, batch 1024) dead on 65,536 held-out tokens 47% (off) -> 21%
+    (2.9) -> 3.5% (12), FVU 0.661 -> 0.678 -> 0.692 (measured as 1.0 and 4.0 over the total variance: `saes/pre_act.py`). Not in the April update: `SaeConfig.pre_act_coefficient=0`."""
     unit_norm_decoder = False
 
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
@@ -81,12 +86,16 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
 
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
-        latents_BF = linear(x_BD - self.b_dec, self.W_enc, self.b_enc).relu()
+        pre_BF = linear(x_BD - self.b_dec, self.W_enc, self.b_enc)
+        latents_BF = pre_BF.relu()
         x_hat_BD = matmul(latents_BF, self.W_dec) + self.b_dec
         total_variance = total_variance_of(x_BD)
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
-        l1 = l1_penalty(latents_BF * self.W_dec.norm(dim=-1), total_variance)
+        dec_norm_F = self.W_dec.norm(dim=-1)
+        l1 = l1_penalty(latents_BF * dec_norm_F, total_variance)
         aux = self.coefficient(progress) * l1
+        if self.pre_act_coefficient > 0:  # negative pre-activations pulled up toward 0, decoder-norm weighted
+            aux = aux + self.pre_act_coefficient * pre_act_penalty(pre_BF, 0.0, penalty_scale(total_variance, *x_BD.shape), dec_norm_F)
         aux = aux + self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         active_BF = latents_BF > 0
         return SaeOutput(
