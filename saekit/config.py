@@ -96,8 +96,9 @@ class SaeConfig:
     threshold gets a small gradient toward it, so latents do not stay dead. The threshold is JumpReLU's per-latent
     one, TopK's k-th largest pre-activation of each token, BatchTopK's batch threshold (the smallest activation the
     batch kept), and 0 for Gated's gate and ReLU/L1's pre-activation. None takes the architecture's default (its
-    module says what was measured): 0.75 for 'topk', 6.0 for 'batchtopk', 3.0 for 'gated', 1.5 for 'matryoshka', 12
-    for 'relu', 0 for 'jumprelu' (Gemma Scope's recipe; it had 4% dead without it). 0 turns it off (the papers' recipes
+    module says what was measured): 0.75 for 'topk', 6.0 for 'batchtopk', 3.0 for 'gated', 1.5 for 'matryoshka', 0 for
+    'relu' (12 keeps Gemma's ReLU latents alive but collapsed a synthetic one) and 'jumprelu' (Gemma Scope's recipe; it
+    had 4% dead without it). 0 turns it off (the papers' recipes
     have no such loss). The defaults were tuned at 4096 latents on Gemma 3 270M; the pull grows as k falls (a latent's
     reconstruction gradient scales with k / n_latents, this loss's with 1 / n_latents). Transcoders have no such
     loss and refuse a positive value."""

@@ -97,7 +97,10 @@ def test_training_lowers_fvu(arch):
     """A few hundred steps of the trainer reduce the reconstruction error well below its first value."""
     x, y = data(2048)
     # on this dense Gaussian toy data the April update's lambda=5 makes "all latents off" optimal
-    sae = Sae(make_cfg(arch, l1_coefficient=0.5) if arch == "relu" else make_cfg(arch))
+    # and BatchTopK's pre-activation default (6, tuned on Gemma at k 16) holds this small-k toy back: FVU only
+    # 0.82 -> 0.74 in these 20 passes (measured), so the test trains it at 0.75, the trade-off stated in SaeConfig
+    kw = {"relu": {"l1_coefficient": 0.5}, "batchtopk": {"pre_act_coefficient": 0.75}}.get(arch, {})
+    sae = Sae(make_cfg(arch, **kw))
     if is_transcoder(sae):
         from saekit import ActivationCache
 
@@ -284,7 +287,7 @@ def test_gated_magnitude_path_is_tied_and_aux_reaches_the_gate_only():
 
 def test_relu_l1_is_weighted_by_decoder_norms_and_warms_up():
     """The April-update penalty: lambda * sum f_i ||W_dec_i||, rising linearly from 0 over sparsity_warmup."""
-    sae = Sae(make_cfg("relu", l1_coefficient=2.0, sparsity_warmup=0.5))
+    sae = Sae(make_cfg("relu", l1_coefficient=2.0, sparsity_warmup=0.5, pre_act_coefficient=12.0))
     assert not ReluSae.unit_norm_decoder
     x, _ = data(64, seed=9)
     with torch.no_grad():
@@ -293,7 +296,7 @@ def test_relu_l1_is_weighted_by_decoder_norms_and_warms_up():
     tv = (x - x.mean(0)).pow(2).sum()
     norms = sae.W_dec.norm(dim=-1)
     expected = 2.0 * (f * norms).sum() / tv
-    # plus the pre-activation loss (default 12, not warmed up): the mean over tokens and latents of
+    # plus the pre-activation loss (12 here, opt-in; not warmed up): the mean over tokens and latents of
     # relu(-pre) * ||W_dec_i||, over d_in times the batch's per-coordinate standard deviation
     pre = torch.nn.functional.linear(x - sae.b_dec, sae.W_enc, sae.b_enc)
     pre_act = 12.0 * ((-pre).relu() * norms).mean() / (x.shape[1] * (tv / x.numel()).sqrt())

@@ -220,7 +220,7 @@ def test_pre_act_coefficient_defaults_by_architecture_and_is_refused_where_there
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="jumprelu", **k)).pre_act_coefficient == 0.0
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="topk", **k)).pre_act_coefficient == 0.75
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="gated", **k)).pre_act_coefficient == 3.0
-    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="relu", **k)).pre_act_coefficient == 12.0
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="relu", **k)).pre_act_coefficient == 0.0
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="topk", pre_act_coefficient=1e-3, **k)).pre_act_coefficient == 1e-3
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="batchtopk", pre_act_coefficient=0, **k)).pre_act_coefficient == 0.0
     assert SaeConfig(d_in=8, n_latents=16, architecture="relu", pre_act_coefficient=0, **k).pre_act_coefficient == 0
