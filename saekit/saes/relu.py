@@ -59,10 +59,11 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
 
     default_l1_coefficient = 5.0
     default_pre_act_coefficient = 0.0
-    """Off by default (the April update's recipe). With threshold 0 and the decoder-norm weight it keeps latents alive on Gemma 3 270M
-    resid_post.6 (4096 latents, target_l0 16, 1M tokens, batch 1024) dead on 65,536 held-out tokens 47% (off) -> 21%
-    (2.9) -> 3.5% (12), FVU 0.661 -> 0.678 -> 0.692 (measured as 1.0 and 4.0 over the total variance: `saes/pre_act.py`). But at 12 the synthetic ReLU SAE of notebook 08
-    asked for L0 8 collapsed (L0 0.42, FVU 1.0), so it is opt-in: `SaeConfig.pre_act_coefficient=12`."""
+    """Off by default (the April update's recipe). With threshold 0 and the decoder-norm weight it keeps latents
+    alive on Gemma 3 270M resid_post.6 (4096 latents, target_l0 16, 1M tokens, batch 1024): dead on 65,536 held-out
+    tokens 47% (off) -> 21% (2.9) -> 3.5% (12), FVU 0.661 -> 0.678 -> 0.692 (measured as 1.0 and 4.0 over the total
+    variance: `saes/pre_act.py`). But at 12 the synthetic ReLU SAE of notebook 08 asked for L0 8 collapsed (L0 0.42,
+    FVU 1.0), so it is opt-in: `SaeConfig.pre_act_coefficient=12`."""
     unit_norm_decoder = False
 
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
