@@ -29,13 +29,16 @@ from saekit.metrics import fvu as fvu_of, l0 as l0_of
 from _report import write_section
 
 HERE = Path(__file__).resolve().parent
-ARCHS = ("topk", "batchtopk", "matryoshka", "jumprelu", "gated", "relu")
-K_FIELD = {"topk": "k", "batchtopk": "k", "matryoshka": "k"}
+ARCHS = ("topk", "batchtopk", "batchtopk-relative", "matryoshka", "matryoshka-relative", "jumprelu", "gated", "relu")
+"""The family, with BatchTopK and Matryoshka also under `SaeConfig.relative_selection` ('-relative')."""
+K_FIELD = {"topk": "k", "batchtopk": "k", "matryoshka": "k", "batchtopk-relative": "k", "matryoshka-relative": "k"}
 """TopK-style codes are asked for their L0 through k; the others through target_l0 (the controller)."""
 
 
 def sae_config(arch: str, l0: int, d_in: int, n_latents: int, hookpoint: str, model_name: str) -> SaeConfig:
     kw = {"k": l0} if arch in K_FIELD else {"k": l0, "target_l0": float(l0)}
+    if arch.endswith("-relative"):
+        arch, kw["relative_selection"] = arch.removesuffix("-relative"), True
     if arch == "matryoshka":
         kw["matryoshka_prefixes"] = (n_latents // 16, n_latents // 4)
     return SaeConfig(d_in=d_in, n_latents=n_latents, architecture=arch, hookpoint=hookpoint, model_name=model_name, **kw)

@@ -21,11 +21,15 @@ from saekit.synthetic import SyntheticDictionary, recovery
 
 from _report import write_section
 
-ARCHS = ("topk", "batchtopk", "matryoshka", "jumprelu", "gated", "relu")
+ARCHS = ("topk", "batchtopk", "batchtopk-relative", "matryoshka", "matryoshka-relative", "jumprelu", "gated", "relu")
+"""The family, with BatchTopK and Matryoshka also under `SaeConfig.relative_selection` ('-relative')."""
 
 
 def config(arch: str, d: int, n_latents: int, target: float) -> SaeConfig:
-    extra = {"matryoshka": {"matryoshka_prefixes": (n_latents // 16, n_latents // 4)}}.get(arch, {})
+    extra = {"relative_selection": True} if arch.endswith("-relative") else {}
+    arch = arch.removesuffix("-relative")
+    if arch == "matryoshka":
+        extra["matryoshka_prefixes"] = (n_latents // 16, n_latents // 4)
     return SaeConfig(d_in=d, n_latents=n_latents, architecture=arch, target_l0=target, **extra)
 
 

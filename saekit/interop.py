@@ -200,8 +200,9 @@ def export_saelens(sae: Sae, out: str | Path) -> Path:
     SAEs (no inference threshold yet)."""
     if sae.saelens_architecture is None:
         raise InteropError(
-            f"SAELens has no {sae.architecture!r} equivalent (its transcoders use ReLU/JumpReLU, saekit's TopK); "
-            f"save it with sae.save(...) and load it with saekit"
+            f"SAELens has no equivalent of this {sae.architecture!r} SAE's encoder (SAELens's transcoders use "
+            f"ReLU/JumpReLU, saekit's TopK; no SAELens threshold is relative to the token's norm, as BatchTopK's "
+            f"relative_selection is): save it with sae.save(...) and load it with saekit"
         )
     if sae.architecture in ("batchtopk", "matryoshka") and float(sae.threshold) < 0:
         raise InteropError("this BatchTopK SAE has no inference threshold yet (train it first)")

@@ -12,6 +12,9 @@ from saekit.saes.transcoder import transcoder_hookpoints
 
 D, F, K = 16, 64, 4
 ARCHS = ["topk", "batchtopk", "matryoshka", "relu", "jumprelu", "gated", "transcoder", "skip_transcoder"]
+RELATIVE = ["batchtopk-relative", "matryoshka-relative"]
+"""BatchTopK and Matryoshka with `SaeConfig.relative_selection` (a threshold relative to each token's norm)."""
+VARIANTS = ARCHS + RELATIVE
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -24,6 +27,8 @@ def one_thread():
 
 
 def make_cfg(arch: str, **kw) -> SaeConfig:
+    if arch.endswith("-relative"):
+        arch, kw = arch.removesuffix("-relative"), {"relative_selection": True, **kw}
     extra = {
         "jumprelu": {"target_l0": K},
         "matryoshka": {"matryoshka_prefixes": (8, 32)},
@@ -74,7 +79,7 @@ def test_registry_builds_the_named_architecture(arch):
     assert type(sae) is Sae.class_for(arch) and sae.architecture == arch
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", VARIANTS)
 def test_forward_backward(arch):
     """The objective is finite, FVU is its reconstruction part, and every parameter gets a finite gradient."""
     x, y = data()
@@ -92,14 +97,15 @@ def test_forward_backward(arch):
     assert sae.W_enc.grad.abs().sum() > 0 and sae.W_dec.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", VARIANTS)
 def test_training_lowers_fvu(arch):
     """A few hundred steps of the trainer reduce the reconstruction error well below its first value."""
     x, y = data(2048)
     # on this dense Gaussian toy data the April update's lambda=5 makes "all latents off" optimal
     # and BatchTopK's pre-activation default (6, tuned on Gemma at k 16) holds this small-k toy back: FVU only
     # 0.82 -> 0.74 in these 20 passes (measured), so the test trains it at 0.75, the trade-off stated in SaeConfig
-    kw = {"relu": {"l1_coefficient": 0.5}, "batchtopk": {"pre_act_coefficient": 0.75}}.get(arch, {})
+    kw = {"relu": {"l1_coefficient": 0.5}, "batchtopk": {"pre_act_coefficient": 0.75},
+          "batchtopk-relative": {"pre_act_coefficient": 0.75}}.get(arch, {})
     sae = Sae(make_cfg(arch, **kw))
     if is_transcoder(sae):
         from saekit import ActivationCache
@@ -115,7 +121,7 @@ def test_training_lowers_fvu(arch):
     assert fvus[-1] < 0.7 * fvus[0], fvus
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", VARIANTS)
 def test_save_load_round_trip_is_exact(arch, tmp_path):
     """Sae.load(sae.save(dir)) has the same config, identical tensors and identical encodings."""
     sae = trained(arch)
@@ -130,7 +136,7 @@ def test_save_load_round_trip_is_exact(arch, tmp_path):
     assert torch.equal(sae.reconstruct(x), back.reconstruct(x))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", VARIANTS)
 def test_fold_input_scale_preserves_encodings(arch):
     """Trained on x*s: after folding, encode(x) = encode_before(x*s)/s and reconstructions scale back the same way."""
     s, s_out = 3.7, 0.6
@@ -170,6 +176,7 @@ def test_autoencoders_refuse_a_separate_target_scale():
         ({"architecture": "jumprelu", "target_l0": 4, "bandwidth": 0.0}, "bandwidth"),
         ({"architecture": "batchtopk", "threshold_beta": 1.0}, "[0, 1)"),
         ({"architecture": "relu", "sparsity_warmup": 2.0}, "[0, 1]"),
+        ({"architecture": "topk", "relative_selection": True}, "leave it False"),
     ],
 )
 def test_bad_configs_raise_config_error_naming_the_fix(kw, fix):
@@ -221,6 +228,44 @@ def test_batchtopk_threshold_tracks_the_smallest_kept_activation():
     x, _ = data(64, seed=4)
     out = sae(x)
     assert sae.threshold.item() == pytest.approx(out.acts[out.acts > 0].min().item())
+
+
+def test_relative_selection_gives_a_scaled_up_token_no_extra_latents():
+    """Absolute BatchTopK gives a token whose x - b_dec is 50x longer most of the batch's latents; with
+    `relative_selection` (pre / ||x - b_dec||) every token keeps the count it had (b_enc = 0, so the
+    scaled token's pre-activations are exactly 50x its old ones)."""
+    from saekit.saes.batchtopk import batch_topk_encode
+
+    g = torch.Generator().manual_seed(11)
+    x_BD, W_FD, b_F = torch.randn(64, D, generator=g), torch.randn(F, D, generator=g), torch.zeros(F)
+    x_big = x_BD.clone()
+    x_big[0] *= 50
+    count = lambda x, rel: (batch_topk_encode(x, W_FD, b_F, K, rel)[0] > 0).sum(-1)  # noqa: E731
+    assert torch.equal(count(x_big, True), count(x_BD, True))
+    assert count(x_BD, True).sum() == K * 64
+    assert count(x_big, False)[0] > 4 * count(x_BD, False)[0] and count(x_big, False)[0] > 4 * K
+
+
+def test_relative_batchtopk_thresholds_each_token_by_its_norm_and_is_not_a_saelens_jumprelu(tmp_path):
+    """Inference keeps pre > theta * ||x - b_dec|| (theta a ratio, unchanged by folding), one token alone gives
+    the batch's code, and the saved folder names an architecture SAELens refuses (`export_saelens` says why)."""
+    from saekit.interop import InteropError, export_saelens
+
+    sae = trained("batchtopk-relative")
+    x, _ = data(128, seed=3)
+    whole = sae.encode(x)
+    alone = torch.cat([sae.encode(x[i : i + 1]) for i in range(len(x))])
+    torch.testing.assert_close(whole, alone)
+    norm_B1 = (x - sae.b_dec).norm(dim=-1, keepdim=True)
+    assert ((whole == 0) | (whole > sae.threshold * norm_B1)).all() and (whole > 0).any()
+    theta = sae.threshold.clone()
+    sae.fold_input_scale_(3.0)
+    assert torch.equal(sae.threshold, theta)
+    import json
+
+    assert json.loads((sae.save(tmp_path / "rel") / "cfg.json").read_text())["architecture"] == "saekit_batchtopk"
+    with pytest.raises(InteropError, match="relative_selection"):
+        export_saelens(sae, tmp_path / "out")
 
 
 def test_matryoshka_loss_is_the_mean_of_prefix_fvus():
@@ -381,7 +426,7 @@ def test_threshold_like_parameters_scale_with_input(cls):
 # -- the plain-tensor encoder: what edits and on-server encodes run inside a trace ---------------------
 
 
-@pytest.mark.parametrize("arch", architectures())
+@pytest.mark.parametrize("arch", architectures() + RELATIVE)
 @pytest.mark.parametrize("state", ["fresh", "trained"])
 def test_plain_encoder_used_inside_traces_equals_encode(arch, state):
     """Every registered architecture describes its encoder in plain tensors (`plain_encoder`), and the one

@@ -33,10 +33,19 @@ def held_out_l0(sae: Sae, x: torch.Tensor) -> float:
         return float((sae.encode(x) > 0).sum(-1).float().mean())
 
 
-@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka", "jumprelu", "relu", "gated"])
+def variant(arch: str) -> tuple[str, dict]:
+    """('batchtopk', {...}) for 'batchtopk' or 'batchtopk-relative' (`SaeConfig.relative_selection`)."""
+    extra = {"relative_selection": True} if arch.endswith("-relative") else {}
+    arch = arch.removesuffix("-relative")
+    if arch == "matryoshka":
+        extra["matryoshka_prefixes"] = (64,)
+    return arch, extra
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "batchtopk-relative", "matryoshka", "matryoshka-relative", "jumprelu", "relu", "gated"])
 def test_held_out_l0_is_the_target(arch, data):
     gen, x, held = data
-    extra = {"matryoshka": {"matryoshka_prefixes": (64,)}}.get(arch, {})
+    arch, extra = variant(arch)
     sae = Sae(SaeConfig(d_in=D, n_latents=N_LATENTS, architecture=arch, target_l0=TARGET, **extra))
     random_frac, random_cos = recovery(sae.W_dec, gen.directions())
     tr = Trainer(sae, TrainConfig(tokens=TOKENS, batch_size=BATCH, seed=0))
@@ -48,6 +57,23 @@ def test_held_out_l0_is_the_target(arch, data):
     assert abs(l0 - TARGET) <= 0.1 * TARGET, l0
     # recovery of this 16x-wider dictionary at this budget is still far from the issue's target for these
     # architectures (benchmarks/bench_synthetic.py records it); this test checks the sparsity only
+
+
+def test_relative_selection_recovers_more_of_the_dictionary_than_absolute(data):
+    """Known answer: ranking the batch by pre / ||x - b_dec|| (`relative_selection`) instead of by pre recovers
+    more true features at cosine > 0.9 (measured at this budget: 6% absolute, 20% relative; TopK 10%; at 1M
+    samples 12% / 35% / 88%, `saes/batchtopk.py`), at the same held-out L0."""
+    gen, x, held = data
+    got = {}
+    for rel in (False, True):
+        sae = Sae(SaeConfig(d_in=D, n_latents=N_LATENTS, architecture="batchtopk", target_l0=TARGET, relative_selection=rel))
+        tr = Trainer(sae, TrainConfig(tokens=TOKENS, batch_size=BATCH, seed=0))
+        tr.fit(x, progress=False)
+        tr.fold()
+        assert abs(held_out_l0(sae, held) - TARGET) <= 0.1 * TARGET
+        got[rel] = recovery(sae.W_dec, gen.directions())[0]
+    print(f"recovered: absolute {got[False]:.3f}, relative {got[True]:.3f}")
+    assert got[True] > 2 * got[False] and got[True] > 0.12
 
 
 def test_batchtopk_threshold_is_calibrated_not_the_lagging_average(data):

@@ -108,6 +108,8 @@ def encode_latents(enc: dict, x_ND: Tensor, rows: Tensor | None = None) -> dict:
         'relu'       ReLU(pre)
         'threshold'  pre * (pre > threshold), one 'threshold' per latent [F] or one for all (JumpReLU,
                      BatchTopK at inference)
+        'relative_threshold'  pre * (pre > threshold * ||x - x_offset||), one 'threshold' for all (BatchTopK
+                     with `SaeConfig.relative_selection`)
         'gated'      1[pre > 0] * ReLU(proj * mag_scale + b_mag), proj = (x - x_offset) @ W_enc^T
                      ('mag_scale', 'b_mag' [F]: the magnitude path of a Gated SAE)
 
@@ -135,6 +137,8 @@ def encode_latents(enc: dict, x_ND: Tensor, rows: Tensor | None = None) -> dict:
             acts = pre.relu()
         elif rule == "threshold":
             acts = pre * (pre > enc["threshold"].to(dev))
+        elif rule == "relative_threshold":
+            acts = pre * (pre > enc["threshold"].to(dev) * x_in.norm(dim=-1, keepdim=True))
         else:
             raise ValueError(f"unknown encoder rule {rule!r}")
     out = {"dense": acts}

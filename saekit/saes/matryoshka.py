@@ -42,6 +42,10 @@ class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
     required_fields = {"matryoshka_prefixes": "(128, 512, 2048)"}
     default_pre_act_coefficient = 1.5
     """A quarter of BatchTopK's: enough here (module docstring; 2.5% dead at 4096 latents, BENCHMARKS.md), where 2.9 cost 0.004 FVU at 1024."""
+    relative_pre_act_coefficient = 0.75
+    """Under `relative_selection` (Gemma 3 270M resid_post.6, 4096 latents, L0 16, 1M tokens; dead on 65,536 held-out
+    tokens): 1.5 left no latent dead at FVU 0.085, 0.25 left 21% dead at FVU 0.077; 0.75 is measured in BENCHMARKS.md's
+    frontier."""
 
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)

@@ -73,9 +73,10 @@ class TopKSae(Sae, architecture="topk"):
         """AuxK on the dead latents (`Sae.dead_latent_loss`)."""
         return self.dead_latent_loss(x_in_BD, err_BD, dead_F, total_variance)
 
-    def pre_act_theta(self, acts_BK: Tensor) -> Tensor:
+    def pre_act_theta(self, acts_BK: Tensor, x_in_BD: Tensor) -> Tensor:
         """The threshold the pre-activation loss pulls toward: each token's smallest kept activation [B, 1]
-        (detached; 0 for a row that kept nothing)."""
+        (detached; 0 for a row that kept nothing). `x_in_BD` (x - b_dec) serves subclasses whose threshold
+        depends on the row (BatchTopK's `relative_selection`)."""
         kept_BK = acts_BK.detach()
         theta_B1 = torch.where(kept_BK > 0, kept_BK, torch.inf).min(-1, keepdim=True).values
         return torch.where(torch.isfinite(theta_B1), theta_B1, torch.zeros_like(theta_B1))
@@ -91,7 +92,7 @@ class TopKSae(Sae, architecture="topk"):
         if c <= 0:
             return x_in_BD.new_zeros(())
         rows = sample_rows(x_in_BD.shape[0])
-        theta = self.pre_act_theta(acts_BK)
+        theta = self.pre_act_theta(acts_BK, x_in_BD)
         if theta.dim() == 2:  # per token [B, 1]
             theta = theta[rows]
         pre_RF = linear(x_in_BD[rows], self.W_enc, self.b_enc)
