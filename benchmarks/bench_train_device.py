@@ -2,11 +2,14 @@
 several widths, against the encoder GEMM's limit measured in the same run.
 
     python benchmarks/bench_train_device.py [--latents 16384 65536] [--steps 20] [--device cuda|cpu]
+        [--pre-act 0 0.75] [--selection float32 bfloat16]
 
 A TopK step's floor is the encoder's dense pre-activation, 2*d*F FLOPs per token forward: the script
 times that GEMM alone at the step's shape ([B, d] x [d, F], fp32 and bf16) and reports the step's
-tokens/s as a fraction of the GEMM-only tokens/s for the dtype the step uses (bf16 under CUDA autocast,
-fp32 on the CPU, where the limit is the faster of torch's mm (MKL) and oneDNN, `saekit.gemm`). Data: random rows kept on the host (as a cache's batches are), d=640, k=32, batch 4096.
+tokens/s as a fraction of both GEMM-only limits: float32 (the faster of torch's mm (MKL) and oneDNN,
+`saekit.gemm`) and bfloat16 (the dtype the selection product uses under CUDA autocast, and on the CPU where
+`SaeConfig.selection_dtype` resolves to it). Data: random rows kept on the host (as a cache's batches are), d=640,
+k=32, batch 4096.
 Prints BENCHMARKS.md rows; no report is written (paste the rows).
 """
 
@@ -43,11 +46,13 @@ def gemm_tokens_per_s(d: int, F: int, B: int, dtype: torch.dtype, device: str, r
     return B * reps / (time.perf_counter() - t)
 
 
-def step_tokens_per_s(d: int, F: int, B: int, k: int, device: str, steps: int, pre_act: float | None = None) -> tuple[float, float]:
+def step_tokens_per_s(
+    d: int, F: int, B: int, k: int, device: str, steps: int, pre_act: float | None = None, selection: str = "auto"
+) -> tuple[float, float]:
     """Tokens/s of `Trainer.fit` between its first and last history entries (each entry reads numbers back,
     so the GPU has finished the steps between them; warm-up and initialisation fall before the first)."""
     x = torch.randn((steps + 5) * B, d)
-    sae = Sae(SaeConfig(d_in=d, n_latents=F, k=k, pre_act_coefficient=pre_act))
+    sae = Sae(SaeConfig(d_in=d, n_latents=F, k=k, pre_act_coefficient=pre_act, selection_dtype=selection))
     tr = Trainer(sae, TrainConfig(tokens=(steps + 5) * B, batch_size=B, log_every=5, device=device))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -67,16 +72,17 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--pre-act", type=float, nargs="+", default=[None],
                    help="SaeConfig.pre_act_coefficient values to time the step with (default: TopK's own, 0.75; 0: off)")
+    p.add_argument("--selection", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"],
+                   help="SaeConfig.selection_dtype values to time the step with (default: 'auto')")
     a = p.parse_args()
     dev = a.device
     name = torch.cuda.get_device_name(0) if dev == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    step_dtype = torch.bfloat16 if dev == "cuda" else torch.float32
     print(f"device: {name}; torch {torch.__version__}; d={a.d}, k={a.k}, batch {a.batch}, {a.steps} timed steps")
     print(
-        "| device | latents | step tokens/s | GEMM-only tokens/s fp32 (torch mm) | GEMM-only tokens/s fp32 (oneDNN) "
-        "| GEMM-only tokens/s bf16 | step / fastest GEMM of the step dtype | peak GPU MiB |"
+        "| device | latents | selection | step tokens/s | GEMM-only tokens/s fp32 (torch mm) | GEMM-only tokens/s fp32 (oneDNN) "
+        "| GEMM-only tokens/s bf16 | step / fastest fp32 GEMM | step / bf16 GEMM | peak GPU MiB |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for F in a.latents:
         reps = 50 if dev == "cuda" else 3
         g32 = gemm_tokens_per_s(a.d, F, a.batch, torch.float32, dev, reps)
@@ -84,15 +90,18 @@ def main():
         if dev == "cpu" and onednn_available():
             g32_onednn = gemm_tokens_per_s(a.d, F, a.batch, torch.float32, dev, reps, product=linear)
         g16 = gemm_tokens_per_s(a.d, F, a.batch, torch.bfloat16, dev, reps)
-        limit = g16 if step_dtype == torch.bfloat16 else max(g32, g32_onednn if g32_onednn == g32_onednn else 0.0)
-        for pre_act in a.pre_act:
-            tps, peak = step_tokens_per_s(a.d, F, a.batch, a.k, dev, a.steps, pre_act)
-            label = f"{F}" + ("" if pre_act is None else f", pre_act {pre_act:g}")
-            print(
-                f"| {name} | {label} | {tps:,.0f} | {g32:,.0f} | {g32_onednn:,.0f} | {g16:,.0f} | {tps / limit:.2f} | {peak:,.0f} |",
-                flush=True,
-            )
-
+        limit32 = max(g32, g32_onednn if g32_onednn == g32_onednn else 0.0)
+        for selection in a.selection:
+            probe = Sae(SaeConfig(d_in=a.d, n_latents=8, k=1, selection_dtype=selection), device=dev)
+            used = "bf16 (CUDA autocast)" if dev == "cuda" else ("bf16" if probe.select_dtype == torch.bfloat16 else "fp32")
+            for pre_act in a.pre_act:
+                tps, peak = step_tokens_per_s(a.d, F, a.batch, a.k, dev, a.steps, pre_act, selection)
+                label = f"{F}" + ("" if pre_act is None else f", pre_act {pre_act:g}")
+                print(
+                    f"| {name} | {label} | {selection}: {used} | {tps:,.0f} | {g32:,.0f} | {g32_onednn:,.0f} | {g16:,.0f} "
+                    f"| {tps / limit32:.2f} | {tps / g16:.2f} | {peak:,.0f} |",
+                    flush=True,
+                )
 
 if __name__ == "__main__":
     main()

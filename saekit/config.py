@@ -100,9 +100,10 @@ class SaeConfig:
     1.5 for 'matryoshka' (0.75 with `relative_selection`), 0 for
     'relu' (12 keeps Gemma's ReLU latents alive but collapsed a synthetic one) and 'jumprelu' (Gemma Scope's recipe; it
     had 4% dead without it). 0 turns it off (the papers' recipes
-    have no such loss). The defaults were tuned at 4096 latents on Gemma 3 270M; the pull grows as k falls (a latent's
-    reconstruction gradient scales with k / n_latents, this loss's with 1 / n_latents). Transcoders have no such
-    loss and refuse a positive value."""
+    have no such loss). The defaults were tuned at 4096 latents and k 16 on Gemma 3 270M; the pull grows as k falls (a
+    latent's reconstruction gradient scales with k / n_latents, this loss's with 1 / n_latents), so for 'topk',
+    'batchtopk' and 'matryoshka' the default is scaled by min(1, k / 16) (`TopKSae.pre_act_coefficient`); a value
+    given here is used as given. Transcoders have no such loss and refuse a positive value."""
 
     threshold_beta: float = 0.99
     """'batchtopk' and 'matryoshka': decay of the moving average that estimates the inference threshold
@@ -117,6 +118,13 @@ class SaeConfig:
     (0.067 against 0.068; the absolute rule: 0.093) and tripled recovery on the synthetic dictionary
     (`saes/batchtopk.py` and BENCHMARKS.md have the measurements). SAELens has no such encoder, so SAELens
     refuses these folders (saekit reads them); off by default for that reason."""
+
+    selection_dtype: str = "auto"
+    """'topk', 'batchtopk' and 'matryoshka', while training: the dtype of the dense product that *chooses* the kept
+    latents, 'float32' or 'bfloat16' (the kept values, the loss, the gradients and the weights stay in `dtype`;
+    inference always selects in full precision). 'auto': bfloat16 on CPUs that multiply it in hardware (Intel AMX,
+    `saekit.gemm.bf16_matrix_units`, where the product is 4x faster), float32 elsewhere (CUDA uses autocast). Held-out FVU
+    and dead latents with each are in BENCHMARKS.md ("TopK training step")."""
 
     matryoshka_prefixes: tuple[int, ...] | None = None
     """'matryoshka': increasing dictionary sizes, each a prefix of the latents that must reconstruct on its own,
@@ -196,6 +204,15 @@ class SaeConfig:
             not self.relative_selection or self.architecture in ("batchtopk", "matryoshka"),
             f"SaeConfig.relative_selection is BatchTopK's selection rule ('batchtopk', 'matryoshka'); the "
             f"{self.architecture!r} architecture has none: leave it False.",
+        )
+        _check(
+            self.selection_dtype in ("auto", "float32", "bfloat16"),
+            f"SaeConfig.selection_dtype must be 'auto', 'float32' or 'bfloat16', got {self.selection_dtype!r}.",
+        )
+        _check(
+            self.selection_dtype != "bfloat16" or self.architecture in ("topk", "batchtopk", "matryoshka"),
+            f"SaeConfig.selection_dtype='bfloat16' is the precision of a top-k selection ('topk', 'batchtopk', "
+            f"'matryoshka'); the {self.architecture!r} architecture has none: leave it 'auto'.",
         )
         p = self.matryoshka_prefixes
         if p is not None:

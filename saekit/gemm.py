@@ -23,6 +23,17 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def bf16_matrix_units() -> bool:
+    """True when this CPU multiplies bfloat16 matrices in hardware (Intel AMX tiles), where torch's bfloat16
+    products ran 4x faster than float32 ones (`benchmarks/bench_train_device.py --device cpu`); on CPUs without
+    them bfloat16 products are emulated or barely faster. Asked of torch on every call: no state."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
 def _takes_onednn(x: Tensor, W: Tensor) -> bool:
     return (
         x.device.type == "cpu"
@@ -92,4 +103,4 @@ def matmul(a: Tensor, B: Tensor) -> Tensor:
     return linear(a, B.t())
 
 
-__all__ = ["linear", "matmul", "onednn_available"]
+__all__ = ["bf16_matrix_units", "linear", "matmul", "onednn_available"]

@@ -36,6 +36,22 @@ def test_sparse_kernels_match_dense_math_and_gradients(B, D, F, seed):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("F", [300, 4096])
+def test_sparse_decode_gradient_equals_dense_in_float32_with_unsorted_indices(F):
+    """The decoder's backward (a sampled product on the CPU, reading each code's indices in the order top-k
+    left them) gives the dense product's gradients at a realistic shape."""
+    g = torch.Generator().manual_seed(F)
+    B, D, K = 257, 64, 32
+    idx = torch.stack([torch.randperm(F, generator=g)[:K] for _ in range(B)])  # distinct, unsorted per row
+    acts = torch.rand(B, K, generator=g, requires_grad=True)
+    W_dec = torch.randn(F, D, generator=g, requires_grad=True)
+    w = torch.randn(B, D, generator=g)
+    grads = torch.autograd.grad((sparse_decode(acts, idx, W_dec) * w).sum(), [acts, W_dec])
+    grads_ref = torch.autograd.grad((dense_decode(acts, idx, W_dec) * w).sum(), [acts, W_dec])
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
 def test_gradcheck_kernels():
     g = torch.Generator().manual_seed(0)
     args = [torch.randn(*s, generator=g, dtype=torch.double, requires_grad=True) for s in [(5, 6), (20, 6), (20,), (20, 6)]]
@@ -65,17 +81,31 @@ def test_forward_reports_fvu_l0_and_fired_latents():
     fired[out.indices[out.acts > 0]] = True
     assert torch.equal(out.fired, fired)
     assert 0 < out.fvu.item() and out.l0.item() <= 4
-    # no dead mask: no AuxK term; the aux loss is the pre-activation loss (default 0.75): the mean over tokens and
-    # latents of relu(smallest kept activation - pre-activation), over d_in times the per-coordinate std
+    # no dead mask: no AuxK term; the aux loss is the pre-activation loss (default 0.75, scaled by k / 16 = 4 / 16
+    # below k 16): the mean over tokens and latents of relu(smallest kept activation - pre-activation), over d_in
+    # times the per-coordinate std
     pre = torch.nn.functional.linear(x - sae.b_dec, sae.W_enc, sae.b_enc)
     theta = pre.topk(4, dim=-1).values[:, -1:].clamp_min(0)
     kept_positive = (pre.topk(4, dim=-1).values > 0).any(-1, keepdim=True)
     theta = torch.where(kept_positive, theta, torch.zeros_like(theta))
     tv = (x - x.mean(0)).pow(2).sum()
-    torch.testing.assert_close(out.aux_loss, 0.75 * (theta - pre).relu().mean() / (16 * (tv / x.numel()).sqrt()))
+    torch.testing.assert_close(out.aux_loss, 0.75 * 4 / 16 * (theta - pre).relu().mean() / (16 * (tv / x.numel()).sqrt()))
     torch.testing.assert_close(out.loss, out.fvu + out.aux_loss)
     off = _sae(pre_act_coefficient=0.0)(x)
     assert torch.equal(off.loss, off.fvu)
+
+
+@pytest.mark.parametrize("arch, default", [("topk", 0.75), ("batchtopk", 6.0), ("matryoshka", 1.5)])
+def test_default_pre_act_coefficient_scales_with_k_below_16_and_given_values_are_kept(arch, default):
+    def coefficient(k, **kw):
+        extra = {"matryoshka_prefixes": (16, 64)} if arch == "matryoshka" else {}
+        return Sae(SaeConfig(d_in=8, n_latents=128, k=k, architecture=arch, **extra, **kw)).pre_act_coefficient
+    assert coefficient(4) == pytest.approx(default * 4 / 16)
+    assert coefficient(16) == coefficient(64) == pytest.approx(default)
+    assert coefficient(4, pre_act_coefficient=0.5) == 0.5
+    if arch != "topk":
+        relative = {"batchtopk": 1.0, "matryoshka": 0.75}[arch]
+        assert coefficient(8, relative_selection=True) == pytest.approx(relative * 8 / 16)
 
 
 def test_auxk_gives_dead_latents_a_gradient():

@@ -74,7 +74,7 @@ from torch import Tensor
 
 from ..config import SaeConfig
 from ..gemm import linear
-from .kernels import encode_backward
+from .kernels import encode_backward, exact_values, rows_of, selection_pre
 from .topk import TopKSae
 
 CALIBRATION_ROWS = 8192
@@ -83,10 +83,12 @@ CALIBRATION_ROWS = 8192
 
 class _BatchTopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k_total: int, relative: bool):
-        pre_BF = linear(x_BD, W_enc_FD, b_enc_F).relu_()
+    def forward(ctx, x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k_total: int, relative: bool, select_dtype, rows):
+        pre_BF = selection_pre(x_BD, W_enc_FD, b_enc_F, select_dtype)
+        pre_RF = rows_of(pre_BF, rows, x_BD.dtype)  # before the ReLU: the pre-activation loss's input
+        pre_BF = pre_BF.relu_()
         B, F_ = pre_BF.shape
-        score_BF = pre_BF / token_norm(x_BD) if relative else pre_BF  # what the batch is ranked by
+        score_BF = pre_BF / token_norm(x_BD).to(pre_BF.dtype) if relative else pre_BF  # what the batch is ranked by
         flat_vals, flat_idx = score_BF.view(-1).topk(min(k_total, B * F_), sorted=False)
         keep_N = torch.zeros(B * F_, dtype=torch.bool, device=pre_BF.device)
         keep_N[flat_idx[flat_vals > 0]] = True
@@ -94,15 +96,18 @@ class _BatchTopKEncode(torch.autograd.Function):
         k_max = max(int(keep_BF.sum(-1).max()), 1)
         # the kept values of each row, padded with zeros to the busiest row's count
         vals_BK, idx_BK = torch.where(keep_BF, pre_BF, -1.0).topk(k_max, dim=-1, sorted=False)
+        del pre_BF, score_BF, keep_BF
+        if vals_BK.dtype != x_BD.dtype:  # chosen in reduced precision: the kept values themselves in full
+            vals_BK = torch.where(vals_BK > 0, exact_values(x_BD, W_enc_FD, b_enc_F, idx_BK), 0.0)
         acts_BK = vals_BK.clamp_min_(0)
         ctx.save_for_backward(x_BD, W_enc_FD, idx_BK, acts_BK)
-        ctx.mark_non_differentiable(idx_BK)
-        return acts_BK, idx_BK
+        ctx.mark_non_differentiable(idx_BK, pre_RF)
+        return acts_BK, idx_BK, pre_RF
 
     @staticmethod
-    def backward(ctx, grad_acts_BK: Tensor, _grad_idx):
+    def backward(ctx, grad_acts_BK: Tensor, _grad_idx, _grad_pre):
         x_BD, W_enc_FD, idx_BK, acts_BK = ctx.saved_tensors
-        return (*encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK), None, None)
+        return (*encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK), None, None, None, None)
 
 
 def token_norm(x_in_BD: Tensor) -> Tensor:
@@ -111,10 +116,14 @@ def token_norm(x_in_BD: Tensor) -> Tensor:
     return x_in_BD.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x_in_BD.dtype).tiny)
 
 
-def batch_topk_encode(x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k: int, relative: bool = False) -> tuple[Tensor, Tensor]:
+def batch_topk_encode(
+    x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k: int, relative: bool = False,
+    select_dtype: torch.dtype | None = None, rows: slice | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Keep the k * B largest ReLU pre-activations of the batch (with `relative`, the k * B largest
-    pre / ||x||, x the rows as given: x - b_dec): (values [B, K_max], indices [B, K_max])."""
-    return _BatchTopKEncode.apply(x_BD, W_enc_FD, b_enc_F, k * x_BD.shape[0], relative)
+    pre / ||x||, x the rows as given: x - b_dec): (values [B, K_max], indices [B, K_max], the pre-activation's rows
+    `rows` [R, F] for the pre-activation loss, empty for None). `select_dtype` as `kernels.topk_encode_train`."""
+    return _BatchTopKEncode.apply(x_BD, W_enc_FD, b_enc_F, k * x_BD.shape[0], relative, select_dtype, rows)
 
 
 class BatchTopKSae(TopKSae, architecture="batchtopk"):
@@ -126,13 +135,10 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
     relative_pre_act_coefficient = 1.0
     """The default under `relative_selection`, where 6 costs FVU (frontier runs at L0 16: 0.080 at 6, 0.067 at 1.0; module docstring)."""
 
-    @property
-    def pre_act_coefficient(self) -> float:
-        """`cfg.pre_act_coefficient`, or the default of the selection rule in use."""
-        c = self.cfg.pre_act_coefficient
-        if c is None and self.relative:
-            return float(self.relative_pre_act_coefficient)
-        return super().pre_act_coefficient
+    def default_pre_act_for_rule(self) -> float:
+        """The default pre-activation coefficient of the selection rule in use (before `TopKSae.pre_act_coefficient`
+        scales it for k below 16)."""
+        return float(self.relative_pre_act_coefficient if self.relative else self.default_pre_act_coefficient)
 
     @property
     def relative(self) -> bool:
@@ -227,10 +233,12 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
         theta = torch.where(torch.isfinite(theta), theta, torch.zeros_like(theta))
         return theta * token_norm(x_in_BD) if self.relative else theta
 
-    def _encode_train(self, x_in_BD: Tensor) -> tuple[Tensor, Tensor]:
-        acts_BK, idx_BK = batch_topk_encode(x_in_BD, self.W_enc, self.b_enc, self.cfg.k, self.relative)
+    def _encode_train(self, x_in_BD: Tensor, rows: slice | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        acts_BK, idx_BK, pre_RF = batch_topk_encode(
+            x_in_BD, self.W_enc, self.b_enc, self.cfg.k, self.relative, self.select_dtype, rows
+        )
         if self.training:
             self.update_threshold(self._scores(x_in_BD, acts_BK.detach()))
-        return acts_BK, idx_BK
+        return acts_BK, idx_BK, pre_RF
 
 __all__ = ["BatchTopKSae", "batch_topk_encode", "token_norm"]

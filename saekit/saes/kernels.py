@@ -8,6 +8,8 @@ because choosing the top k needs every latent's value.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,8 +31,11 @@ def _scatter_rows(idx_BK: Tensor, coef_BK: Tensor, rows_BD: Tensor, n_latents: i
 
 
 def _gather_dots(idx_BK: Tensor, W_FD: Tensor, v_BD: Tensor, chunk: int = 64) -> Tensor:
-    """out[b, k] = W[idx[b, k]] . v[b], the rows gathered chunk by chunk into one reused buffer (6x faster than
-    gathering all B*K rows at once, 2x faster than a fresh buffer per chunk: no page faults)."""
+    """out[b, k] = W[idx[b, k]] . v[b]: on the CPU in full precision a sampled product (`_sampled_dots`), elsewhere
+    the rows gathered chunk by chunk into one reused buffer (6x faster than gathering all B*K rows at once, 2x
+    faster than a fresh buffer per chunk: no page faults)."""
+    if W_FD.device.type == "cpu" and W_FD.dtype in (torch.float32, torch.float64) and v_BD.dtype == W_FD.dtype:
+        return _sampled_dots(idx_BK, W_FD, v_BD)
     B, K = idx_BK.shape
     D = W_FD.shape[1]
     out_BK = torch.empty(B, K, dtype=W_FD.dtype, device=v_BD.device)
@@ -41,6 +46,21 @@ def _gather_dots(idx_BK: Tensor, W_FD: Tensor, v_BD: Tensor, chunk: int = 64) ->
         v_b1D = v_BD[s : s + chunk].unsqueeze(-1).to(W_FD.dtype)
         out_BK[s : s + chunk] = torch.bmm(rows_ND.view(-1, K, D), v_b1D).squeeze(-1)  # [b, K, D] @ [b, D, 1]
     return out_BK.to(torch.promote_types(W_FD.dtype, v_BD.dtype))
+
+
+def _sampled_dots(idx_BK: Tensor, W_FD: Tensor, v_BD: Tensor) -> Tensor:
+    """out[b, k] = W[idx[b, k]] . v[b] as a sampled dense product (SDDMM): v @ W.T evaluated only at the B*K
+    positions of a CSR pattern whose row b holds idx[b] (in the code's order; a row's indices must be distinct,
+    as a top-k's are). Each dot reads its row of W in place: no [B*K, D] gather is written, which made the
+    gathering version 9x slower at B 4096, K 32, F 16384 on this CPU (`benchmarks/bench_train_device.py`)."""
+    B, K = idx_BK.shape
+    crow_N = torch.arange(0, B * K + 1, K, device=idx_BK.device)  # [B + 1]: K entries per row
+    with warnings.catch_warnings():  # torch calls its CSR support beta on first use
+        warnings.simplefilter("ignore", UserWarning)
+        pattern_BF = torch.sparse_csr_tensor(crow_N, idx_BK.reshape(-1), W_FD.new_zeros(B * K),
+                                             size=(B, W_FD.shape[0]), check_invariants=False)
+        out_BF = torch.sparse.sampled_addmm(pattern_BF, v_BD, W_FD.t(), beta=0.0)
+    return out_BF.values().view(B, K)
 
 
 def encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK):
@@ -57,26 +77,61 @@ def encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK):
     return grad_x, grad_W, grad_b
 
 
+def selection_pre(x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, select_dtype: torch.dtype | None) -> Tensor:
+    """The dense pre-activation x @ W_enc.T + b_enc [B, F] that a selection ranks: in full precision (`gemm.linear`),
+    or in `select_dtype` (bfloat16) when it is given and differs from x's dtype (the caller then takes the kept
+    values from `exact_values`)."""
+    if select_dtype is None or select_dtype == x_BD.dtype:
+        return linear(x_BD, W_enc_FD, b_enc_F)
+    return F.linear(x_BD.to(select_dtype), W_enc_FD.to(select_dtype), b_enc_F.to(select_dtype))
+
+
+def exact_values(x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, idx_BK: Tensor) -> Tensor:
+    """W_enc[idx[b, k]] . x[b] + b_enc[idx[b, k]] in x's precision [B, K]: the chosen latents' pre-activations
+    (B*K*D products instead of the selection's B*F*D). A row's indices must be distinct."""
+    return _gather_dots(idx_BK, W_enc_FD, x_BD) + b_enc_F[idx_BK]
+
+
+def rows_of(pre_BF: Tensor, rows: slice | None, dtype: torch.dtype) -> Tensor:
+    """A copy of pre's rows `rows` in `dtype` [R, F] (for the pre-activation loss), or an empty tensor for None."""
+    if rows is None:
+        return pre_BF.new_empty(0, dtype=dtype)
+    return pre_BF[rows].to(dtype, copy=True)
+
+
 class _TopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k: int):
-        pre_BF = linear(x_BD, W_enc_FD, b_enc_F)
+    def forward(ctx, x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k: int, select_dtype, rows):
+        pre_BF = selection_pre(x_BD, W_enc_FD, b_enc_F, select_dtype)
         vals_BK, idx_BK = pre_BF.topk(k, dim=-1, sorted=False)
+        pre_RF = rows_of(pre_BF, rows, x_BD.dtype)
         del pre_BF
+        if vals_BK.dtype != x_BD.dtype:  # chosen in reduced precision: the values themselves in full
+            vals_BK = exact_values(x_BD, W_enc_FD, b_enc_F, idx_BK)
         acts_BK = vals_BK.relu_()
         ctx.save_for_backward(x_BD, W_enc_FD, idx_BK, acts_BK)
-        ctx.mark_non_differentiable(idx_BK)
-        return acts_BK, idx_BK
+        ctx.mark_non_differentiable(idx_BK, pre_RF)
+        return acts_BK, idx_BK, pre_RF
 
     @staticmethod
-    def backward(ctx, grad_acts_BK: Tensor, _grad_idx):
+    def backward(ctx, grad_acts_BK: Tensor, _grad_idx, _grad_pre):
         x_BD, W_enc_FD, idx_BK, acts_BK = ctx.saved_tensors
-        return (*encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK), None)
+        return (*encode_backward(ctx, x_BD, W_enc_FD, idx_BK, acts_BK, grad_acts_BK), None, None, None)
 
 
 def topk_encode(x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """ReLU(TopK(x @ W_enc.T + b_enc)) as (values [B, k], indices [B, k]); backward touches active rows only."""
-    return _TopKEncode.apply(x_BD, W_enc_FD, b_enc_F, k)
+    acts_BK, idx_BK, _ = _TopKEncode.apply(x_BD, W_enc_FD, b_enc_F, k, None, None)
+    return acts_BK, idx_BK
+
+
+def topk_encode_train(
+    x_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, k: int, select_dtype: torch.dtype | None = None, rows: slice | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`topk_encode` as training uses it: the top k chosen on a `select_dtype` product (`selection_pre`; values
+    exact), and also a copy of the pre-activation's rows `rows` [R, F] (empty for None; no gradient), which the
+    pre-activation loss takes instead of a product of its own (`pre_act.rows_penalty`)."""
+    return _TopKEncode.apply(x_BD, W_enc_FD, b_enc_F, k, select_dtype, rows)
 
 
 class _SparseDecode(torch.autograd.Function):

@@ -22,7 +22,10 @@ Why this normalisation (Anthropic sum over latents and use raw units):
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
+
+from ..gemm import linear
 
 
 SAMPLE_ROWS = 512
@@ -50,4 +53,44 @@ def pre_act_penalty(pre_BF: Tensor, theta: Tensor | float, scale: Tensor, weight
     return gap_BF.mean() / scale
 
 
-__all__ = ["SAMPLE_ROWS", "penalty_scale", "pre_act_penalty", "sample_rows"]
+class _RowsPenalty(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x_RD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, pre_RF: Tensor, theta, scale: Tensor, product_dtype):
+        below_RF = pre_RF < theta  # where relu(theta - pre) has slope -1
+        ctx.save_for_backward(x_RD, W_enc_FD, below_RF, scale)
+        ctx.product_dtype = product_dtype
+        ctx.theta_dim = theta.dim() if isinstance(theta, Tensor) else 0
+        return (theta - pre_RF).relu().mean() / scale
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x_RD, W_enc_FD, below_RF, scale = ctx.saved_tensors
+        dt = ctx.product_dtype or x_RD.dtype
+        g = -grad / (below_RF.numel() * scale)  # d penalty / d pre on the rows below theta
+        m_RF = below_RF.to(dt)  # 0/1: exact in any dtype
+        grad_x = grad_W = grad_b = grad_theta = None
+        if ctx.needs_input_grad[4]:  # a threshold that depends on the rows (relative selection: ratio * ||x - b_dec||)
+            below_R1 = below_RF.sum(-1, keepdim=True)
+            grad_theta = -g * (below_R1 if ctx.theta_dim == 2 else below_R1.sum())
+        if ctx.needs_input_grad[0]:
+            grad_x = linear(m_RF, W_enc_FD.to(dt).t()).to(x_RD.dtype) * g  # [R, F] @ [F, D]
+        if ctx.needs_input_grad[1]:
+            grad_W = linear(m_RF.t(), x_RD.to(dt).t()).to(W_enc_FD.dtype) * g  # [F, R] @ [R, D]
+        if ctx.needs_input_grad[2]:
+            grad_b = below_RF.sum(0).to(W_enc_FD.dtype) * g
+        return grad_x, grad_W, grad_b, None, grad_theta, None, None
+
+
+def rows_penalty(
+    x_RD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, pre_RF: Tensor, theta: Tensor | float, scale: Tensor,
+    product_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """`pre_act_penalty(x @ W_enc.T + b_enc, theta, scale)` for rows x whose pre-activation `pre_RF` the encoder
+    already computed (`kernels.topk_encode_train`), with the gradients to x, W_enc and b_enc of that expression:
+    no product of its own forward, and backward two products with the 0/1 mask of the entries below theta (in
+    `product_dtype`, bfloat16 where the selection ran in it; None: x's dtype). A theta that carries a gradient (a
+    per-token [R, 1] threshold computed from the rows) gets its own. Unit-norm decoders only (no weight)."""
+    return _RowsPenalty.apply(x_RD, W_enc_FD, b_enc_F, pre_RF, theta, scale, product_dtype)
+
+
+__all__ = ["SAMPLE_ROWS", "penalty_scale", "pre_act_penalty", "rows_penalty", "sample_rows"]

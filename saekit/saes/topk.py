@@ -27,11 +27,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..gemm import linear
+from ..gemm import bf16_matrix_units, linear
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
-from .pre_act import penalty_scale, pre_act_penalty, sample_rows
-from .kernels import sparse_decode, topk_encode
+from .pre_act import penalty_scale, pre_act_penalty, rows_penalty, sample_rows
+from .kernels import sparse_decode, topk_encode, topk_encode_train
+
+
+PRE_ACT_TUNED_K = 16
+"""The k at which the TopK family's default pre-activation coefficients were tuned (Gemma 3 270M, 4096 latents)."""
 
 
 class TopKSae(Sae, architecture="topk"):
@@ -43,6 +47,24 @@ class TopKSae(Sae, architecture="topk"):
     """On by default at 0.75 (module docstring: dead latents 45% -> 2.1% at 4096 latents); Gao et al.'s recipe has no
     such loss, and `SaeConfig.pre_act_coefficient=0` gives it back (10-22% faster per step)."""
 
+    @property
+    def pre_act_coefficient(self) -> float:
+        """`cfg.pre_act_coefficient` as given, or the default (`default_pre_act_for_rule`) scaled by
+        min(1, k / PRE_ACT_TUNED_K): the defaults were tuned at k 16, and below it the loss's pull grows relative to a
+        latent's reconstruction gradient (which scales with k / n_latents; the loss's with 1 / n_latents). On the
+        synthetic dictionary at k 4 (d 32, 512 features, 1024 latents, 1M samples) TopK recovered 87.7% of the true
+        features at 0.75 and 93.0% at 0.19 (0% dead; 90.0% with 35% dead at 0): BENCHMARKS.md, "Synthetic
+        dictionary recovery"."""
+        c = self.cfg.pre_act_coefficient
+        if c is not None:
+            return float(c)
+        return float(self.default_pre_act_for_rule()) * min(1.0, self.cfg.k / PRE_ACT_TUNED_K)
+
+    def default_pre_act_for_rule(self) -> float:
+        """The architecture's default pre-activation coefficient at k >= PRE_ACT_TUNED_K (subclasses with a second
+        selection rule override it)."""
+        return self.default_pre_act_coefficient or 0.0
+
     def saelens_fields(self) -> dict:
         return {"k": int(self.cfg.k), "rescale_acts_by_decoder_norm": False}
 
@@ -52,21 +74,37 @@ class TopKSae(Sae, architecture="topk"):
     def plain_encoder(self) -> dict:
         return self._plain("topk", k=int(self.cfg.k))
 
-    def _encode_train(self, x_in_BD: Tensor) -> tuple[Tensor, Tensor]:
-        """The sparse code used while training (BatchTopK overrides it to select across the batch)."""
-        return topk_encode(x_in_BD, self.W_enc, self.b_enc, self.cfg.k)
+    @property
+    def select_dtype(self) -> torch.dtype | None:
+        """The dtype training selects in (`SaeConfig.selection_dtype`), None for the weights' own: 'auto' is bfloat16
+        for float32 weights on a CPU with bfloat16 matrix units (`gemm.bf16_matrix_units`)."""
+        choice = self.cfg.selection_dtype
+        if choice == "auto":
+            fast = self.W_enc.device.type == "cpu" and self.W_enc.dtype == torch.float32 and bf16_matrix_units()
+            choice = "bfloat16" if fast else "float32"
+        dt = torch.bfloat16 if choice == "bfloat16" else torch.float32
+        return None if dt == self.W_enc.dtype else dt
+
+    def _encode_train(self, x_in_BD: Tensor, rows: slice | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The sparse code used while training, and the pre-activation's rows `rows` for the pre-activation loss
+        (`kernels.topk_encode_train`; BatchTopK overrides it to select across the batch)."""
+        return topk_encode_train(x_in_BD, self.W_enc, self.b_enc, self.cfg.k, self.select_dtype, rows)
+
+    def pre_act_rows(self, n_rows: int) -> slice | None:
+        """The rows of a batch of n_rows the pre-activation loss is taken on (`pre_act.sample_rows`), None when it is off."""
+        return sample_rows(n_rows) if self.pre_act_coefficient > 0 else None
 
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
         x_in_BD = x_BD - self.b_dec
-        acts_BK, idx_BK = self._encode_train(x_in_BD)
+        acts_BK, idx_BK, pre_RF = self._encode_train(x_in_BD, self.pre_act_rows(x_BD.shape[0]))
         x_hat_BD = sparse_decode(acts_BK, idx_BK, self.W_dec) + self.b_dec
         total_variance = total_variance_of(x_BD)
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         aux = x_BD.new_zeros(())
         if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
             aux = self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
-        aux = aux + self.pre_act_loss(x_in_BD, acts_BK, total_variance)
+        aux = aux + self.pre_act_loss(x_in_BD, acts_BK, total_variance, pre_RF)
         return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *sparse_fired_l0(acts_BK, idx_BK, self.n_latents))
 
     def auxk_loss(self, x_in_BD: Tensor, err_BD: Tensor, dead_F: Tensor, total_variance: Tensor) -> Tensor:
@@ -81,13 +119,14 @@ class TopKSae(Sae, architecture="topk"):
         theta_B1 = torch.where(kept_BK > 0, kept_BK, torch.inf).min(-1, keepdim=True).values
         return torch.where(torch.isfinite(theta_B1), theta_B1, torch.zeros_like(theta_B1))
 
-    def pre_act_loss(self, x_in_BD: Tensor, acts_BK: Tensor, total_variance: Tensor) -> Tensor:
+    def pre_act_loss(self, x_in_BD: Tensor, acts_BK: Tensor, total_variance: Tensor, pre_RF: Tensor | None = None) -> Tensor:
         """Anthropic's pre-activation loss (`pre_act.pre_act_penalty`) with theta the code's threshold
         (`pre_act_theta`), weighted by `pre_act_coefficient`: every pre-activation W_enc x_in + b_enc below it
         gets a gradient toward it, so a latent the selection never picks still learns (the selection gives it no
         reconstruction gradient, and AuxK only after `TrainConfig.dead_tokens`). Dense over latents, so it is
-        taken on an even sample of at most `pre_act.SAMPLE_ROWS` of the batch's rows (`pre_act.sample_rows`):
-        one more [R, D] x [D, F] product forward and two backward."""
+        taken on an even sample of at most `pre_act.SAMPLE_ROWS` of the batch's rows (`pre_act_rows`). `pre_RF`,
+        those rows' pre-activations as the encoder computed them, saves the forward product
+        (`pre_act.rows_penalty`); without it they are recomputed (the readable path, same values)."""
         c = self.pre_act_coefficient
         if c <= 0:
             return x_in_BD.new_zeros(())
@@ -95,8 +134,11 @@ class TopKSae(Sae, architecture="topk"):
         theta = self.pre_act_theta(acts_BK, x_in_BD)
         if theta.dim() == 2:  # per token [B, 1]
             theta = theta[rows]
+        scale = penalty_scale(total_variance, *x_in_BD.shape)
+        if pre_RF is not None and pre_RF.numel():
+            return c * rows_penalty(x_in_BD[rows], self.W_enc, self.b_enc, pre_RF, theta, scale, self.select_dtype)
         pre_RF = linear(x_in_BD[rows], self.W_enc, self.b_enc)
-        return c * pre_act_penalty(pre_RF, theta, penalty_scale(total_variance, *x_in_BD.shape))
+        return c * pre_act_penalty(pre_RF, theta, scale)
 
 
 def sparse_fired_l0(acts_BK: Tensor, idx_BK: Tensor, n_latents: int) -> tuple[Tensor, Tensor]:
@@ -107,4 +149,4 @@ def sparse_fired_l0(acts_BK: Tensor, idx_BK: Tensor, n_latents: int) -> tuple[Te
     return fired_F, active_BK.sum(-1).float().mean()
 
 
-__all__ = ["TopKSae", "sparse_fired_l0"]
+__all__ = ["PRE_ACT_TUNED_K", "TopKSae", "sparse_fired_l0"]
