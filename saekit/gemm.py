@@ -1,10 +1,12 @@
 """Dense products (`x @ W.T + b`) through the fastest full-precision GEMM the device has.
 
-On the CPU, torch sends float32 `addmm` / `linear` to MKL's sgemm. oneDNN, which torch also ships, runs the
-same float32 products about 1.8x faster on the machines measured here (2-core x86_64, AVX2 and AVX-512:
-`benchmarks/bench_train_device.py --device cpu` prints both), with float32 rounding (no reduced-precision
-accumulation; the tests compare values and gradients with `torch.nn.functional.linear`). `linear` takes that
-path for float32 CPU tensors and torch's own everywhere else (CUDA, bfloat16, an install without oneDNN).
+On the CPU, torch sends float32 `addmm` / `linear` to MKL's sgemm. oneDNN, which torch also ships, ran the
+same float32 products about 1.8x faster on the AMD machines measured here (2-core x86_64, AVX2 and AVX-512), but
+5-20% *slower* than MKL on an Intel Xeon (`benchmarks/bench_train_device.py --device cpu` prints both; shapes of
+the training step and of `evaluate`'s vocabulary head, BENCHMARKS.md "Third pass"), with float32 rounding (no
+reduced-precision accumulation; the tests compare values and gradients with `torch.nn.functional.linear`). `linear`
+takes oneDNN for float32 CPU tensors on CPUs whose vendor is not Intel (`mkl_is_faster`) and torch's own everywhere
+else (Intel CPUs, CUDA, bfloat16, an install without oneDNN).
 
 Gradients: `linear` is differentiable; its backward does its two products through the same path
 (grad_x = grad @ W, grad_W = grad.T @ x). Code shipped into traces (`lm/in_trace.py`) keeps plain torch:
@@ -12,6 +14,9 @@ it runs on servers whose torch build is not ours.
 """
 
 from __future__ import annotations
+
+import functools
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +39,25 @@ def bf16_matrix_units() -> bool:
         return False
 
 
+@functools.cache
+def _cpu_vendor() -> str:
+    """The CPU vendor ('GenuineIntel', 'AuthenticAMD', ...; '' where it cannot be read): a fact of the machine,
+    read from /proc/cpuinfo once."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or ""
+
+
+def mkl_is_faster() -> bool:
+    """True on Intel CPUs, where MKL's float32 products (torch's own) beat oneDNN's (module docstring)."""
+    return _cpu_vendor() == "GenuineIntel"
+
+
 def _takes_onednn(x: Tensor, W: Tensor) -> bool:
     return (
         x.device.type == "cpu"
@@ -43,6 +67,7 @@ def _takes_onednn(x: Tensor, W: Tensor) -> bool:
         and W.dim() == 2
         and x.dim() >= 1
         and onednn_available()
+        and not mkl_is_faster()
     )
 
 
@@ -103,4 +128,4 @@ def matmul(a: Tensor, B: Tensor) -> Tensor:
     return linear(a, B.t())
 
 
-__all__ = ["bf16_matrix_units", "linear", "matmul", "onednn_available"]
+__all__ = ["bf16_matrix_units", "linear", "matmul", "mkl_is_faster", "onednn_available"]

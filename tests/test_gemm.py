@@ -51,6 +51,7 @@ def test_matmul_with_a_decoder_matrix_and_a_3d_input():
 def test_float32_cpu_products_take_onednn_when_torch_has_it(monkeypatch):
     if not gemm.onednn_available():
         pytest.skip("this torch has no oneDNN linear")
+    monkeypatch.setattr(gemm, "mkl_is_faster", lambda: False)  # as on the AMD machines (on Intel: MKL, tested below)
     calls = []
     real = torch.ops.mkldnn._linear_pointwise
 
@@ -68,6 +69,33 @@ def test_float32_cpu_products_take_onednn_when_torch_has_it(monkeypatch):
     with torch.no_grad():
         gemm.linear(x, W)
     assert len(calls) == 4
+
+
+def test_intel_cpus_keep_torchs_own_float32_product(monkeypatch):
+    """Where MKL is the faster (Intel), float32 products are torch's own: no oneDNN call, the same values."""
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    class Spy:
+        def __getattr__(self, name):
+            if name == "_linear_pointwise":
+                return lambda *a: calls.append(a) or real(*a)
+            return getattr(torch.ops.mkldnn, name)
+
+    monkeypatch.setattr(gemm.torch.ops, "mkldnn", Spy(), raising=False)
+    monkeypatch.setattr(gemm, "mkl_is_faster", lambda: True)
+    x, W = torch.randn(8, 16, requires_grad=True), torch.randn(4, 16, requires_grad=True)
+    out = gemm.linear(x, W)
+    out.sum().backward()
+    assert calls == [] and torch.equal(out, F.linear(x, W))
+
+
+def test_the_vendor_is_read_from_the_machine():
+    try:
+        cpuinfo = open("/proc/cpuinfo").read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo here")
+    assert gemm.mkl_is_faster() == ("GenuineIntel" in cpuinfo)
 
 
 def test_other_dtypes_use_torch_linear_unchanged():
@@ -94,6 +122,7 @@ def test_strided_row_samples_give_torch_values_and_reach_onednn_in_a_plain_layou
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4)
     if not gemm.onednn_available():
         return
+    monkeypatch.setattr(gemm, "mkl_is_faster", lambda: False)
     layouts = []
     real = torch.ops.mkldnn._linear_pointwise
 
