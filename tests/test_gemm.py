@@ -15,6 +15,21 @@ def _grads(fn, *ts):
     return out.detach(), [t.grad for t in ts]
 
 
+def _spy_onednn(monkeypatch, record=lambda *a: a) -> list:
+    """Route oneDNN's linear through a spy; returns the list of `record(*args)` of its calls."""
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    class Spy:
+        def __getattr__(self, name):
+            if name == "_linear_pointwise":
+                return lambda *a: calls.append(record(*a)) or real(*a)
+            return getattr(torch.ops.mkldnn, name)
+
+    monkeypatch.setattr(gemm.torch.ops, "mkldnn", Spy(), raising=False)
+    return calls
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 5), (7, 64, 33), (256, 640, 1024)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_matches_torch_in_values_and_gradients(shape, bias):
@@ -52,16 +67,7 @@ def test_float32_cpu_products_take_onednn_when_torch_has_it(monkeypatch):
     if not gemm.onednn_available():
         pytest.skip("this torch has no oneDNN linear")
     monkeypatch.setattr(gemm, "mkl_is_faster", lambda: False)  # as on the AMD machines (on Intel: MKL, tested below)
-    calls = []
-    real = torch.ops.mkldnn._linear_pointwise
-
-    class Spy:
-        def __getattr__(self, name):
-            if name == "_linear_pointwise":
-                return lambda *a: calls.append(a) or real(*a)
-            return getattr(torch.ops.mkldnn, name)
-
-    monkeypatch.setattr(gemm.torch.ops, "mkldnn", Spy(), raising=False)
+    calls = _spy_onednn(monkeypatch)
     x = torch.randn(8, 16, requires_grad=True)
     W = torch.randn(4, 16, requires_grad=True)
     gemm.linear(x, W).sum().backward()
@@ -73,16 +79,7 @@ def test_float32_cpu_products_take_onednn_when_torch_has_it(monkeypatch):
 
 def test_intel_cpus_keep_torchs_own_float32_product(monkeypatch):
     """Where MKL is the faster (Intel), float32 products are torch's own: no oneDNN call, the same values."""
-    calls = []
-    real = torch.ops.mkldnn._linear_pointwise
-
-    class Spy:
-        def __getattr__(self, name):
-            if name == "_linear_pointwise":
-                return lambda *a: calls.append(a) or real(*a)
-            return getattr(torch.ops.mkldnn, name)
-
-    monkeypatch.setattr(gemm.torch.ops, "mkldnn", Spy(), raising=False)
+    calls = _spy_onednn(monkeypatch)
     monkeypatch.setattr(gemm, "mkl_is_faster", lambda: True)
     x, W = torch.randn(8, 16, requires_grad=True), torch.randn(4, 16, requires_grad=True)
     out = gemm.linear(x, W)
@@ -123,17 +120,7 @@ def test_strided_row_samples_give_torch_values_and_reach_onednn_in_a_plain_layou
     if not gemm.onednn_available():
         return
     monkeypatch.setattr(gemm, "mkl_is_faster", lambda: False)
-    layouts = []
-    real = torch.ops.mkldnn._linear_pointwise
-
-    class Spy:
-        def __getattr__(self, name):
-            if name == "_linear_pointwise":
-                return lambda a, w, *rest: layouts.append(
-                    all(t.is_contiguous() or t.t().is_contiguous() for t in (a, w))) or real(a, w, *rest)
-            return getattr(torch.ops.mkldnn, name)
-
-    monkeypatch.setattr(gemm.torch.ops, "mkldnn", Spy(), raising=False)
+    layouts = _spy_onednn(monkeypatch, lambda a, w, *rest: all(t.is_contiguous() or t.t().is_contiguous() for t in (a, w)))
     x_s = torch.randn(64, 32, requires_grad=True)
     W_s = W.clone().requires_grad_()
     gemm.linear(x_s[::8], W_s, b).sum().backward()
