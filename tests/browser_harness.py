@@ -203,14 +203,47 @@ def notebook_state(page) -> dict:
     return page.evaluate(_PROMPTS_JS)
 
 
-def _click_run_all(page, dialogs: list[str]) -> None:
-    """Open Run > Run All Cells; a JupyterLab dialog in the way is noted in `dialogs` and dismissed first."""
-    for text in page.locator(".jp-Dialog").all_inner_texts():
-        dialogs.append(text.strip())
+_KERNEL_DIED = re.compile(r"kernel (appears to have )?died|Kernel Restarting", re.I)
+
+
+def _clear_dialogs(page, dialogs: list[str]) -> None:
+    """Note and close every JupyterLab dialog on the page; a dead kernel's dialog is a failure, not a nuisance.
+
+    A "Select Kernel" dialog is accepted (its default is the notebook's own kernel); anything else is dismissed.
+    """
+    for _ in range(5):
+        boxes = page.locator(".jp-Dialog")
+        if not boxes.count():
+            return
+        texts = [t.strip() for t in boxes.all_inner_texts()]
+        dialogs.extend(texts)
+        if any(_KERNEL_DIED.search(t) for t in texts):
+            screenshot(page, "run_all_kernel_died")
+            raise AssertionError(f"the kernel died while the notebook ran: {texts}")
+        accept = boxes.first.locator("button.jp-mod-accept")
+        if any("Select Kernel" in t for t in texts) and accept.count():
+            accept.first.click(timeout=5_000)
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+
+
+def _click_run_all(page, dialogs: list[str], attempts: int = 8) -> None:
+    """Open Run > Run All Cells; a JupyterLab dialog in the way (it may open between the check and the click)
+    is noted in `dialogs` and closed, and the click is tried again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        _clear_dialogs(page, dialogs)
         page.keyboard.press("Escape")
-    page.keyboard.press("Escape")
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.get_by_role("menuitem", name="Run", exact=True).click(timeout=5_000)
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click(timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                screenshot(page, "run_all_menu_blocked")
+                raise AssertionError(f"Run > Run All Cells could not be clicked; dialogs seen: {dialogs}") from None
 
 
 def run_all(page, timeout: float = 240_000, settle_s: float = 8.0) -> None:
@@ -225,6 +258,8 @@ def run_all(page, timeout: float = 240_000, settle_s: float = 8.0) -> None:
     _click_run_all(page, dialogs)
     presses += 1
     while time.monotonic() < deadline:
+        if page.locator(".jp-Dialog").count():
+            _clear_dialogs(page, dialogs)
         state = notebook_state(page)
         prompts = state["prompts"]
         done = bool(prompts) and all(re.search(r"\[\d+\]", p) for p in prompts)
