@@ -26,6 +26,7 @@ import saekit
 from saekit import ActivationCache, Sae, SaeConfig, TrainConfig, Trainer
 from saekit.metrics import fvu as fvu_of, l0 as l0_of
 
+from _overrides import parse_overrides, with_overrides
 from _report import write_section
 
 HERE = Path(__file__).resolve().parent
@@ -80,7 +81,10 @@ def main() -> None:
     ap.add_argument("--save", help="a folder to save every trained SAE in (<arch>-<L0>), for measuring them again later")
     ap.add_argument("--merge", action="store_true", help="keep the rows of earlier runs in the tagged json (other L0 values "
                     "or architectures, run separately) and write the section and plot from all of them")
+    ap.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                    help="SaeConfig fields to override in every SAE of the run, e.g. topk_warmup=0.8 (values as JSON)")
     args = ap.parse_args()
+    overrides = parse_overrides(args.set)
 
     t0 = time.perf_counter()
     model = saekit.load_model()
@@ -88,7 +92,8 @@ def main() -> None:
     t_harvest = time.perf_counter() - t0
 
     runs = [(arch, l0) for arch in args.archs for l0 in args.l0]
-    cfgs = [sae_config(a, l0, held.shape[-1], args.n_latents, args.hookpoint, model.name) for a, l0 in runs]
+    cfgs = [with_overrides(sae_config(a, l0, held.shape[-1], args.n_latents, args.hookpoint, model.name), overrides)
+            for a, l0 in runs]
     t1 = time.perf_counter()
     tr = Trainer([Sae(c, seed=i) for i, c in enumerate(cfgs)], TrainConfig(tokens=args.tokens, batch_size=args.batch_size, seed=0))
     tr.fit(train, args.hookpoint)
@@ -157,7 +162,7 @@ def plot(rows, out: Path, args) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for arch in args.archs:
+    for arch in [a for a in ARCHS if any(r["arch"] == a for r in rows)]:  # every architecture in the (merged) rows
         pts = sorted((r["l0"], r["fvu"]) for r in rows if r["arch"] == arch)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=arch)
     ax.set_xscale("log")

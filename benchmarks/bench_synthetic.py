@@ -19,6 +19,7 @@ from saekit import Sae, SaeConfig, TrainConfig, Trainer
 from saekit.metrics import fvu as fvu_of
 from saekit.synthetic import SyntheticDictionary, recovery
 
+from _overrides import parse_overrides, with_overrides
 from _report import write_section
 
 ARCHS = ("topk", "batchtopk", "batchtopk-relative", "matryoshka", "matryoshka-relative", "jumprelu", "gated", "relu")
@@ -34,7 +35,7 @@ def config(arch: str, d: int, n_latents: int, target: float) -> SaeConfig:
 
 
 def run(arch: str, data: SyntheticDictionary, x_train, x_held, args) -> dict:
-    sae = Sae(config(arch, data.d, args.n_latents, args.target_l0), seed=0)
+    sae = Sae(with_overrides(config(arch, data.d, args.n_latents, args.target_l0), parse_overrides(args.set)), seed=0)
     t0 = time.perf_counter()
     tr = Trainer(sae, TrainConfig(tokens=args.tokens, batch_size=args.batch_size, seed=0, log_every=args.log_every))
     tr.fit(x_train, progress=False)
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--trace", action="store_true", help="print the training curve of each run")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    ap.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                    help="SaeConfig fields to override in every SAE of the run, e.g. topk_warmup=0 (values as JSON)")
     args = ap.parse_args()
 
     data = SyntheticDictionary(d=args.d, n_features=args.n_features, mean_active=args.target_l0,

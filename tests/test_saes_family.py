@@ -230,6 +230,76 @@ def test_batchtopk_threshold_tracks_the_smallest_kept_activation():
     assert sae.threshold.item() == pytest.approx(out.acts[out.acts > 0].min().item())
 
 
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka", "batchtopk-relative"])
+def test_batchtopk_trains_per_token_during_its_topk_warmup(arch):
+    """Before `topk_warmup` the code is TopK's (k per token, the same latents and values as per-token
+    top-k of the same weights; the pre-activation loss's threshold is each token's k-th activation) and the
+    inference threshold is not touched; from it on, the batch's selection (rows vary, k * B in all) moves it."""
+    from saekit.saes.kernels import topk_encode
+
+    sae = Sae(make_cfg(arch, topk_warmup=0.5, threshold_beta=0.0, selection_dtype="float32"))
+    assert sae.per_token_selection(0.49) and not sae.per_token_selection(0.5)
+    x, _ = data(64, seed=4)
+    early = sae(x, progress=0.25)
+    assert ((early.acts > 0).sum(-1) == K).all()
+    assert sae.threshold.item() == -1.0  # unset: only the batch phase estimates it
+    with torch.no_grad():
+        dense = torch.zeros(len(x), F).scatter(-1, early.indices, early.acts)
+        ref_vals, ref_idx = topk_encode(x - sae.b_dec, sae.W_enc, sae.b_enc, K)
+        ref = torch.zeros(len(x), F).scatter(-1, ref_idx, ref_vals)
+        torch.testing.assert_close(dense, ref)
+        theta = sae.pre_act_theta(early.acts, x - sae.b_dec, per_token=True)
+        assert theta.shape == (len(x), 1)
+        torch.testing.assert_close(theta, early.acts.min(-1, keepdim=True).values)
+    late = sae(x, progress=0.75)
+    per_row = (late.acts > 0).sum(-1)
+    assert per_row.sum() == K * len(x) and not (per_row == K).all()
+    assert sae.threshold.item() > 0
+    paper = Sae(make_cfg(arch, topk_warmup=0.0))
+    assert not paper.per_token_selection(0.0)  # 0: the paper's batch selection from the first step
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, True, "0.5", float("nan")])
+def test_topk_warmup_is_checked(bad):
+    with pytest.raises(ConfigError, match="topk_warmup"):
+        make_cfg("batchtopk", topk_warmup=bad)
+
+
+@pytest.mark.parametrize("arch", ["topk", "relu", "gated", "transcoder"])
+def test_topk_warmup_is_refused_where_there_is_no_such_phase(arch):
+    with pytest.raises(ConfigError, match="no TopK warm-up"):
+        make_cfg(arch, topk_warmup=0.3)
+    assert Sae(make_cfg(arch, topk_warmup=0.0)).topk_warmup == 0.0
+
+
+def test_topk_warmup_defaults():
+    assert Sae(make_cfg("batchtopk")).topk_warmup == 0.5 and Sae(make_cfg("matryoshka")).topk_warmup == 0.5
+    assert Sae(make_cfg("jumprelu")).topk_warmup == 0.0 and Sae(make_cfg("topk")).topk_warmup == 0.0
+
+
+def test_jumprelu_topk_warmup_keeps_k_per_token_then_uses_its_thresholds():
+    """During its TopK warm-up a JumpReLU SAE keeps round(target_l0) latents per token with no L0 term, and sets every
+    threshold to the batch's threshold (the (k * B)-th largest pre-activation); after it, its own thresholds decide."""
+    sae = Sae(make_cfg("jumprelu", topk_warmup=0.5))
+    x, _ = data(64, seed=4)
+    early = sae(x, progress=0.25)
+    assert ((early.acts > 0).sum(-1) == K).all()
+    with torch.no_grad():
+        pre = sae._pre(x)
+        theta = pre.flatten().topk(K * len(x)).values.min()
+        torch.testing.assert_close(sae.threshold, torch.full((F,), float(theta)))
+        ref = torch.zeros_like(pre).scatter(-1, pre.topk(K, -1).indices, pre.topk(K, -1).values.relu())
+        torch.testing.assert_close(early.acts, ref)
+    assert float(early.aux_loss.detach()) == 0.0  # no L0 term (and no AuxK without dead latents)
+    sae.threshold.data[0] = 1e6  # the JumpReLU phase reads the thresholds
+    late = sae(x, progress=0.75)
+    assert (late.acts[:, 0] == 0).all()
+    assert not ((late.acts > 0).sum(-1) == K).all() and float(late.aux_loss.detach()) > 0  # the L0 term is on
+    with torch.no_grad():
+        kept = (pre > sae.threshold) & (pre > 0)
+        torch.testing.assert_close(late.acts, pre * kept)
+
+
 def test_relative_selection_gives_a_scaled_up_token_no_extra_latents():
     """Absolute BatchTopK gives a token whose x - b_dec is 50x longer most of the batch's latents; with
     `relative_selection` (pre / ||x - b_dec||) every token keeps the count it had (b_enc = 0, so the

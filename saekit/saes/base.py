@@ -110,13 +110,24 @@ class Sae(nn.Module):
         c = self.cfg.pre_act_coefficient
         return float(c if c is not None else self.default_pre_act_coefficient or 0.0)
 
+    default_topk_warmup: ClassVar[float | None] = None
+    """The fraction of training `cfg.topk_warmup=None` stands for (a TopK phase before the architecture's own code);
+    None: this architecture has no such phase (SaeConfig refuses a positive value)."""
+
+    @property
+    def topk_warmup(self) -> float:
+        """The TopK warm-up in use: `cfg.topk_warmup`, or the architecture's default (0 without one)."""
+        w = self.cfg.topk_warmup
+        return float(w if w is not None else self.default_topk_warmup or 0.0)
+
     def __init_subclass__(cls, architecture: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if architecture is not None:
             cls.architecture = architecture
             Sae.registry[architecture] = cls
             ARCHITECTURE_FIELDS[architecture] = ArchitectureFields(
-                dict(cls.required_fields), cls.predicts_target, cls.sparsity_from_k, cls.default_pre_act_coefficient
+                dict(cls.required_fields), cls.predicts_target, cls.sparsity_from_k, cls.default_pre_act_coefficient,
+                cls.default_topk_warmup,
             )
 
     def __new__(cls, cfg: SaeConfig | None = None, *args: Any, **kwargs: Any):

@@ -110,6 +110,8 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
 
     scale_with_input = ("threshold",)
     encoder_init_scale = 0.1
+    default_topk_warmup = 0.0
+    """Off by default (Gemma Scope's recipe); the module docstring has what a TopK warm-up measured."""
     default_pre_act_coefficient = 0.0
     """Off by default (the Gemma Scope recipe): on Gemma 3 270M resid_post.6 (4096 latents, target_l0 16, 1M tokens,
     batch 1024; dead = silent on 65,536 held-out tokens) JumpReLU has 4.0% dead without it at FVU 0.0671; 0.74 gives
@@ -130,8 +132,38 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
     def plain_encoder(self) -> dict:
         return self._plain("threshold", threshold=self.threshold.detach().float().cpu())
 
+    @property
+    def warmup_k(self) -> int:
+        """Latents kept per token during the TopK warm-up: round(target_l0), or k without a target."""
+        return max(1, round(self.cfg.target_l0)) if self.cfg.target_l0 is not None else int(self.cfg.k)
+
+    def _topk_forward(self, x_BD: Tensor, dead_mask: Tensor | None) -> SaeOutput:
+        """The TopK warm-up's step (`SaeConfig.topk_warmup`): the warmup_k largest ReLU pre-activations of each token,
+        FVU + AuxK (no L0 term, no pre-activation loss; the thresholds get no gradient). While training, every
+        threshold is set to the batch's threshold, the (k * B)-th largest pre-activation, so that when the JumpReLU
+        code takes over it starts at about the same L0 and learns per-latent thresholds from there."""
+        pre_BF = self._pre(x_BD)
+        vals_BK, idx_BK = pre_BF.topk(self.warmup_k, dim=-1)
+        latents_BF = torch.zeros_like(pre_BF).scatter(-1, idx_BK, vals_BK.relu())
+        x_hat_BD = matmul(latents_BF, self.W_dec) + self.b_dec
+        total_variance = total_variance_of(x_BD)
+        fvu_ = fvu(x_BD, x_hat_BD, total_variance)
+        aux = self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
+        if self.training:
+            with torch.no_grad():
+                n_keep = min(self.warmup_k * pre_BF.shape[0], pre_BF.numel())
+                batch_theta = pre_BF.detach().flatten().topk(n_keep, sorted=False).values.min()  # the (k * B)-th largest
+                self.threshold.fill_(float(batch_theta.clamp_min(0.0)))
+        active_BF = latents_BF > 0
+        return SaeOutput(
+            x_hat_BD, latents_BF, pre_BF.new_empty(0, dtype=torch.long), fvu_, aux, fvu_ + aux,
+            active_BF.any(0), active_BF.sum(-1).float().mean(),
+        )
+
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
+        if progress < self.topk_warmup:
+            return self._topk_forward(x_BD, dead_mask)
         pre_BF = self._pre(x_BD)
         latents_BF = jumprelu(pre_BF, self.threshold, self.cfg.bandwidth)
         x_hat_BD = matmul(latents_BF, self.W_dec) + self.b_dec

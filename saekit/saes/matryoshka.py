@@ -50,7 +50,8 @@ class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
         x_in_BD = x_BD - self.b_dec
-        acts_BK, idx_BK, pre_RF = self._encode_train(x_in_BD, self.pre_act_rows(x_BD.shape[0]))
+        per_token = self.per_token_selection(progress)
+        acts_BK, idx_BK, pre_RF = self._encode_train(x_in_BD, self.pre_act_rows(x_BD.shape[0]), per_token)
         total_variance = total_variance_of(x_BD)
         levels = self.cfg.matryoshka_levels
         fvus = []
@@ -64,7 +65,7 @@ class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
         aux = nested - fvu_
         if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
             aux = aux + self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
-        aux = aux + self.pre_act_loss(x_in_BD, acts_BK, total_variance, pre_RF)
+        aux = aux + self.pre_act_loss(x_in_BD, acts_BK, total_variance, pre_RF, per_token)
         return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *sparse_fired_l0(acts_BK, idx_BK, self.n_latents))
 
     def prefix(self, latents_BF: Tensor, m: int) -> Tensor:

@@ -85,9 +85,16 @@ class TopKSae(Sae, architecture="topk"):
         dt = torch.bfloat16 if choice == "bfloat16" else torch.float32
         return None if dt == self.W_enc.dtype else dt
 
-    def _encode_train(self, x_in_BD: Tensor, rows: slice | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def per_token_selection(self, progress: float) -> bool:
+        """Whether training keeps k latents per token at this point of training (`progress` in [0, 1]): always for
+        TopK; BatchTopK only for its first `topk_warmup` of training."""
+        return True
+
+    def _encode_train(
+        self, x_in_BD: Tensor, rows: slice | None = None, per_token: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """The sparse code used while training, and the pre-activation's rows `rows` for the pre-activation loss
-        (`kernels.topk_encode_train`; BatchTopK overrides it to select across the batch)."""
+        (`kernels.topk_encode_train`; BatchTopK overrides it to select across the batch unless `per_token`)."""
         return topk_encode_train(x_in_BD, self.W_enc, self.b_enc, self.cfg.k, self.select_dtype, rows)
 
     def pre_act_rows(self, n_rows: int) -> slice | None:
@@ -97,29 +104,34 @@ class TopKSae(Sae, architecture="topk"):
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
         x_in_BD = x_BD - self.b_dec
-        acts_BK, idx_BK, pre_RF = self._encode_train(x_in_BD, self.pre_act_rows(x_BD.shape[0]))
+        per_token = self.per_token_selection(progress)
+        acts_BK, idx_BK, pre_RF = self._encode_train(x_in_BD, self.pre_act_rows(x_BD.shape[0]), per_token)
         x_hat_BD = sparse_decode(acts_BK, idx_BK, self.W_dec) + self.b_dec
         total_variance = total_variance_of(x_BD)
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         aux = x_BD.new_zeros(())
         if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
             aux = self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
-        aux = aux + self.pre_act_loss(x_in_BD, acts_BK, total_variance, pre_RF)
+        aux = aux + self.pre_act_loss(x_in_BD, acts_BK, total_variance, pre_RF, per_token)
         return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *sparse_fired_l0(acts_BK, idx_BK, self.n_latents))
 
     def auxk_loss(self, x_in_BD: Tensor, err_BD: Tensor, dead_F: Tensor, total_variance: Tensor) -> Tensor:
         """AuxK on the dead latents (`Sae.dead_latent_loss`)."""
         return self.dead_latent_loss(x_in_BD, err_BD, dead_F, total_variance)
 
-    def pre_act_theta(self, acts_BK: Tensor, x_in_BD: Tensor) -> Tensor:
+    def pre_act_theta(self, acts_BK: Tensor, x_in_BD: Tensor, per_token: bool = True) -> Tensor:
         """The threshold the pre-activation loss pulls toward: each token's smallest kept activation [B, 1]
         (detached; 0 for a row that kept nothing). `x_in_BD` (x - b_dec) serves subclasses whose threshold
-        depends on the row (BatchTopK's `relative_selection`)."""
+        depends on the row (BatchTopK's `relative_selection`), `per_token` those whose selection rule
+        changes during training (`per_token_selection`)."""
         kept_BK = acts_BK.detach()
         theta_B1 = torch.where(kept_BK > 0, kept_BK, torch.inf).min(-1, keepdim=True).values
         return torch.where(torch.isfinite(theta_B1), theta_B1, torch.zeros_like(theta_B1))
 
-    def pre_act_loss(self, x_in_BD: Tensor, acts_BK: Tensor, total_variance: Tensor, pre_RF: Tensor | None = None) -> Tensor:
+    def pre_act_loss(
+        self, x_in_BD: Tensor, acts_BK: Tensor, total_variance: Tensor, pre_RF: Tensor | None = None,
+        per_token: bool = True,
+    ) -> Tensor:
         """Anthropic's pre-activation loss (`pre_act.pre_act_penalty`) with theta the code's threshold
         (`pre_act_theta`), weighted by `pre_act_coefficient`: every pre-activation W_enc x_in + b_enc below it
         gets a gradient toward it, so a latent the selection never picks still learns (the selection gives it no
@@ -131,7 +143,7 @@ class TopKSae(Sae, architecture="topk"):
         if c <= 0:
             return x_in_BD.new_zeros(())
         rows = sample_rows(x_in_BD.shape[0])
-        theta = self.pre_act_theta(acts_BK, x_in_BD)
+        theta = self.pre_act_theta(acts_BK, x_in_BD, per_token)
         if theta.dim() == 2:  # per token [B, 1]
             theta = theta[rows]
         scale = penalty_scale(total_variance, *x_in_BD.shape)
