@@ -34,6 +34,20 @@ measured on the synthetic benchmark (benchmarks/bench_synthetic.py):
 - theta starts at each latent's (1 - target_l0 / n_latents) quantile of its pre-activations on the
   initial sample (not 0.001), so training starts near the target L0 instead of spending thousands
   of steps raising thresholds through a kernel 0.001 wide.
+
+TopK warm-up (`SaeConfig.topk_warmup`, opt-in here, off by default): the first fraction of training keeps the
+round(target_l0) largest pre-activations of each token, as TopK does (FVU + AuxK, no L0 term), and sets every threshold
+to that batch's threshold; the JumpReLU code and its L0 penalty take over after it, with the thresholds starting there.
+Measured with 0.8 (one run each):
+- synthetic dictionary (d 32, 512 features, 1024 latents, L0 4, 1M samples; `bench_synthetic.py --set topk_warmup=0.8`):
+  recovery at cosine > 0.9 19.5% -> 81.6% (TopK 93%), dead on held-out 76% -> 28%, but FVU 0.329 -> 0.363;
+- Gemma 3 270M resid_post.6 (4096 latents, 1M tokens; `bench_frontier.py --set topk_warmup=0.8`): held-out FVU /
+  CE-loss recovered / dead at L0 32: 0.058 / 0.974 / 2.0% -> 0.050 / 0.975 / 19.7%, at L0 64: 0.052 / 0.975 / 0.3% ->
+  0.033 / 0.985 / 9.2% (TopK: 0.047 / 0.982 / 0.1% and 0.033 / 0.986 / 0.0%).
+With `pre_act_coefficient=1.0` as well: L0 32 0.050 / 0.977 / 0.5% dead and L0 64 0.035 / 0.985 / 0.0% (the best
+JumpReLU measured here at those L0s), but L0 16 0.071 / 0.960 / 3.6% (against the default's 0.069 / 0.969) and
+synthetic FVU 0.405. Closer to TopK's frontier and to the true dictionary, but not better everywhere and not yet run
+for two passes, so it is not the default (BENCHMARKS.md, "TopK warm-up for JumpReLU").
 """
 
 from __future__ import annotations
