@@ -64,7 +64,8 @@ tokens; the 400k-token rows from scratch scripts not in the repo, the 1M-token o
   from 12% (absolute) to 35% (relative); TopK recovers 88%.
 
 TopK warm-up (`SaeConfig.topk_warmup`, default 0.5 here; 0 is the paper's recipe): the first half of
-training keeps k latents per token, as TopK does (the same code, kernels and pre-activation threshold), and the
+training keeps k latents per token, as TopK does (the same code, kernels and pre-activation threshold; the
+pre-activation loss keeps BatchTopK's own coefficient, 8x TopK's default, which was not tuned for this phase), and the
 batch's selection takes over after it; the inference threshold's moving average starts with the batch phase and
 `calibrate` sets it from the final weights as before, so the trained SAE is a BatchTopK SAE in every respect. Why:
 from the first step, the batch's selection gives the latents that start strong most of the activations, and the
