@@ -62,7 +62,7 @@ def trained(arch: str, seed: int = 0) -> Sae:
     sae.init_from_data(x, y if is_transcoder(sae) else None)
     opt = torch.optim.Adam(sae.parameters(), lr=1e-2)
     for _ in range(5):
-        out = run(sae, x, y, dead_mask=torch.zeros(F, dtype=torch.bool), progress=0.5)
+        out = run(sae, x, y, dead_mask=torch.zeros(F, dtype=torch.bool), progress=0.95)  # after any TopK warm-up
         opt.zero_grad()
         out.loss.backward()
         sae.before_optimizer_step()
@@ -85,7 +85,7 @@ def test_forward_backward(arch):
     x, y = data()
     sae = Sae(make_cfg(arch))
     sae.init_from_data(x, y if is_transcoder(sae) else None)
-    out = run(sae, x, y, dead_mask=torch.ones(F, dtype=torch.bool), progress=0.5)
+    out = run(sae, x, y, dead_mask=torch.ones(F, dtype=torch.bool), progress=0.95)  # the architecture's own code
     assert out.x_hat.shape == (len(x), D)
     assert torch.isfinite(out.loss) and 0 <= out.fvu.item()
     assert torch.allclose(out.loss, out.fvu + out.aux_loss)
@@ -274,7 +274,23 @@ def test_topk_warmup_is_refused_where_there_is_no_such_phase(arch):
 
 def test_topk_warmup_defaults():
     assert Sae(make_cfg("batchtopk")).topk_warmup == 0.5 and Sae(make_cfg("matryoshka")).topk_warmup == 0.5
-    assert Sae(make_cfg("jumprelu")).topk_warmup == 0.0 and Sae(make_cfg("topk")).topk_warmup == 0.0
+    assert Sae(make_cfg("jumprelu")).topk_warmup == 0.9 and Sae(make_cfg("topk")).topk_warmup == 0.0
+
+
+@pytest.mark.parametrize("arch, warm, cold", [
+    ("batchtopk", 0.1, 0.1), ("matryoshka", 0.1, 0.1), ("batchtopk-relative", 0.3, 0.1), ("matryoshka-relative", 0.3, 0.1),
+    ("jumprelu", 0.3, 0.1), ("gated", None, 0.1), ("topk", None, 1.0),
+])
+def test_the_encoders_starting_scale(arch, warm, cold):
+    """With a TopK warm-up (the default where one exists) the encoder starts at 0.3 x W_dec^T, except under BatchTopK's
+    absolute ranking (0.1); without one (the paper's code from the first step) a threshold-style code starts at
+    0.1 x W_dec^T and TopK at W_dec^T (`Sae.initial_encoder_scale`)."""
+    if warm is not None:
+        sae = Sae(make_cfg(arch))
+        assert sae.topk_warmup > 0
+        torch.testing.assert_close(sae.W_enc, warm * sae.W_dec)
+    plain = Sae(make_cfg(arch, topk_warmup=0.0))
+    torch.testing.assert_close(plain.W_enc, cold * plain.W_dec)
 
 
 def test_jumprelu_topk_warmup_keeps_k_per_token_then_uses_its_thresholds():
@@ -362,7 +378,7 @@ def test_matryoshka_loss_is_the_mean_of_prefix_fvus():
 
 def test_jumprelu_threshold_gradient_raises_thresholds_above_target_l0():
     """Straight-through gradient: with L0 above target the L0 term pushes every threshold up, none down."""
-    sae = Sae(make_cfg("jumprelu", bandwidth=0.5))
+    sae = Sae(make_cfg("jumprelu", bandwidth=0.5, pre_act_coefficient=0.0))  # the L0 term alone
     x, _ = data(256, seed=6)
     with torch.no_grad():
         sae.threshold.fill_(0.01)  # nearly every positive pre-activation fires

@@ -20,8 +20,8 @@ gives an inactive latent's encoder none).
 
 Dead latents: a latent whose pre-activations all sit below its threshold gets no reconstruction gradient
 (the step blocks it) and no threshold gradient (nothing falls in the kernel); AuxK moves its encoder, and
-`pre_act_coefficient` > 0 adds Anthropic's January 2025 pre-activation loss (`pre_act_penalty`), which pulls
-every pre-activation below its threshold up toward it.
+the pre-activation loss (Anthropic's January 2025 update, `pre_act_penalty`; on by default, below) pulls every
+pre-activation below its threshold up toward it.
 
 Gemma Scope also: inputs scaled so E||x||^2 = d_in, unit-norm decoder rows (gradient projected,
 renormalised after each step), W_enc = W_dec^T at init, thresholds kept positive. Departures, both
@@ -35,20 +35,27 @@ measured on the synthetic benchmark (benchmarks/bench_synthetic.py):
   initial sample (not 0.001), so training starts near the target L0 instead of spending thousands
   of steps raising thresholds through a kernel 0.001 wide.
 
-TopK warm-up (`SaeConfig.topk_warmup`, opt-in here, off by default): the first fraction of training keeps the
-round(target_l0) largest pre-activations of each token, as TopK does (FVU + AuxK, no L0 term), and sets every threshold
-to that batch's threshold; the JumpReLU code and its L0 penalty take over after it, with the thresholds starting there.
-Measured with 0.8 (one run each):
-- synthetic dictionary (d 32, 512 features, 1024 latents, L0 4, 1M samples; `bench_synthetic.py --set topk_warmup=0.8`):
-  recovery at cosine > 0.9 19.5% -> 81.6% (TopK 93%), dead on held-out 76% -> 28%, but FVU 0.329 -> 0.363;
-- Gemma 3 270M resid_post.6 (4096 latents, 1M tokens; `bench_frontier.py --set topk_warmup=0.8`): held-out FVU /
-  CE-loss recovered / dead at L0 32: 0.058 / 0.974 / 2.0% -> 0.050 / 0.975 / 19.7%, at L0 64: 0.052 / 0.975 / 0.3% ->
-  0.033 / 0.985 / 9.2% (TopK: 0.047 / 0.982 / 0.1% and 0.033 / 0.986 / 0.0%).
-With `pre_act_coefficient=1.0` as well: L0 32 0.050 / 0.977 / 0.5% dead and L0 64 0.035 / 0.985 / 0.0% (the best
-JumpReLU measured here at those L0s), but L0 16 0.071 / 0.960 / 3.6% (against the default's 0.069 / 0.969) and
-synthetic FVU 0.405; for two passes (2M tokens, L0 32) 0.048 / 0.979 / 0.9% dead, where the default fell to 0.095 /
-0.910 / 46.5%. Closer to TopK's frontier and to the true dictionary, but not better everywhere, so it is not the default
-yet (BENCHMARKS.md, "TopK warm-up for JumpReLU").
+TopK warm-up (`SaeConfig.topk_warmup`, default 0.9; 0 gives the Gemma Scope recipe): the first 90% of training keeps
+the round(target_l0) largest pre-activations of each token, as TopK does (FVU + AuxK, no L0 term, the encoder starting
+at `Sae.warmup_encoder_init_scale`), and sets every threshold to that batch's threshold; the JumpReLU code, its L0
+penalty and the pre-activation loss take over after it, with the thresholds starting there. The trained SAE is a
+JumpReLU SAE in every respect (per-latent thresholds, calibrated to the target L0). Why: trained with its own code from
+the first step, JumpReLU recovered 19.5% of the synthetic dictionary (d 32, 512 features, 1024 latents, L0 4, 1M
+samples; `benchmarks/bench_synthetic.py`) where TopK recovered 93%; the thresholds learn slowly through a narrow kernel
+while the encoder moves fast. With the warm-up it recovers 95.7%, but its held-out FVU there is 0.450 (the recipe's:
+0.329): at the switch the latents TopK never selected sit above any common threshold on long tokens (the batch FVU
+jumps to ~2 and the training L0 falls to ~1 before it climbs back), so the short JumpReLU phase ends with a decoder
+tuned to fewer latents than inference uses. On Gemma 3 270M resid_post.6 (4096 latents, 1M tokens,
+`benchmarks/bench_frontier.py`): BENCHMARKS.md, "JumpReLU's new default". Warm-up 0.8 at the earlier encoder scale
+(0.1) and a pre-activation loss that also reached the thresholds gave held-out FVU / CE-loss recovered / dead 0.071 /
+0.960 / 3.6% at L0 16, 0.050 / 0.977 / 0.5% at 32 and 0.035 / 0.985 / 0.0% at 64, against the recipe's 0.069 / 0.969 /
+3.6%, 0.058 / 0.974 / 2.0% and 0.052 / 0.975 / 0.3% (TopK: 0.068 / 0.966, 0.047 / 0.982, 0.033 / 0.986); for two passes
+(2M tokens, L0 32) 0.048 / 0.979 / 0.9% dead where the recipe fell to 0.095 / 0.910 / 46.5%.
+
+Pre-activation loss (default 1.0 at target_l0 >= 16, scaled by min(1, target_l0 / 16) below it, `pre_act.at_sparsity`):
+without it the warm-up left 10-20% of the latents dead on Gemma's held-out text (L0 32: 19.7%, 64: 9.2%). It moves the
+pre-activations only: relu(theta - pre) also falls when theta falls, and under Adam that small gradient moved every
+threshold a full step down at each step (synthetic, warm-up 0.8, loss 1.0: 63% dead with it, 19% without).
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ from ..config import SaeConfig
 from ..gemm import linear, matmul
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
-from .pre_act import penalty_scale, pre_act_penalty
+from .pre_act import at_sparsity, penalty_scale, pre_act_penalty
 from .sparsity import ControlledCoefficient
 
 INIT_ROWS = 8192
@@ -125,12 +132,22 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
 
     scale_with_input = ("threshold",)
     encoder_init_scale = 0.1
-    default_topk_warmup = 0.0
-    """Off by default (Gemma Scope's recipe); the module docstring has what a TopK warm-up measured."""
-    default_pre_act_coefficient = 0.0
-    """Off by default (the Gemma Scope recipe): on Gemma 3 270M resid_post.6 (4096 latents, target_l0 16, 1M tokens,
-    batch 1024; dead = silent on 65,536 held-out tokens) JumpReLU has 4.0% dead without it at FVU 0.0671; 0.74 gives
-    0.7% at 0.0697, 2.9 0.0% at 0.087 (measured as 0.25 and 1.0 over the total variance: `saes/pre_act.py`)."""
+    default_topk_warmup = 0.9
+    """On by default: the first 90% of training is TopK's (module docstring: recovery of the synthetic dictionary
+    19.5% -> 90%, Gemma at L0 32 and 64 within TopK's FVU). 0 gives the Gemma Scope recipe."""
+    default_pre_act_coefficient = 1.0
+    """On by default at 1.0 for L0 >= 16 (scaled by min(1, target_l0 / 16) below: `pre_act.at_sparsity`): after the
+    warm-up, without it 10-20% of the latents died on Gemma's held-out text (module docstring). 0 gives the Gemma
+    Scope recipe."""
+
+    @property
+    def pre_act_coefficient(self) -> float:
+        """`cfg.pre_act_coefficient` as given, or the default scaled to the target L0 (`pre_act.at_sparsity`)."""
+        c = self.cfg.pre_act_coefficient
+        if c is not None:
+            return float(c)
+        target = self.cfg.target_l0 if self.cfg.target_l0 is not None else self.cfg.k
+        return at_sparsity(self.default_pre_act_coefficient, target)
 
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
         super().__init__(cfg, device=device, seed=seed)
@@ -187,7 +204,7 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
         l0 = step(pre_BF, self.threshold, self.cfg.bandwidth).sum(-1).mean()
         aux = self.coefficient(progress) * l0
         if self.pre_act_coefficient > 0:
-            aux = aux + self.pre_act_coefficient * pre_act_penalty(pre_BF, self.threshold, penalty_scale(total_variance, *x_BD.shape))
+            aux = aux + self.pre_act_coefficient * pre_act_penalty(pre_BF, self.threshold.detach(), penalty_scale(total_variance, *x_BD.shape))  # moves pre only
         aux = aux + self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         active_BF = latents_BF > 0
         return SaeOutput(

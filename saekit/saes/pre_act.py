@@ -33,6 +33,17 @@ SAMPLE_ROWS = 512
 dense regulariser, and on all 4096 rows of a batch it made a 16384-latent TopK step 3.4x slower."""
 
 
+PRE_ACT_TUNED_K = 16
+"""The L0 at which the default pre-activation coefficients were tuned (Gemma 3 270M resid_post.6, 4096 latents)."""
+
+
+def at_sparsity(default: float, l0: float) -> float:
+    """An architecture's default coefficient at L0 `l0`: scaled by min(1, l0 / PRE_ACT_TUNED_K). Below the tuned L0 the
+    loss's pull grows relative to a latent's reconstruction gradient (which scales with l0 / n_latents; the loss's with
+    1 / n_latents)."""
+    return float(default) * min(1.0, float(l0) / PRE_ACT_TUNED_K)
+
+
 def sample_rows(n_rows: int) -> slice:
     """An even sample of at most SAMPLE_ROWS of n_rows rows (the penalty is a mean over rows, so it needs no rescaling)."""
     return slice(None, None, -(-n_rows // SAMPLE_ROWS))  # stride: ceil(n_rows / SAMPLE_ROWS)
@@ -93,4 +104,4 @@ def rows_penalty(
     return _RowsPenalty.apply(x_RD, W_enc_FD, b_enc_F, pre_RF, theta, scale, product_dtype)
 
 
-__all__ = ["SAMPLE_ROWS", "penalty_scale", "pre_act_penalty", "rows_penalty", "sample_rows"]
+__all__ = ["PRE_ACT_TUNED_K", "SAMPLE_ROWS", "at_sparsity", "penalty_scale", "pre_act_penalty", "rows_penalty", "sample_rows"]

@@ -30,12 +30,8 @@ from torch import Tensor
 from ..gemm import bf16_matrix_units, linear
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
-from .pre_act import penalty_scale, pre_act_penalty, rows_penalty, sample_rows
+from .pre_act import PRE_ACT_TUNED_K, at_sparsity, penalty_scale, pre_act_penalty, rows_penalty, sample_rows
 from .kernels import sparse_decode, topk_encode, topk_encode_train
-
-
-PRE_ACT_TUNED_K = 16
-"""The k at which the TopK family's default pre-activation coefficients were tuned (Gemma 3 270M, 4096 latents)."""
 
 
 class TopKSae(Sae, architecture="topk"):
@@ -58,7 +54,7 @@ class TopKSae(Sae, architecture="topk"):
         c = self.cfg.pre_act_coefficient
         if c is not None:
             return float(c)
-        return float(self.default_pre_act_for_rule()) * min(1.0, self.cfg.k / PRE_ACT_TUNED_K)
+        return at_sparsity(self.default_pre_act_for_rule(), self.cfg.k)
 
     def default_pre_act_for_rule(self) -> float:
         """The architecture's default pre-activation coefficient at k >= PRE_ACT_TUNED_K (subclasses with a second
@@ -161,4 +157,4 @@ def sparse_fired_l0(acts_BK: Tensor, idx_BK: Tensor, n_latents: int) -> tuple[Te
     return fired_F, active_BK.sum(-1).float().mean()
 
 
-__all__ = ["PRE_ACT_TUNED_K", "TopKSae", "sparse_fired_l0"]
+__all__ = ["TopKSae", "sparse_fired_l0"]
