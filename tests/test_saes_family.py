@@ -265,7 +265,7 @@ def test_topk_warmup_is_checked(bad):
         make_cfg("batchtopk", topk_warmup=bad)
 
 
-@pytest.mark.parametrize("arch", ["topk", "relu", "gated", "transcoder"])
+@pytest.mark.parametrize("arch", ["topk", "relu", "transcoder"])
 def test_topk_warmup_is_refused_where_there_is_no_such_phase(arch):
     with pytest.raises(ConfigError, match="no TopK warm-up"):
         make_cfg(arch, topk_warmup=0.3)
@@ -275,11 +275,12 @@ def test_topk_warmup_is_refused_where_there_is_no_such_phase(arch):
 def test_topk_warmup_defaults():
     assert Sae(make_cfg("batchtopk")).topk_warmup == 0.5 and Sae(make_cfg("matryoshka")).topk_warmup == 0.5
     assert Sae(make_cfg("jumprelu")).topk_warmup == 0.9 and Sae(make_cfg("topk")).topk_warmup == 0.0
+    assert Sae(make_cfg("gated")).topk_warmup == 0.9
 
 
 @pytest.mark.parametrize("arch, warm, cold", [
     ("batchtopk", 0.1, 0.1), ("matryoshka", 0.1, 0.1), ("batchtopk-relative", 0.3, 0.1), ("matryoshka-relative", 0.3, 0.1),
-    ("jumprelu", 0.3, 0.1), ("gated", None, 0.1), ("topk", None, 1.0),
+    ("jumprelu", 0.3, 0.1), ("gated", 0.3, 0.1), ("topk", None, 1.0),
 ])
 def test_the_encoders_starting_scale(arch, warm, cold):
     """With a TopK warm-up (the default where one exists) the encoder starts at 0.3 x W_dec^T, except under BatchTopK's
@@ -314,6 +315,47 @@ def test_jumprelu_topk_warmup_keeps_k_per_token_then_uses_its_thresholds():
     with torch.no_grad():
         kept = (pre > sae.threshold) & (pre > 0)
         torch.testing.assert_close(late.acts, pre * kept)
+
+
+def test_gated_topk_warmup_keeps_k_per_token_then_opens_its_gates():
+    """During its TopK warm-up a Gated SAE keeps, per token, the K latents with the largest projections W_enc (x - b_dec)
+    at their magnitudes ReLU(pi_mag), with no L1 or gate terms, and sets every gate bias to minus the batch's threshold
+    (the (K * B)-th largest projection); after it the gated code decides, and on that batch its gates open on exactly
+    the projections above that threshold."""
+    sae = Sae(make_cfg("gated", topk_warmup=0.5))
+    with torch.no_grad():
+        sae.r_mag.normal_(0, 0.3)
+        sae.b_mag.normal_(0, 0.3)
+    x, _ = data(64, seed=4)
+    early = sae(x, progress=0.25)
+    with torch.no_grad():
+        proj = (x - sae.b_dec) @ sae.W_enc.t()
+        mag = proj * sae.r_mag.exp() + sae.b_mag
+        idx = proj.topk(K, -1).indices
+        torch.testing.assert_close(early.acts, torch.zeros_like(proj).scatter(-1, idx, mag.gather(-1, idx).relu()))
+        theta = proj.flatten().topk(K * len(x)).values.min()
+        torch.testing.assert_close(sae.b_enc, torch.full((F,), -float(theta)))
+    assert float(early.aux_loss.detach()) == 0.0  # no L1, no gate reconstruction (and no AuxK without dead latents)
+    late = sae(x, progress=0.75)
+    with torch.no_grad():
+        gate = proj + sae.b_enc
+        torch.testing.assert_close(late.acts, (gate > 0) * mag.relu())
+        assert int((gate > 0).sum()) == K * len(x) - 1  # every projection above the threshold (itself at 0)
+    assert float(late.aux_loss.detach()) > 0  # the gated code's L1 and gate reconstruction are on
+
+
+def test_gated_topk_warmup_auxk_ranks_projections_without_the_gate_bias():
+    """During Gated's warm-up the gate bias holds minus the batch's threshold; AuxK ranks the dead latents' projections
+    without it (as the warm-up's selection does), so a dead latent still gets a gradient."""
+    sae = Sae(make_cfg("gated", topk_warmup=0.5))
+    x, _ = data(64, seed=5)
+    dead = torch.zeros(F, dtype=torch.bool)
+    dead[:8] = True
+    with torch.no_grad():
+        sae.b_enc.fill_(-1e4)  # a bias that would close every dead latent's AuxK pre-activation
+    out = sae(x, dead_mask=dead, progress=0.25)
+    out.loss.backward()
+    assert float(out.aux_loss.detach()) > 0 and float(sae.W_enc.grad[:8].abs().sum()) > 0
 
 
 def test_relative_selection_gives_a_scaled_up_token_no_extra_latents():

@@ -296,9 +296,12 @@ class Sae(nn.Module):
         """Called by the trainer once training ends, with a sample of (normalised) training inputs: set what
         inference needs from the final weights (BatchTopK's threshold). Must be deterministic in its input."""
 
-    def dead_latent_loss(self, x_in_BD: Tensor, err_BD: Tensor, dead_mask: Tensor | None, total_variance: Tensor) -> Tensor:
+    def dead_latent_loss(
+        self, x_in_BD: Tensor, err_BD: Tensor, dead_mask: Tensor | None, total_variance: Tensor, b_enc_F: Tensor | None = None,
+    ) -> Tensor:
         """AuxK (Gao et al. 2024) for any architecture: the k_aux largest pre-activations W_enc x_in + b_enc
         among dead latents reconstruct the residual error `err_BD` (detached); weight `cfg.auxk_alpha`.
+        `b_enc_F` replaces b_enc where the code in use has another bias (Gated's TopK warm-up ranks projections).
 
         Dense over the dead subset G: two [B, G] x [G, D] products. Zero when no latent is dead.
         """
@@ -307,7 +310,7 @@ class Sae(nn.Module):
         dead_G = dead_mask.nonzero().squeeze(-1)
         k_full = self.cfg.k_aux or self.d_in // 2
         k_aux = min(k_full, dead_G.numel())
-        pre_BG = linear(x_in_BD, self.W_enc[dead_G], self.b_enc[dead_G])
+        pre_BG = linear(x_in_BD, self.W_enc[dead_G], (self.b_enc if b_enc_F is None else b_enc_F)[dead_G])
         vals_BA, j_BA = pre_BG.topk(k_aux, dim=-1, sorted=False)
         aux_BG = torch.zeros_like(pre_BG).scatter(-1, j_BA, vals_BA.relu())
         err_hat_BD = matmul(aux_BG, self.W_dec[dead_G])

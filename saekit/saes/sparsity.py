@@ -18,7 +18,8 @@ steps), ReLU/L1's L0 swung 512 -> 0.1 -> 50 -> 13 and ended 3x off target. The d
 as soon as the error shrinks. The coefficient and the last error are buffers of the SAE
 (`log_coefficient`, `last_log_error`), so checkpoints carry them and resume is exact; lambda starts at
 the configured coefficient (`l1_coefficient` / `l0_coefficient`), and it does not move during the
-coefficient's warmup (`sparsity_warmup`), when lambda is still ramping up from 0 by design.
+coefficient's warmup (`sparsity_warmup`), when lambda is still ramping up from 0 by design, nor during a TopK
+warm-up (`topk_warmup`: JumpReLU, Gated), when the per-token selection fixes L0 and the penalty is off.
 
 Without `target_l0` the coefficient stays fixed at its configured value (the papers' usage).
 """
@@ -86,9 +87,10 @@ class ControlledCoefficient:
 
     @torch.no_grad()
     def update_sparsity(self, l0: Tensor, progress: float) -> None:
-        """One controller step toward `cfg.target_l0` (nothing without a target or during the warmup)."""
+        """One controller step toward `cfg.target_l0` (nothing without a target, during the coefficient's warmup or
+        during a TopK warm-up)."""
         target = self.cfg.target_l0
-        if target is None or progress < self.cfg.sparsity_warmup:
+        if target is None or progress < max(self.cfg.sparsity_warmup, self.topk_warmup):
             return
         err = torch.log(l0.detach().float().clamp_min(1e-3) / target).clamp(-MAX_LOG_ERROR, MAX_LOG_ERROR)
         err = err.to(self.log_coefficient.device)
