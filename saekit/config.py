@@ -96,14 +96,14 @@ class SaeConfig:
     threshold gets a small gradient toward it, so latents do not stay dead. The threshold is JumpReLU's per-latent
     one, TopK's k-th largest pre-activation of each token, BatchTopK's batch threshold (the smallest activation the
     batch kept), and 0 for Gated's gate and ReLU/L1's pre-activation. None takes the architecture's default (its
-    module says what was measured): 0.75 for 'topk', 6.0 for 'batchtopk' (1.0 with `relative_selection`), 3.0 for 'gated',
-    1.5 for 'matryoshka' (0.75 with `relative_selection`), 0 for
-    'relu' (12 keeps Gemma's ReLU latents alive but collapsed a synthetic one) and 'jumprelu' (Gemma Scope's recipe; it
-    had 4% dead without it). 0 turns it off (the papers' recipes
-    have no such loss). The defaults were tuned at 4096 latents and k 16 on Gemma 3 270M; the pull grows as k falls (a
-    latent's reconstruction gradient scales with k / n_latents, this loss's with 1 / n_latents), so for 'topk',
-    'batchtopk' and 'matryoshka' the default is scaled by min(1, k / 16) (`TopKSae.pre_act_coefficient`); a value
-    given here is used as given. Transcoders have no such loss and refuse a positive value."""
+    module says what was measured): 0.75 for 'topk', 6.0 for 'batchtopk' (1.0 with `relative_selection`), 6.0 for
+    'gated' after its TopK warm-up (3.0 with `topk_warmup=0`), 1.5 for 'matryoshka' (0.75 with `relative_selection`),
+    2.0 for 'jumprelu' (after its TopK warm-up, which left 10-20% of its latents dead without it; 0 gives Gemma Scope's
+    recipe), 0 for 'relu' (12 keeps Gemma's ReLU latents alive but collapsed a synthetic one). 0 turns it off (the
+    papers' recipes have no such loss). The defaults were tuned at 4096 latents and L0 16 on Gemma 3 270M; the pull
+    grows as k falls (a latent's reconstruction gradient scales with k / n_latents, this loss's with 1 / n_latents), so
+    for 'topk', 'batchtopk', 'matryoshka' and 'jumprelu' the default is scaled by min(1, L0 / 16)
+    (`pre_act.at_sparsity`); a value given here is used as given. Transcoders have no such loss and refuse a positive value."""
 
     threshold_beta: float = 0.99
     """'batchtopk' and 'matryoshka': decay of the moving average that estimates the inference threshold
