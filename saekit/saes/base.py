@@ -120,6 +120,11 @@ class Sae(nn.Module):
         w = self.cfg.topk_warmup
         return float(w if w is not None else self.default_topk_warmup or 0.0)
 
+    @property
+    def warmup_k(self) -> int:
+        """Latents kept per token during a TopK warm-up: round(target_l0), or k without a target."""
+        return max(1, round(self.cfg.target_l0)) if self.cfg.target_l0 is not None else int(self.cfg.k)
+
     def __init_subclass__(cls, architecture: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if architecture is not None:

@@ -89,11 +89,6 @@ class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
     default_topk_warmup = 0.9
     """On by default (module docstring: synthetic recovery 47% -> 91%). 0 gives the paper's recipe."""
 
-    @property
-    def warmup_k(self) -> int:
-        """Latents kept per token during the TopK warm-up: round(target_l0), or k without a target."""
-        return max(1, round(self.cfg.target_l0)) if self.cfg.target_l0 is not None else int(self.cfg.k)
-
     def _topk_forward(self, x_BD: Tensor, dead_mask: Tensor | None) -> SaeOutput:
         """The TopK warm-up's step (`SaeConfig.topk_warmup`): each token keeps the warmup_k latents with the largest
         projections W_enc (x - b_dec), at their magnitudes ReLU(pi_mag); FVU + AuxK (no L1, no gate

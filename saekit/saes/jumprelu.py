@@ -165,11 +165,6 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
     def plain_encoder(self) -> dict:
         return self._plain("threshold", threshold=self.threshold.detach().float().cpu())
 
-    @property
-    def warmup_k(self) -> int:
-        """Latents kept per token during the TopK warm-up: round(target_l0), or k without a target."""
-        return max(1, round(self.cfg.target_l0)) if self.cfg.target_l0 is not None else int(self.cfg.k)
-
     def _topk_forward(self, x_BD: Tensor, dead_mask: Tensor | None) -> SaeOutput:
         """The TopK warm-up's step (`SaeConfig.topk_warmup`): the warmup_k largest ReLU pre-activations of each token,
         FVU + AuxK (no L0 term, no pre-activation loss; the thresholds get no gradient). While training, every
