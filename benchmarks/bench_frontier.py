@@ -100,17 +100,20 @@ def main() -> None:
     tr.fold()
     t_train = time.perf_counter() - t1
 
+    ces = [float("nan")] * len(runs)
+    if args.ce_tokens:  # every SAE on the same held-out tokens, sharing the clean and zero-ablated runs
+        for sae in tr.saes:
+            sae.eval()
+        ces = [r.ce_loss_recovered for r in saekit.evaluate_many(model, tr.saes, n_tokens=args.ce_tokens, progress=False)]
     rows = []
-    for (arch, asked), sae in zip(runs, tr.saes):
+    for (arch, asked), sae, ce in zip(runs, tr.saes, ces):
         sae.eval()
         if args.save:
             sae.save(Path(args.save) / f"{arch}-{asked}")
         with torch.no_grad():
             latents = sae.encode(held)
             row = {"arch": arch, "asked": asked, "l0": l0_of(latents), "fvu": float(fvu_of(held, sae.decode(latents))),
-                   "dead": float(((latents > 0).sum(0) == 0).float().mean()), "ce": float("nan")}
-        if args.ce_tokens:
-            row["ce"] = saekit.evaluate(model, sae, n_tokens=args.ce_tokens, progress=False).ce_loss_recovered
+                   "dead": float(((latents > 0).sum(0) == 0).float().mean()), "ce": ce}
         rows.append(row)
         print(f"{arch} L0 {asked}: held-out L0 {row['l0']:.1f}, FVU {row['fvu']:.3f}, dead {row['dead']:.1%}, "
               f"CE recovered {row['ce']:.3f}", flush=True)

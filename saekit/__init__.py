@@ -13,7 +13,7 @@ from .config import ConfigError, HarvestConfig, SaeConfig, SweepConfig, TrainCon
 from .data import TokenContexts, contexts, corpus
 from .harvest import harvest
 from .interventions import Ablate, Clamp, Effects, Generation, LossChange, Splice, Steer, feature_means, generate, loss_change, measure
-from .metrics import EvalResult, evaluate
+from .metrics import EvalResult, evaluate, evaluate_many
 from .lm import DEFAULT_MODEL, Model, load_model
 from .saes import (
     BatchTopKSae,
@@ -80,6 +80,7 @@ __all__ = [
     "contexts",
     "corpus",
     "evaluate",
+    "evaluate_many",
     "harvest",
     "load_model",
     "train",

@@ -81,12 +81,12 @@ def test_score_runs_equal_compare_and_token_nll(arch, hookpoint):
         torch.testing.assert_close(out["acts"][h][mask.bool()], captured[h][mask.bool()], **close)
 
 
-def trained_sae(model, arch: str) -> Sae:
+def trained_sae(model, arch: str, hookpoint: str = "resid_post.1", seed: int = 2) -> Sae:
     transcoder = arch.endswith("transcoder")
-    hp, target = ("mlp_in.1", "mlp_out.1") if transcoder else ("resid_post.1", None)
+    hp, target = ("mlp_in.1", "mlp_out.1") if transcoder else (hookpoint, None)
     extra = {"jumprelu": {"target_l0": 4}, "matryoshka": {"matryoshka_prefixes": (16, 64)}}.get(arch, {})
     cfg = SaeConfig(d_in=model.d_model, n_latents=64, k=4, architecture=arch, hookpoint=hp, target_hookpoint=target, **extra)
-    sae = Sae(cfg, seed=2)
+    sae = Sae(cfg, seed=seed)
     ctx = saekit.contexts(model, TEXTS, context_len=24, n_tokens=200)
     acts = model.capture(ctx.input_ids, [hp] + ([target] if target else []), ctx.attention_mask)
     keep = ctx.attention_mask.bool()
@@ -120,3 +120,49 @@ def test_loss_change_fast_equals_reference():
     assert fast.loss_clean == pytest.approx(ref.loss_clean, rel=1e-5)
     assert fast.loss_edited == pytest.approx(ref.loss_edited, rel=1e-5)
     assert fast.loss_edited != pytest.approx(fast.loss_clean, rel=1e-6)
+
+
+def test_evaluate_many_equals_evaluate_alone(monkeypatch):
+    """`evaluate_many` gives every SAE the metrics `evaluate` gives it alone: SAEs at different hook points, two at
+    the same one (one shared zero-ablation), a transcoder (its zero-ablation at the MLP's output); in one forward
+    per batch, split into groups when the runs exceed RUNS_PER_FORWARD, and named (a dict in, a dict out)."""
+    import saekit.metrics as metrics
+
+    model = tiny_model("gemma3")
+    saes = {
+        "topk@post1": trained_sae(model, "topk"),
+        "jumprelu@post0": trained_sae(model, "jumprelu", "resid_post.0"),
+        "topk@post1-b": trained_sae(model, "topk", seed=5),
+        "transcoder": trained_sae(model, "transcoder"),
+    }
+    kw = dict(n_tokens=300, context_len=32, batch_size=3, progress=False)
+    alone = {name: saekit.evaluate(model, sae, TEXTS, **kw).to_dict() for name, sae in saes.items()}
+    assert alone["topk@post1"]["fvu"] != pytest.approx(alone["topk@post1-b"]["fvu"], rel=1e-3)  # distinct SAEs
+    calls = []
+    score_runs = type(model).score_runs
+    monkeypatch.setattr(type(model), "score_runs", lambda self, ids, runs, *a, **k: calls.append(len(runs)) or score_runs(self, ids, runs, *a, **k))
+    for limit in (8, 4):  # all in one forward (1 clean + 4 splices + 3 zero sites), then in groups
+        monkeypatch.setattr(metrics, "RUNS_PER_FORWARD", limit)
+        calls.clear()
+        many = saekit.evaluate_many(model, saes, TEXTS, **kw)
+        assert list(many) == list(saes)
+        assert max(calls) + 1 <= limit and (len(set(calls)) == 1 if limit == 8 else len(calls) > 4)
+        for name, result in many.items():
+            got = result.to_dict()
+            for key in alone[name]:
+                assert got[key] == pytest.approx(alone[name][key], rel=1e-4, abs=1e-5), (limit, name, key)
+    as_list = saekit.evaluate_many(model, list(saes.values()), TEXTS, **kw)
+    assert [r.fvu for r in as_list] == pytest.approx([alone[n]["fvu"] for n in saes], rel=1e-4)
+
+
+def test_evaluate_many_reference_path_and_bad_input():
+    """reference=True evaluates each SAE by the readable path (same metrics as the fast one); no SAEs is an error."""
+    model = tiny_model("gemma3")
+    sae = trained_sae(model, "topk")
+    kw = dict(n_tokens=300, context_len=32, batch_size=3, progress=False)
+    (ref,) = saekit.evaluate_many(model, [sae], TEXTS, reference=True, **kw)
+    fast = saekit.evaluate(model, sae, TEXTS, **kw).to_dict()
+    for key, value in ref.to_dict().items():
+        assert fast[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    with pytest.raises(saekit.errors.EvalError, match="no SAEs"):
+        saekit.evaluate_many(model, [], TEXTS, **kw)

@@ -66,7 +66,9 @@ def test_evaluate_a_perfect_sae_recovers_everything(model):
 def test_evaluate_a_random_sae_is_worse(model):
     sae = Sae(SaeConfig(d_in=model.d_model, n_latents=64, k=2, hookpoint="resid_post.1"), seed=5)
     r = saekit.evaluate(model, sae, TEXTS, n_tokens=600, context_len=64, progress=False)
-    assert r.fvu > 0.3 and r.kl_divergence > 1e-4 and r.ce_loss_recovered < 0.99
+    # FVU and KL, not CE-loss recovered: on a random tiny LM zero-ablation barely moves the CE (KL ~1e-2), so the
+    # ratio's denominator is near 0 and its value says nothing (this SAE's splice even lowered the CE: ratio 2.35)
+    assert r.fvu > 0.3 and r.kl_divergence > 1e-4
     assert r.l0 <= 2 and 0 <= r.dead_fraction <= 1 and r.density.shape == (64,)
     assert set(r.to_dict()) >= {"l0", "fvu", "explained_variance", "delta_lm_loss", "ce_loss_recovered", "kl_divergence"}
     assert "ce_loss_recovered" in r.table()

@@ -280,12 +280,12 @@ def test_topk_warmup_defaults():
 
 @pytest.mark.parametrize("arch, warm, cold", [
     ("batchtopk", 0.1, 0.1), ("matryoshka", 0.1, 0.1), ("batchtopk-relative", 0.3, 0.1), ("matryoshka-relative", 0.3, 0.1),
-    ("jumprelu", 0.3, 0.1), ("gated", 0.3, 0.1), ("topk", None, 1.0),
+    ("jumprelu", 0.3, 0.1), ("gated", 0.3, 0.1), ("topk", None, 0.3), ("transcoder", None, 1.0),
 ])
 def test_the_encoders_starting_scale(arch, warm, cold):
     """With a TopK warm-up (the default where one exists) the encoder starts at 0.3 x W_dec^T, except under BatchTopK's
     absolute ranking (0.1); without one (the paper's code from the first step) a threshold-style code starts at
-    0.1 x W_dec^T and TopK at W_dec^T (`Sae.initial_encoder_scale`)."""
+    0.1 x W_dec^T, TopK at 0.3 x W_dec^T and a transcoder at W_dec^T (`Sae.initial_encoder_scale`)."""
     if warm is not None:
         sae = Sae(make_cfg(arch))
         assert sae.topk_warmup > 0

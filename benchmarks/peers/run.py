@@ -82,13 +82,14 @@ def evaluate(a, results: list[dict]) -> dict:
     keys = sorted(firsts)
     weights = [torch.load(firsts[k]["weights"]) for k in keys]
     plain = plain_fvu(model.hf_model, ctx, model.separator_id, weights)
-    for key, w, pf in zip(keys, weights, plain):
+    saes = []
+    for w in weights:
         sae = saekit.Sae(saekit.SaeConfig(d_in=w["W_enc"].shape[1], n_latents=w["W_enc"].shape[0], k=32, hookpoint=HOOKPOINT))
         with torch.no_grad():
             for name, v in w.items():
                 getattr(sae, name).copy_(v)
-        sae.eval()
-        r = saekit.evaluate(model, sae, ctx, progress=False)
+        saes.append(sae.eval())
+    for key, r, pf in zip(keys, saekit.evaluate_many(model, saes, ctx, progress=False), plain):  # one evaluator, shared clean run
         evals[f"{key[0]}:{key[1]}"] = {**r.to_dict(), "plain_fvu": pf}
         print(key, f"fvu {r.fvu:.4f} plain {pf:.4f} ce_rec {r.ce_loss_recovered:.4f}", flush=True)
     return evals

@@ -263,16 +263,16 @@ class Sae(nn.Module):
         self.b_dec.copy_(geometric_median(x_ND.to(self.device)).to(self.b_dec.dtype))
 
     encoder_init_scale: ClassVar[float] = 1.0
-    """The encoder starts as this multiple of the decoder's transpose. Threshold-style codes (BatchTopK,
-    JumpReLU, Gated) use 0.1: at full scale the latents open at the first step are random projections
+    """The encoder starts as this multiple of the decoder's transpose (TopK: 0.3, `TopKSae.encoder_init_scale`).
+    Threshold-style codes (BatchTopK, JumpReLU, Gated) use 0.1: at full scale the latents open at the first step are random projections
     whose sum overshoots the input (synthetic benchmark: initial FVU 3.6), and those runs never recovered."""
 
     warmup_encoder_init_scale: ClassVar[float] = 0.3
     """The encoder's starting scale when training opens with a TopK warm-up (`topk_warmup` > 0): its first steps are
     TopK's and never see the overshoot `encoder_init_scale` guards against. Measured on the synthetic dictionary (d 32,
     512 features, 1024 latents, L0 4; true features recovered at cosine > 0.9, scale 0.1 / 0.3 / 1.0): relative
-    BatchTopK 84% / 93% / 89% at 1M samples and 37% / 36% / 8% at 200k; TopK itself (no warm-up, 1.0 by default) 88% /
-    96% / 93% at 1M. A smaller scale learns faster at first (Adam's fixed step turns a short row further) and settles
+    BatchTopK 84% / 93% / 89% at 1M samples and 37% / 36% / 8% at 200k; TopK itself (no warm-up) 88% / 96% / 93% at
+    1M, so TopK starts at 0.3 too (`TopKSae.encoder_init_scale`). A smaller scale learns faster at first (Adam's fixed step turns a short row further) and settles
     worse; 1.0 starts slowest (BENCHMARKS.md, "Synthetic dictionary recovery")."""
 
     @property

@@ -217,6 +217,7 @@ def _run_pass(p, group, cfgs, cache, hp, eval_acts, budget_steps, train_cfg, out
             trainer.fit(_Prefix(cache, hp, bs, train_cfg.seed, steps), checkpoint_dir=ckpt, progress=progress)
         if rank != 0:
             continue
+        rows, saes = {}, {}
         for i, name in enumerate(group):
             sae = copy.deepcopy(trainer.saes[i])
             if trainer.scale is not None and trainer.scale != 1.0:
@@ -224,13 +225,16 @@ def _run_pass(p, group, cfgs, cache, hp, eval_acts, budget_steps, train_cfg, out
             sae.eval()
             path = out / SAES / f"{name}_t{tokens}"
             sae.save(path)
-            row = {"name": name, "n_latents": sae.n_latents, "k": cfgs[name].k, "tokens": tokens, "pass": p,
-                   "path": str(path), **measure(sae, eval_acts), "ce_loss_recovered": float("nan")}
-            if model is not None and cfg.ce_tokens and steps == budget_steps[-1]:
-                from ..metrics import evaluate
+            saes[name] = sae
+            rows[name] = {"name": name, "n_latents": sae.n_latents, "k": cfgs[name].k, "tokens": tokens, "pass": p,
+                          "path": str(path), **measure(sae, eval_acts), "ce_loss_recovered": float("nan")}
+        if model is not None and cfg.ce_tokens and steps == budget_steps[-1]:
+            from ..metrics import evaluate_many  # the pass's SAEs share the clean and zero-ablated runs
 
-                row["ce_loss_recovered"] = float(evaluate(model, sae, n_tokens=cfg.ce_tokens, progress=False).ce_loss_recovered)
-            (out / RESULTS).mkdir(parents=True, exist_ok=True)
+            for name, r in evaluate_many(model, saes, n_tokens=cfg.ce_tokens, progress=False).items():
+                rows[name]["ce_loss_recovered"] = float(r.ce_loss_recovered)
+        (out / RESULTS).mkdir(parents=True, exist_ok=True)
+        for name, row in rows.items():  # a kill before this point redoes the evaluation on resume (the SAEs are saved)
             durable.write_json(row, out / RESULTS / f"{name}_t{tokens}.json")
 
 
