@@ -66,7 +66,8 @@ class SaeConfig:
 
     l1_coefficient: float | None = None
     """'relu' and 'gated': weight of the L1 sparsity penalty relative to the squared error; None takes the
-    architecture's default (5.0 for 'relu', Anthropic's April 2024 update; 'gated' documents its own)."""
+    architecture's default (5.0 for 'relu', Anthropic's April 2024 update; with `target_l0` it is the controller's
+    starting value, and 1.0 started worse on Gemma: BENCHMARKS.md; 'gated' documents its own)."""
 
     sparsity_warmup: float = 0.05
     """Fraction of training over which the sparsity coefficient (L1 or L0) rises linearly from 0 to its value."""
@@ -99,10 +100,10 @@ class SaeConfig:
     module says what was measured): 0.75 for 'topk', 6.0 for 'batchtopk' (1.0 with `relative_selection`), 6.0 for
     'gated' after its TopK warm-up (3.0 with `topk_warmup=0`), 1.5 for 'matryoshka' (0.75 with `relative_selection`),
     2.0 for 'jumprelu' (after its TopK warm-up, which left 10-20% of its latents dead without it; 0 gives Gemma Scope's
-    recipe), 0 for 'relu' (12 keeps Gemma's ReLU latents alive but collapsed a synthetic one). 0 turns it off (the
+    recipe), 4.0 for 'relu' (without it 9-39% of its latents died on Gemma; 0 gives the April update's recipe). 0 turns it off (the
     papers' recipes have no such loss). The defaults were tuned at 4096 latents and L0 16 on Gemma 3 270M; the pull
     grows as k falls (a latent's reconstruction gradient scales with k / n_latents, this loss's with 1 / n_latents), so
-    for 'topk', 'batchtopk', 'matryoshka' and 'jumprelu' the default is scaled by min(1, L0 / 16)
+    for 'topk', 'batchtopk', 'matryoshka', 'jumprelu' and 'relu' the default is scaled by min(1, L0 / 16)
     (`pre_act.at_sparsity`); a value given here is used as given. Transcoders have no such loss and refuse a positive value."""
 
     threshold_beta: float = 0.99

@@ -440,6 +440,54 @@ def test_jumprelu_initial_thresholds_give_the_target_l0():
     assert 0.5 * K < l0 < 2 * K
 
 
+@pytest.mark.parametrize("arch", ["relu", "gated"])
+def test_initial_biases_open_about_the_target_l0(arch):
+    """b_enc (Gated: b_gate) starts at minus each latent's target-density quantile of its projections
+    (`sparsity.opening_bias`), so the first step's code is near target_l0 rather than half the dictionary
+    (a zero bias opens about F / 2 latents per token)."""
+    sae = Sae(make_cfg(arch, target_l0=float(K), topk_warmup=0.0) if arch == "gated" else make_cfg(arch, target_l0=float(K)))
+    x, _ = data(4096, seed=7)
+    assert (sae.encode(x) > 0).sum(-1).float().mean().item() > F / 4  # before: about half open
+    sae.init_from_data(x)
+    l0 = (sae.encode(x) > 0).sum(-1).float().mean().item()
+    assert 0.5 * K < l0 < 2 * K
+
+
+@pytest.mark.parametrize("arch", ["relu", "gated"])
+def test_calibrate_shifts_the_biases_to_the_target_l0_on_the_sample(arch):
+    """`calibrate` moves every b_enc (Gated: b_gate) by one common amount so the sample's mean L0 is target_l0 exactly
+    (round(target * N) open entries), keeping the biases' differences; without a target it does nothing."""
+    extra = {"topk_warmup": 0.0} if arch == "gated" else {}
+    sae = Sae(make_cfg(arch, target_l0=3.0, **extra))
+    x, _ = data(1000, seed=11)
+    with torch.no_grad():
+        sae.b_enc.copy_(torch.linspace(-0.5, 0.2, F))  # an L0 far from the target
+    before = sae.b_enc.detach().clone()
+    assert abs((sae.encode(x) > 0).sum(-1).float().mean().item() - 3.0) > 1.0
+    sae.calibrate(x)
+    assert int((sae.encode(x) > 0).sum()) == 3 * 1000
+    diff = sae.b_enc.detach() - before
+    torch.testing.assert_close(diff, diff[:1].expand_as(diff))  # one common shift
+    untargeted = Sae(make_cfg(arch, **extra)) if arch == "relu" else None
+    if untargeted is not None:  # ReLU/L1 without a target: the coefficient is the user's, the biases are left alone
+        b = untargeted.b_enc.detach().clone()
+        untargeted.calibrate(x)
+        assert torch.equal(untargeted.b_enc, b)
+
+
+def test_opening_bias_keeps_the_quantile_per_latent():
+    """Each latent opens on round(N * l0 / F) of the N sample rows (ties aside), and the bias is never positive."""
+    from saekit.saes.sparsity import opening_bias
+
+    g = torch.Generator().manual_seed(0)
+    proj = torch.randn(1000, 50, generator=g) * torch.linspace(0.1, 5.0, 50) + 0.5
+    proj[:, 0] = -proj[:, 0].abs()  # a latent that never projects positively keeps bias 0 (stays closed)
+    b = opening_bias(proj, 5.0)  # 5 of 50 latents per row: 100 of 1000 rows each
+    assert b[0] == 0 and (b[1:] < 0).all()
+    open_per_latent = ((proj + b) > 0).sum(0)
+    assert open_per_latent[0] == 0 and (open_per_latent[1:] == 100).all()
+
+
 def test_gated_magnitude_path_is_tied_and_aux_reaches_the_gate_only():
     """W_mag = exp(r_mag) * W_gate; the gate's auxiliary reconstruction uses a frozen decoder."""
     sae = trained("gated")

@@ -292,7 +292,9 @@ def test_pre_act_coefficient_defaults_by_architecture_and_is_refused_where_there
     # Gated's: 6.0 after its TopK warm-up (the default), 3.0 with the paper's code from the first step
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="gated", **k)).pre_act_coefficient == 6.0
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="gated", topk_warmup=0, **k)).pre_act_coefficient == 3.0
-    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="relu", **k)).pre_act_coefficient == 0.0
+    # ReLU/L1's (4.0 from L0 16) scales with its L0 (target_l0, else k) as JumpReLU's does
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="relu", **k)).pre_act_coefficient == 1.0
+    assert Sae(SaeConfig(d_in=8, n_latents=64, architecture="relu", target_l0=32)).pre_act_coefficient == 4.0
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="topk", pre_act_coefficient=1e-3, **k)).pre_act_coefficient == 1e-3
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="batchtopk", pre_act_coefficient=0, **k)).pre_act_coefficient == 0.0
     assert SaeConfig(d_in=8, n_latents=16, architecture="relu", pre_act_coefficient=0, **k).pre_act_coefficient == 0

@@ -144,7 +144,9 @@ SAE_ARCHS = {
     "batchtopk": ({}, (K / 2, 2 * K)),
     "matryoshka": ({"matryoshka_prefixes": (64, 256)}, (K / 2, 2 * K)),
     "jumprelu": ({"target_l0": K}, (K / 2, 2 * K)),
-    "relu": ({}, (1, 200)),
+    # ReLU/L1 asked for its L0: its fixed default coefficient (5.0, the April update's) gave L0 3.8 and FVU 0.64 here
+    # once it started at its target density (saes/relu.py), since lambda's meaning depends on the data
+    "relu": ({"target_l0": K}, (K / 2, 2 * K)),
     "gated": ({}, (1, 200)),
 }
 

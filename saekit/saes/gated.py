@@ -56,7 +56,7 @@ from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
 from .pre_act import penalty_scale, pre_act_penalty
 from .relu import l1_penalty
-from .sparsity import ControlledCoefficient
+from .sparsity import ControlledCoefficient, opening_bias, target_shift
 
 INIT_ROWS = 8192
 """Sample rows used to place the initial gate biases (a [rows, F] matrix of projections)."""
@@ -128,12 +128,8 @@ class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
         half the dictionary (b_mag stays 0: an open latent's magnitude starts at its projection)."""
         super().init_from_data(x_ND)
         x_ND = x_ND[:INIT_ROWS].to(self.device, self.W_enc.dtype)
-        proj_NF = linear(x_ND - self.b_dec, self.W_enc)
-        n = proj_NF.shape[0]
         target = self.cfg.target_l0 if self.cfg.target_l0 is not None else self.cfg.k
-        keep = max(1, round(n * target / self.n_latents))
-        q_F = proj_NF.kthvalue(max(1, n - keep), dim=0).values.clamp_min(0)
-        self.b_enc.copy_(-q_F)
+        self.b_enc.copy_(opening_bias(linear(x_ND - self.b_dec, self.W_enc), target))
 
     @property
     def l1_coefficient(self) -> float:
@@ -187,11 +183,7 @@ class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
             return
         gate_NF, mag_NF = self._paths(x_ND)
         gate_NF = gate_NF.masked_fill(mag_NF <= 0, float("-inf"))  # a latent with no magnitude adds nothing to L0
-        n_keep = min(max(1, round(target * x_ND.shape[0])), gate_NF.numel())
-        kth = gate_NF.view(-1).topk(n_keep, sorted=False).values.min()  # the smallest gate to keep open
-        below = gate_NF[gate_NF < kth]
-        nxt = below.max() if below.numel() else kth - 1
-        shift = (kth + nxt) / 2  # halfway: `gate - shift > 0` keeps exactly the n_keep largest
+        shift = target_shift(gate_NF, target)
         if torch.isfinite(shift):
             self.b_enc.sub_(shift)
 

@@ -68,7 +68,7 @@ from ..config import SaeConfig
 from ..gemm import linear, matmul
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
-from .pre_act import at_sparsity, penalty_scale, pre_act_penalty
+from .pre_act import configured_or_default, penalty_scale, pre_act_penalty
 from .sparsity import ControlledCoefficient
 
 INIT_ROWS = 8192
@@ -144,11 +144,7 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
     @property
     def pre_act_coefficient(self) -> float:
         """`cfg.pre_act_coefficient` as given, or the default scaled to the target L0 (`pre_act.at_sparsity`)."""
-        c = self.cfg.pre_act_coefficient
-        if c is not None:
-            return float(c)
-        target = self.cfg.target_l0 if self.cfg.target_l0 is not None else self.cfg.k
-        return at_sparsity(self.default_pre_act_coefficient, target)
+        return configured_or_default(self.cfg, self.default_pre_act_coefficient)
 
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
         super().__init__(cfg, device=device, seed=seed)

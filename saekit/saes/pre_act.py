@@ -44,6 +44,15 @@ def at_sparsity(default: float, l0: float) -> float:
     return float(default) * min(1.0, float(l0) / PRE_ACT_TUNED_K)
 
 
+def configured_or_default(cfg, default: float) -> float:
+    """The coefficient in use for a penalty code (JumpReLU, ReLU/L1): `cfg.pre_act_coefficient` as given, else the
+    architecture's `default` scaled to its L0 (target_l0, else k) by `at_sparsity`."""
+    c = cfg.pre_act_coefficient
+    if c is not None:
+        return float(c)
+    return at_sparsity(default, cfg.target_l0 if cfg.target_l0 is not None else cfg.k)
+
+
 def sample_rows(n_rows: int) -> slice:
     """An even sample of at most SAMPLE_ROWS of n_rows rows (the penalty is a mean over rows, so it needs no rescaling)."""
     return slice(None, None, -(-n_rows // SAMPLE_ROWS))  # stride: ceil(n_rows / SAMPLE_ROWS)
@@ -104,4 +113,4 @@ def rows_penalty(
     return _RowsPenalty.apply(x_RD, W_enc_FD, b_enc_F, pre_RF, theta, scale, product_dtype)
 
 
-__all__ = ["PRE_ACT_TUNED_K", "SAMPLE_ROWS", "at_sparsity", "penalty_scale", "pre_act_penalty", "rows_penalty", "sample_rows"]
+__all__ = ["PRE_ACT_TUNED_K", "SAMPLE_ROWS", "at_sparsity", "configured_or_default", "penalty_scale", "pre_act_penalty", "rows_penalty", "sample_rows"]

@@ -56,6 +56,27 @@ def warmup_factor(progress: float, warmup: float) -> float:
     return min(1.0, progress / warmup)
 
 
+def opening_bias(proj_NF: Tensor, l0: float) -> Tensor:
+    """Minus each latent's (1 - l0 / n_latents) quantile of its projections `proj_NF` on a sample [N, F] (at most 0):
+    the bias at which the latents open on about `l0` of them per token. ReLU/L1's b_enc and Gated's b_gate start here,
+    so the first step's code is near its target L0 instead of about half the dictionary."""
+    n, n_latents = proj_NF.shape
+    keep = max(1, round(n * l0 / n_latents))
+    return -proj_NF.kthvalue(max(1, n - keep), dim=0).values.clamp_min(0)
+
+
+def target_shift(score_NF: Tensor, l0: float) -> Tensor:
+    """The one amount to subtract from every score of a sample [N, F] so that `score - shift > 0` keeps its
+    round(l0 * N) largest entries, i.e. a mean L0 of `l0` on the sample (halfway between the smallest kept score and the
+    next smaller one; not finite when nothing can be kept). ReLU/L1's b_enc and Gated's gate biases take it at the end
+    of training (`calibrate`): the controller steers L0 with a lag, so a run can end a few tens of percent off target."""
+    n_keep = min(max(1, round(l0 * score_NF.shape[0])), score_NF.numel())
+    kth = score_NF.reshape(-1).topk(n_keep, sorted=False).values.min()  # the smallest score to keep
+    below = score_NF[score_NF < kth]
+    nxt = below.max() if below.numel() else kth - 1
+    return (kth + nxt) / 2
+
+
 class ControlledCoefficient:
     """Mixin for nn.Module SAEs with a sparsity coefficient: the `log_coefficient` buffer and its controller.
 
@@ -100,4 +121,4 @@ class ControlledCoefficient:
         self.last_log_error.copy_(err)
 
 
-__all__ = ["CONTROL_GAIN", "DAMPING", "ControlledCoefficient", "warmup_factor"]
+__all__ = ["CONTROL_GAIN", "DAMPING", "ControlledCoefficient", "opening_bias", "target_shift", "warmup_factor"]
