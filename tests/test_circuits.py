@@ -77,7 +77,9 @@ def test_atp_matches_single_node_patch_in_linear_regime(model, saes):
     b, t, i = (g_f.abs() == g_f.abs().max()).nonzero()[0].tolist()
     m0 = metric(model.grad_logits(p.clean, {}, grad=False))[b].item()
     errs = []
-    for eps in (0.2, 0.05):
+    row_norm = float(work[h].W_dec[i].norm())
+    for step in (0.02, 0.005):  # the patch's size in the residual stream: step / ||W_dec_i|| on the latent
+        eps = step / row_norm
         delta = torch.zeros_like(g_f)
         delta[b, t, i] = eps
         m1 = metric(model.grad_logits(p.clean, hook_edits(work, {h: nodes_edit(work[h], {}, delta_f=delta)}), grad=False))[b].item()
