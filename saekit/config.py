@@ -97,8 +97,10 @@ class SaeConfig:
     threshold gets a small gradient toward it, so latents do not stay dead. The threshold is JumpReLU's per-latent
     one, TopK's k-th largest pre-activation of each token, BatchTopK's batch threshold (the smallest activation the
     batch kept), and 0 for Gated's gate and ReLU/L1's pre-activation. None takes the architecture's default (its
-    module says what was measured): 0.75 for 'topk', 6.0 for 'batchtopk' (1.0 with `relative_selection`), 6.0 for
-    'gated' after its TopK warm-up (3.0 with `topk_warmup=0`), 1.5 for 'matryoshka' (0.75 with `relative_selection`),
+    module says what was measured): 0.75 for 'topk', 6.0 for 'batchtopk' (TopK's 0.75 during the absolute ranking's
+    TopK warm-up; 1.0 with `relative_selection`), 6.0 for
+    'gated' after its TopK warm-up (3.0 with `topk_warmup=0`), 3.0 for 'matryoshka' (TopK's 0.75 in the
+    warm-up, as BatchTopK; 0.75 with `relative_selection`),
     2.0 for 'jumprelu' (after its TopK warm-up, which left 10-20% of its latents dead without it; 0 gives Gemma Scope's
     recipe), 4.0 for 'relu' (without it 9-39% of its latents died on Gemma; 0 gives the April update's recipe). 0 turns it off (the
     papers' recipes have no such loss). The defaults were tuned at 4096 latents and L0 16 on Gemma 3 270M; the pull
@@ -123,12 +125,13 @@ class SaeConfig:
     topk_warmup: float | None = None
     """'batchtopk', 'matryoshka', 'jumprelu' and 'gated': the fraction of training that keeps the k largest
     pre-activations of each token (TopK's code; k = round(target_l0) when that is set) before the architecture's own
-    sparsity takes over. None takes the architecture's default: 0.5 for 'batchtopk' and 'matryoshka', 0.9 for
-    'jumprelu' and 'gated'; 0 is the papers' recipes (their own code from the first step). BatchTopK's inference
+    sparsity takes over. None takes the architecture's default: 0.9 for 'batchtopk' and 'matryoshka' (0.5 with
+    `relative_selection`), 0.9 for 'jumprelu' and 'gated'; 0 is the papers' recipes (their own code from the first step). BatchTopK's inference
     threshold is estimated from its batch phase and calibrated on the final weights as before; JumpReLU's thresholds
     and Gated's gate biases start from the last TopK batch's threshold (`saes/jumprelu.py`, `saes/gated.py`). On the
     synthetic dictionary (d 32, 512 features, 1024 latents, L0 4, 1M samples) the warm-up took recovery of the true
-    features at cosine > 0.9 from 11% to 60% (BatchTopK), 41% to 93% (relative BatchTopK), 19.5% to 95.7% (JumpReLU)
+    features at cosine > 0.9 from 11% to 96% (BatchTopK; 60% at 0.5 with BatchTopK's coefficient in the warm-up),
+    41% to 93% (relative BatchTopK), 5.5% to 70% (Matryoshka), 19.5% to 95.7% (JumpReLU)
     and 47% to 91% (Gated), where TopK recovers 93%; on Gemma 3 270M at L0 16 it took BatchTopK's held-out FVU from
     0.093 to 0.075 (BENCHMARKS.md). Architectures without the phase ('topk', 'relu', 'transcoder') refuse a positive
     value."""

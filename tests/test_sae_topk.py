@@ -95,7 +95,7 @@ def test_forward_reports_fvu_l0_and_fired_latents():
     assert torch.equal(off.loss, off.fvu)
 
 
-@pytest.mark.parametrize("arch, default", [("topk", 0.75), ("batchtopk", 6.0), ("matryoshka", 1.5)])
+@pytest.mark.parametrize("arch, default", [("topk", 0.75), ("batchtopk", 6.0), ("matryoshka", 3.0)])
 def test_default_pre_act_coefficient_scales_with_k_below_16_and_given_values_are_kept(arch, default):
     def coefficient(k, **kw):
         extra = {"matryoshka_prefixes": (16, 64)} if arch == "matryoshka" else {}
@@ -117,6 +117,54 @@ def test_auxk_gives_dead_latents_a_gradient():
     assert out.aux_loss.item() > 0
     out.loss.backward()
     assert sae.W_enc.grad[:32].abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
+def test_absolute_batchtopk_warms_up_with_topks_coefficient(arch):
+    """The absolute ranking's TopK warm-up (default 0.9 of training) takes TopK's default pre-activation coefficient
+    and the batch phase its own; a given coefficient, and `relative_selection` (warm-up 0.5), keep one coefficient."""
+    def sae(**kw):
+        extra = {"matryoshka_prefixes": (16, 64)} if arch == "matryoshka" else {}
+        return Sae(SaeConfig(d_in=8, n_latents=128, k=4, architecture=arch, **extra, **kw))
+    s = sae()
+    assert s.topk_warmup == 0.9 and s.initial_encoder_scale == 0.3
+    assert s.pre_act_coefficient_for(True) == pytest.approx(0.75 * 4 / 16)
+    assert s.pre_act_coefficient_for(False) == s.pre_act_coefficient > s.pre_act_coefficient_for(True)
+    given = sae(pre_act_coefficient=2.0)
+    assert given.pre_act_coefficient_for(True) == given.pre_act_coefficient_for(False) == 2.0
+    rel = sae(relative_selection=True)
+    assert rel.topk_warmup == 0.5 and rel.pre_act_coefficient_for(True) == rel.pre_act_coefficient_for(False)
+    assert sae(topk_warmup=0.0).initial_encoder_scale == 0.1  # the paper's batch selection from the first step
+
+
+def _auxk_by_hand(x_in, err, W_enc, b_enc, W_dec, dead, k_aux, tv):
+    """Gao et al.'s AuxK written out: the k_aux largest dead pre-activations per row, ReLU'd, decoded, against err."""
+    pre = x_in @ W_enc[dead].T + b_enc[dead]
+    v, i = pre.topk(k_aux, dim=-1)
+    return ((torch.zeros_like(pre).scatter(-1, i, v.relu()) @ W_dec[dead]) - err).pow(2).sum() / tv
+
+
+def test_auxk_on_a_row_sample_keeps_its_scale():
+    """AuxK is taken on an even sample of at most `auxk_rows` rows, its sum scaled by B / rows: a batch within the cap
+    gives the full loss exactly; a batch of two copies of each row (so the stride-2 sample is one copy) gives the
+    same loss as the full batch, and the gradient reaches only dead latents."""
+    sae = _sae()
+    sae.auxk_rows = 8
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        sae.b_enc.normal_(generator=g)
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[::3] = True
+    k_aux = sae.cfg.k_aux or sae.d_in // 2
+    x_in, err = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    tv = torch.tensor(37.0)
+    want = sae.cfg.auxk_alpha * min(int(dead.sum()) / k_aux, 1.0) * _auxk_by_hand(
+        x_in, err, sae.W_enc, sae.b_enc, sae.W_dec, dead, k_aux, tv)
+    torch.testing.assert_close(sae.dead_latent_loss(x_in, err, dead, tv), want)  # within the cap: every row
+    doubled = sae.dead_latent_loss(x_in.repeat_interleave(2, 0), err.repeat_interleave(2, 0), dead, 2 * tv)
+    torch.testing.assert_close(doubled, want)  # 16 rows, sampled 8: the sum over all 16 is twice the sample's
+    doubled.backward()
+    assert sae.W_enc.grad[~dead].abs().sum() == 0 and sae.W_enc.grad[dead].abs().sum() > 0
 
 
 def test_save_load_round_trip_is_exact(tmp_path):

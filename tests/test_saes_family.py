@@ -273,18 +273,19 @@ def test_topk_warmup_is_refused_where_there_is_no_such_phase(arch):
 
 
 def test_topk_warmup_defaults():
-    assert Sae(make_cfg("batchtopk")).topk_warmup == 0.5 and Sae(make_cfg("matryoshka")).topk_warmup == 0.5
+    assert Sae(make_cfg("batchtopk")).topk_warmup == 0.9 and Sae(make_cfg("matryoshka")).topk_warmup == 0.9
+    assert Sae(make_cfg("batchtopk", relative_selection=True)).topk_warmup == 0.5
+    assert Sae(make_cfg("matryoshka", relative_selection=True)).topk_warmup == 0.5
     assert Sae(make_cfg("jumprelu")).topk_warmup == 0.9 and Sae(make_cfg("topk")).topk_warmup == 0.0
     assert Sae(make_cfg("gated")).topk_warmup == 0.9
 
 
 @pytest.mark.parametrize("arch, warm, cold", [
-    ("batchtopk", 0.1, 0.1), ("matryoshka", 0.1, 0.1), ("batchtopk-relative", 0.3, 0.1), ("matryoshka-relative", 0.3, 0.1),
+    ("batchtopk", 0.3, 0.1), ("matryoshka", 0.3, 0.1), ("batchtopk-relative", 0.3, 0.1), ("matryoshka-relative", 0.3, 0.1),
     ("jumprelu", 0.3, 0.1), ("gated", 0.3, 0.1), ("topk", None, 0.3), ("transcoder", None, 1.0),
 ])
 def test_the_encoders_starting_scale(arch, warm, cold):
-    """With a TopK warm-up (the default where one exists) the encoder starts at 0.3 x W_dec^T, except under BatchTopK's
-    absolute ranking (0.1); without one (the paper's code from the first step) a threshold-style code starts at
+    """With a TopK warm-up (the default where one exists) the encoder starts at 0.3 x W_dec^T; without one (the paper's code from the first step) a threshold-style code starts at
     0.1 x W_dec^T, TopK at 0.3 x W_dec^T and a transcoder at W_dec^T (`Sae.initial_encoder_scale`)."""
     if warm is not None:
         sae = Sae(make_cfg(arch))

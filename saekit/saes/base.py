@@ -301,6 +301,12 @@ class Sae(nn.Module):
         """Called by the trainer once training ends, with a sample of (normalised) training inputs: set what
         inference needs from the final weights (BatchTopK's threshold). Must be deterministic in its input."""
 
+    auxk_rows: ClassVar[int] = 1024
+    """AuxK is taken on an even sample of at most this many rows of a batch (`dead_latent_loss`), its sum scaled by
+    B / rows so its weight does not change. At batch 4096 and 16384 latents, 24 steps (the peers' budget, where a
+    third of the latents count as dead for most of the run) AuxK on every row took 12.5 of the run's 22 s
+    (BENCHMARKS.md, "AuxK on a sample of rows"); batches of 1024 or fewer are untouched."""
+
     def dead_latent_loss(
         self, x_in_BD: Tensor, err_BD: Tensor, dead_mask: Tensor | None, total_variance: Tensor, b_enc_F: Tensor | None = None,
     ) -> Tensor:
@@ -308,19 +314,25 @@ class Sae(nn.Module):
         among dead latents reconstruct the residual error `err_BD` (detached); weight `cfg.auxk_alpha`.
         `b_enc_F` replaces b_enc where the code in use has another bias (Gated's TopK warm-up ranks projections).
 
-        Dense over the dead subset G: two [B, G] x [G, D] products. Zero when no latent is dead.
+        Dense over the dead subset G: two [R, G] x [G, D] products, on an even sample of R <= `auxk_rows` of the
+        batch's rows (the sum scaled by B / R). Zero when no latent is dead. (A sparse version on the TopK kernels,
+        k_aux entries per row, was slower at the densities AuxK sees: its gathers and scatters cost more than these
+        products.)
         """
         if dead_mask is None or self.cfg.auxk_alpha <= 0 or not bool(dead_mask.any()):
             return err_BD.new_zeros(())
+        n_rows = x_in_BD.shape[0]
+        rows = slice(None, None, -(-n_rows // self.auxk_rows))  # stride ceil(B / auxk_rows)
+        x_in_RD, err_RD = x_in_BD[rows], err_BD[rows]
         dead_G = dead_mask.nonzero().squeeze(-1)
         k_full = self.cfg.k_aux or self.d_in // 2
         k_aux = min(k_full, dead_G.numel())
-        pre_BG = linear(x_in_BD, self.W_enc[dead_G], (self.b_enc if b_enc_F is None else b_enc_F)[dead_G])
-        vals_BA, j_BA = pre_BG.topk(k_aux, dim=-1, sorted=False)
-        aux_BG = torch.zeros_like(pre_BG).scatter(-1, j_BA, vals_BA.relu())
-        err_hat_BD = matmul(aux_BG, self.W_dec[dead_G])
-        scale = min(dead_G.numel() / k_full, 1.0)
-        aux = self.cfg.auxk_alpha * scale * (err_hat_BD - err_BD).pow(2).sum() / total_variance
+        pre_RG = linear(x_in_RD, self.W_enc[dead_G], (self.b_enc if b_enc_F is None else b_enc_F)[dead_G])
+        vals_RA, j_RA = pre_RG.topk(k_aux, dim=-1, sorted=False)
+        aux_RG = torch.zeros_like(pre_RG).scatter(-1, j_RA, vals_RA.relu())
+        err_hat_RD = matmul(aux_RG, self.W_dec[dead_G])
+        scale = min(dead_G.numel() / k_full, 1.0) * n_rows / x_in_RD.shape[0]
+        aux = self.cfg.auxk_alpha * scale * (err_hat_RD - err_RD).pow(2).sum() / total_variance
         return torch.nan_to_num(aux, 0.0)
 
     def on_step(self, step: int, x_BD: Tensor, dead_F: Tensor, generator: torch.Generator) -> Tensor | None:

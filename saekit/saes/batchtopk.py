@@ -66,24 +66,27 @@ tokens; the 400k-token rows from scratch scripts not in the repo, the 1M-token o
 - On the synthetic dictionary (d 32, 512 features, 1024 latents, L0 4, 1M samples) recovery at cosine > 0.9 goes
   from 12% (absolute) to 35% (relative); TopK recovers 88%.
 
-TopK warm-up (`SaeConfig.topk_warmup`, default 0.5 here; 0 is the paper's recipe): the first half of
-training keeps k latents per token, as TopK does (the same code, kernels and pre-activation threshold; the
-pre-activation loss keeps BatchTopK's own coefficient, 8x TopK's default, which was not tuned for this phase), and the
-batch's selection takes over after it; the inference threshold's moving average starts with the batch phase and
-`calibrate` sets it from the final weights as before, so the trained SAE is a BatchTopK SAE in every respect. Why:
-from the first step, the batch's selection gives the latents that start strong most of the activations, and the
-rest die or learn mixtures. On the synthetic dictionary (d 32, 512 features, 1024 latents, L0 4, 1M samples;
-`benchmarks/bench_synthetic.py`, one run each) batch selection from the first step recovered 11% of the true
-features at cosine > 0.9 (relative ranking: 41%; TopK: 93%); starting per token and switching at 0.3 / 0.5 / 0.7
-of training recovered 49% / 60% / 64% (relative: 80% / 84% / 83%, with 2.6% / 3.6% / 21.8% dead on held-out
-samples). The batch phase still costs recovery against TopK: the features the TopK phase found drift toward
-mixtures once the batch's selection decides. The reference loop (github.com/bartbussmann/BatchTopK's recipe,
-re-implemented in a scratch script for this comparison: Kaiming-initialised encoder, lr 3e-4, AuxK after 5
-silent batches) recovered 0.4% on the same data (12.5% at saekit's lr 4e-3), so the gap is the recipe's, not an
-artefact of saekit's code. On Gemma 3 270M resid_post.6 (4096 latents, 1M tokens, `bench_frontier.py`, one run
-each) the warm-up took absolute BatchTopK at L0 16 from held-out FVU 0.093 / CE-loss recovered 0.921 to 0.075 / 0.964
-(TopK: 0.068 / 0.966) and Matryoshka from 0.101 / 0.920 to 0.078 / 0.959; at L0 32 and 64, and for the relative rule,
-the changes were within one run's noise (BENCHMARKS.md, "TopK warm-up for BatchTopK and Matryoshka").
+TopK warm-up (`SaeConfig.topk_warmup`, default 0.9 here, 0.5 under `relative_selection`; 0 is the paper's recipe):
+the first 90% of training keeps k latents per token, as TopK does (the same code, kernels and pre-activation
+threshold, TopK's default pre-activation coefficient, and the encoder at `warmup_encoder_init_scale`, 0.3), and the
+batch's selection takes over for the rest, while the learning rate decays; the inference threshold's moving average
+starts with the batch phase and `calibrate` sets it from the final weights as before, so the trained SAE is a
+BatchTopK SAE in every respect. Why: from the first step, the batch's selection gives the latents that start strong
+most of the activations, and the rest die or learn mixtures. On the synthetic dictionary (d 32, 512 features, 1024
+latents, L0 4, 1M samples; `benchmarks/bench_synthetic.py`, one run each) batch selection from the first step
+recovered 11% of the true features at cosine > 0.9 (relative ranking: 41%; TopK: 96%). Switching at 0.3 / 0.5 / 0.7
+of training recovered 49% / 60% / 64% with BatchTopK's own coefficient (6 x k / 16) in the warm-up and the encoder
+at 0.1 (relative: 80% / 84% / 83%). Three changes took the absolute ranking to TopK's level, each measured alone
+(BENCHMARKS.md, "Synthetic dictionary recovery"): the warm-up at 0.9 (66.8%), TopK's coefficient in the warm-up
+(0.5: 66.0%, 0.7: 77.5%, 0.9: 88.1%) and the encoder at 0.3 with both (0.5: 82.0%, 0.7: 87.7%, **0.9: 95.9%**,
+TopK 96.1%). BatchTopK's 6 was tuned for the batch phase's dead latents, and in a per-token phase it pulls every
+latent toward each token's threshold, which is TopK at 8x its default coefficient (TopK itself recovered 88% at
+4x). The batch phase still loses features when it runs longer: the features the TopK phase found drift toward
+mixtures once the batch's selection decides (the batch's latents go to its high-norm tokens). The reference loop
+(github.com/bartbussmann/BatchTopK's recipe, re-implemented in a scratch script for this comparison:
+Kaiming-initialised encoder, lr 3e-4, AuxK after 5 silent batches) recovered 0.4% on the same data (12.5% at
+saekit's lr 4e-3), so that loss is the recipe's, not an artefact of saekit's code. Gemma 3 270M's frontier for these
+defaults is in BENCHMARKS.md ("Absolute BatchTopK warms up as TopK").
 
 Training encode and decode are sparse (the same backward as TopK's kernels): rows carry a padded
 [B, K_max] code whose padding has value 0.
@@ -97,6 +100,7 @@ from torch import Tensor
 from ..config import SaeConfig
 from ..gemm import linear
 from .kernels import encode_backward, exact_values, rows_of, selection_pre
+from .pre_act import at_sparsity
 from .topk import TopKSae
 
 CALIBRATION_ROWS = 8192
@@ -152,24 +156,39 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
     """BatchTopK SAE (Bussmann et al. 2024): the k·B largest pre-activations over the batch while training, a learned global threshold at inference (relative to each token's norm under `relative_selection`; this module's docstring has the recipe)."""
 
     encoder_init_scale = 0.1
-    default_topk_warmup = 0.5
-    """Half of training per token first (module docstring: recovery 11% -> 60% on the synthetic dictionary)."""
+    """Without a TopK warm-up (`topk_warmup=0`, the paper's recipe) the encoder starts at 0.1 x W_dec^T (module
+    docstring); with one it starts at `warmup_encoder_init_scale` (0.3), where the TopK phase finds most features."""
+    default_topk_warmup = 0.9
+    """The paper's absolute ranking: the first 90% of training per token (module docstring, "TopK warm-up": synthetic
+    recovery 60% at 0.5 -> 96% at 0.9 with TopK's pre-activation coefficient in the warm-up)."""
+    relative_topk_warmup = 0.5
+    """Under `relative_selection` (93% of the synthetic dictionary recovered at 0.5; not re-measured at 0.9)."""
     default_pre_act_coefficient = 6.0
     """On by default: without it 30% of the latents were dead on held-out text (this module's docstring)."""
     relative_pre_act_coefficient = 1.0
     """The default under `relative_selection`, where 6 costs FVU (frontier runs at L0 16: 0.080 at 6, 0.067 at 1.0; module docstring)."""
 
     @property
-    def initial_encoder_scale(self) -> float:
-        """`warmup_encoder_init_scale` (0.3) under `relative_selection` with the TopK warm-up; `encoder_init_scale` (0.1)
-        otherwise. Under the absolute ranking 0.3 recovered no more of the synthetic dictionary at 1M samples (60.9%
-        against 59.6%) and less at 200k (5.7% against 14.3%); under the relative one, 93% against 84% at 1M."""
-        return super().initial_encoder_scale if self.relative else self.encoder_init_scale
+    def topk_warmup(self) -> float:
+        """`cfg.topk_warmup`, or the ranking's default: `default_topk_warmup` (0.9) for the paper's absolute ranking,
+        `relative_topk_warmup` (0.5) under `relative_selection`."""
+        w = self.cfg.topk_warmup
+        return float(w if w is not None else self.relative_topk_warmup if self.relative else self.default_topk_warmup)
 
     def default_pre_act_for_rule(self) -> float:
         """The default pre-activation coefficient of the selection rule in use (before `TopKSae.pre_act_coefficient`
         scales it for k below 16)."""
         return float(self.relative_pre_act_coefficient if self.relative else self.default_pre_act_coefficient)
+
+    def pre_act_coefficient_for(self, per_token: bool) -> float:
+        """The batch phase's coefficient is `pre_act_coefficient`. The absolute ranking's TopK warm-up (`per_token`) uses
+        TopK's default instead (`TopKSae.default_pre_act_coefficient`, 0.75, scaled by min(1, k / 16)) unless
+        `cfg.pre_act_coefficient` is given: BatchTopK's 6 (tuned for the batch phase's dead latents) in the warm-up cost
+        the synthetic dictionary a third of its features (module docstring, "TopK warm-up"). `relative_selection`
+        keeps its own coefficient in both phases (measured that way)."""
+        if per_token and self.cfg.pre_act_coefficient is None and not self.relative:
+            return at_sparsity(TopKSae.default_pre_act_coefficient, self.cfg.k)
+        return self.pre_act_coefficient
 
     @property
     def relative(self) -> bool:

@@ -17,9 +17,16 @@ recipe element is BatchTopK's. SaeOutput.fvu is the full dictionary's FVU.
 Dead latents: the nested losses starve the later levels. On Gemma 3 270M resid_post.6 (1024 latents, prefixes
 64/256/1024, k 32, 330k tokens, batch 1024) 52% of the latents never fired on 8,192 held-out tokens: 1.6% of the
 first 64, 25% of the next 192, 63% of the last 768 (AuxK, 55k-token window, counted 33% at the end). BatchTopK's
-pre-activation loss (`BatchTopKSae.pre_act_theta`, `SaeConfig.pre_act_coefficient`) is on here at 1.5 (`saes/pre_act.py`;
+pre-activation loss (`BatchTopKSae.pre_act_theta`, `SaeConfig.pre_act_coefficient`) was on here at 1.5 (`saes/pre_act.py`;
 measured in its first form, a sum over latents divided by the total variance, at 5e-4 at 1024 latents): 0.9% dead (0.0 / 0.5 / 1.0% by level),
 FVU 0.0866 as without it; 0.9 left 4.2%, 2.9 left none at FVU 0.091.
+With BatchTopK's 90% TopK warm-up (ninth session; TopK's coefficient in the warm-up), 1.5 in the short batch phase
+left 6.1% of 4096 latents dead at L0 16 (1M tokens, 65,536 held-out tokens); 3.0 left 0.7% at FVU 0.078 and CE-loss
+recovered 0.962 (1.5: 0.075 / 0.962; 6.0: 0.1% at 0.088 / 0.948), so the batch phase's default is 3.0.
+On the synthetic dictionary (d 32, 512 features, 1024 latents, L0 4, 1M samples) the warm-up took recovery from 34%
+to 70%; the nested loss itself holds it there (its TopK phase alone recovers 71%): each inner level must also answer
+for rare features it has no latent for, so the outer latents learn mixtures (BENCHMARKS.md, "Synthetic dictionary
+recovery", ninth session).
 Neither paper has a dead-latent remedy of its own: Bussmann et al. train with BatchTopK's AuxK, Nabeshima's
 code (L1 with random prefixes) re-sorts the latents by use instead.
 """
@@ -40,8 +47,9 @@ class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
     """Matryoshka BatchTopK SAE: nested prefixes of the latents each reconstruct the input on their own (this module's docstring has the recipe)."""
 
     required_fields = {"matryoshka_prefixes": "(128, 512, 2048)"}
-    default_pre_act_coefficient = 1.5
-    """A quarter of BatchTopK's: enough here (module docstring; 2.5% dead at 4096 latents, BENCHMARKS.md), where 2.9 cost 0.004 FVU at 1024."""
+    default_pre_act_coefficient = 3.0
+    """The batch phase's, half BatchTopK's (module docstring: 0.7% dead at 4096 latents and L0 16 after the 90% TopK
+    warm-up, where 1.5 left 6.1%); the warm-up takes TopK's (`BatchTopKSae.pre_act_coefficient_for`)."""
     relative_pre_act_coefficient = 0.75
     """Under `relative_selection` (Gemma 3 270M resid_post.6, 4096 latents, L0 16, 1M tokens; dead on 65,536 held-out
     tokens): 1.5 left no latent dead at FVU 0.085, 0.25 left 21% dead at FVU 0.077; 0.75 is measured in BENCHMARKS.md's

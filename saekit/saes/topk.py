@@ -68,6 +68,11 @@ class TopKSae(Sae, architecture="topk"):
         selection rule override it)."""
         return self.default_pre_act_coefficient or 0.0
 
+    def pre_act_coefficient_for(self, per_token: bool) -> float:
+        """The pre-activation coefficient of a step that keeps k latents per token (`per_token`) or not: TopK's is
+        `pre_act_coefficient` always (BatchTopK's TopK warm-up overrides it)."""
+        return self.pre_act_coefficient
+
     def saelens_fields(self) -> dict:
         return {"k": int(self.cfg.k), "rescale_acts_by_decoder_norm": False}
 
@@ -136,13 +141,13 @@ class TopKSae(Sae, architecture="topk"):
         per_token: bool = True,
     ) -> Tensor:
         """Anthropic's pre-activation loss (`pre_act.pre_act_penalty`) with theta the code's threshold
-        (`pre_act_theta`), weighted by `pre_act_coefficient`: every pre-activation W_enc x_in + b_enc below it
+        (`pre_act_theta`), weighted by `pre_act_coefficient_for(per_token)`: every pre-activation W_enc x_in + b_enc below it
         gets a gradient toward it, so a latent the selection never picks still learns (the selection gives it no
         reconstruction gradient, and AuxK only after `TrainConfig.dead_tokens`). Dense over latents, so it is
         taken on an even sample of at most `pre_act.SAMPLE_ROWS` of the batch's rows (`pre_act_rows`). `pre_RF`,
         those rows' pre-activations as the encoder computed them, saves the forward product
         (`pre_act.rows_penalty`); without it they are recomputed (the readable path, same values)."""
-        c = self.pre_act_coefficient
+        c = self.pre_act_coefficient_for(per_token)
         if c <= 0:
             return x_in_BD.new_zeros(())
         rows = sample_rows(x_in_BD.shape[0])
