@@ -15,7 +15,8 @@ if "$PY" -c "import torch" 2>/dev/null; then
 elif command -v nvidia-smi >/dev/null 2>&1; then
   echo "setup: NVIDIA GPU found: installing the standard (CUDA) torch build"
   "${PIP[@]}" "torch>=2.4"
-elif "$PY" -m pip download -q --disable-pip-version-check --no-index --no-deps "torch==2.13.0" -d "$(mktemp -d)" >/dev/null 2>&1; then
+elif probe="$(mktemp -d)" && trap 'rm -rf "$probe"' EXIT \
+    && "$PY" -m pip download -q --disable-pip-version-check --no-index --no-deps "torch==2.13.0" -d "$probe" >/dev/null 2>&1; then
   # a local CPU wheel (pip's find-links) is there: torch 2.13.0+cpu ranks above PyPI's 2.13.0
   echo "setup: installing the local CPU wheel of torch 2.13.0"
   "${PIP[@]}" "torch==2.13.0"
