@@ -97,7 +97,7 @@ class SaeConfig:
     threshold gets a small gradient toward it, so latents do not stay dead. The threshold is JumpReLU's per-latent
     one, TopK's k-th largest pre-activation of each token, BatchTopK's batch threshold (the smallest activation the
     batch kept), and 0 for Gated's gate and ReLU/L1's pre-activation. None takes the architecture's default (its
-    module says what was measured): 0.75 for 'topk', 6.0 for 'batchtopk' (TopK's 0.75 during the absolute ranking's
+    module says what was measured): 0.75 for 'topk', 3.0 for 'batchtopk' (TopK's 0.75 during the absolute ranking's
     TopK warm-up; 1.0 with `relative_selection`), 6.0 for
     'gated' after its TopK warm-up (3.0 with `topk_warmup=0`), 3.0 for 'matryoshka' (TopK's 0.75 in the
     warm-up, as BatchTopK; 0.75 with `relative_selection`),

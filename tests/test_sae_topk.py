@@ -95,7 +95,7 @@ def test_forward_reports_fvu_l0_and_fired_latents():
     assert torch.equal(off.loss, off.fvu)
 
 
-@pytest.mark.parametrize("arch, default", [("topk", 0.75), ("batchtopk", 6.0), ("matryoshka", 3.0)])
+@pytest.mark.parametrize("arch, default", [("topk", 0.75), ("batchtopk", 3.0), ("matryoshka", 3.0)])
 def test_default_pre_act_coefficient_scales_with_k_below_16_and_given_values_are_kept(arch, default):
     def coefficient(k, **kw):
         extra = {"matryoshka_prefixes": (16, 64)} if arch == "matryoshka" else {}

@@ -295,7 +295,7 @@ def test_pre_act_coefficient_is_checked(bad):
 def test_pre_act_coefficient_defaults_by_architecture_and_is_refused_where_there_is_no_such_loss():
     k = {"k": 4}
     # the TopK family's defaults (tuned at k 16) scale by k / 16 below it: tests/test_sae_topk.py checks the scaling
-    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="batchtopk", k=16)).pre_act_coefficient == 6.0
+    assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="batchtopk", k=16)).pre_act_coefficient == 3.0
     assert Sae(SaeConfig(d_in=8, n_latents=16, architecture="matryoshka", matryoshka_prefixes=(4,), k=16)).pre_act_coefficient == 3.0
     # JumpReLU's default (2.0, after its TopK warm-up) scales with the target L0 the same way
     assert Sae(SaeConfig(d_in=8, n_latents=64, architecture="jumprelu", target_l0=16)).pre_act_coefficient == 2.0

@@ -27,7 +27,7 @@ TopK's; under `relative_selection` the encoder then starts at `warmup_encoder_in
 most, and under the paper's absolute ranking it stays at 0.1 (`BatchTopKSae.initial_encoder_scale`).
 
 Dead latents: Anthropic's pre-activation loss (January 2025 update; `SaeConfig.pre_act_coefficient`, default
-6.0 here, `saes/pre_act.py`, with theta the batch's threshold, the smallest activation kept: `pre_act_theta`) pulls every
+3.0 here (6.0 until the ninth session), `saes/pre_act.py`, with theta the batch's threshold, the smallest activation kept: `pre_act_theta`) pulls every
 pre-activation below theta up toward it (`TopKSae.pre_act_loss`). Without it, on Gemma 3 270M resid_post.6 (1024 latents, k 32, 330k tokens,
 batch 1024), 30% of the latents never fired on 8,192 held-out tokens (TopK: 12%): a latent the batch selection
 stops picking gets no reconstruction gradient, its encoder row stays short (median norm 0.60 vs 1.29 for the
@@ -38,7 +38,9 @@ batches (29%) and on the training sample (31%). With the loss at 2.9 (measured a
 held-out L0 31.1 vs 31.3 (1.5: 6.1% dead, FVU 0.0735; 0.9: 11%, 0.0729). At 4096 latents (k 16, 1M tokens) the
 sum form's 1e-3 (12 in the present form) cost 0.104 held-out FVU, 2.9 gave 0.086 at 2.8% dead. In the
 present form on a second harvest, 3.0 left 16.5% dead (FVU 0.085) and 6.0 0.1% (FVU 0.089): a cliff near 3, so the
-default is 6 (BENCHMARKS.md, "Dead latents at 4096 latents"). Cost: a dense [B, F] pre-activation product with
+default was 6 (BENCHMARKS.md, "Dead latents at 4096 latents"). Since the 90% TopK warm-up (below) the batch phase is
+short and the warm-up itself has TopK's coefficient; there 3.0 gave held-out FVU 0.067 / 0.047 / 0.031 at L0 16 / 32 /
+64 with 2.7 / 0.1 / 0.0% dead (6.0: 0.069 / 0.048 / 0.033, 0.5 / 0.0 / 0.0%), so the default is 3.0. Cost: a dense [B, F] pre-activation product with
 its backward (the whole run: 75 -> 89 s on one CPU thread).
 
 Relative selection (`SaeConfig.relative_selection`, off by default; a departure from the paper's encoder that
@@ -79,7 +81,7 @@ of training recovered 49% / 60% / 64% with BatchTopK's own coefficient (6 x k / 
 at 0.1 (relative: 80% / 84% / 83%). Three changes took the absolute ranking to TopK's level, each measured alone
 (BENCHMARKS.md, "Synthetic dictionary recovery"): the warm-up at 0.9 (66.8%), TopK's coefficient in the warm-up
 (0.5: 66.0%, 0.7: 77.5%, 0.9: 88.1%) and the encoder at 0.3 with both (0.5: 82.0%, 0.7: 87.7%, **0.9: 95.9%**,
-TopK 96.1%). BatchTopK's 6 was tuned for the batch phase's dead latents, and in a per-token phase it pulls every
+TopK 96.1%). BatchTopK's coefficient (6 then) was tuned for the batch phase's dead latents, and in a per-token phase it pulls every
 latent toward each token's threshold, which is TopK at 8x its default coefficient (TopK itself recovered 88% at
 4x). The batch phase still loses features when it runs longer: the features the TopK phase found drift toward
 mixtures once the batch's selection decides (the batch's latents go to its high-norm tokens). The reference loop
@@ -163,8 +165,9 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
     recovery 60% at 0.5 -> 96% at 0.9 with TopK's pre-activation coefficient in the warm-up)."""
     relative_topk_warmup = 0.5
     """Under `relative_selection` (93% of the synthetic dictionary recovered at 0.5; not re-measured at 0.9)."""
-    default_pre_act_coefficient = 6.0
-    """On by default: without it 30% of the latents were dead on held-out text (this module's docstring)."""
+    default_pre_act_coefficient = 3.0
+    """The batch phase's: without the loss 30% of the latents were dead on held-out text; 6 until the 90% TopK warm-up,
+    after which 3 reconstructs better at every L0 with under 3% dead (this module's docstring)."""
     relative_pre_act_coefficient = 1.0
     """The default under `relative_selection`, where 6 costs FVU (frontier runs at L0 16: 0.080 at 6, 0.067 at 1.0; module docstring)."""
 
@@ -183,7 +186,7 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
     def pre_act_coefficient_for(self, per_token: bool) -> float:
         """The batch phase's coefficient is `pre_act_coefficient`. The absolute ranking's TopK warm-up (`per_token`) uses
         TopK's default instead (`TopKSae.default_pre_act_coefficient`, 0.75, scaled by min(1, k / 16)) unless
-        `cfg.pre_act_coefficient` is given: BatchTopK's 6 (tuned for the batch phase's dead latents) in the warm-up cost
+        `cfg.pre_act_coefficient` is given: BatchTopK's own (then 6, tuned for the batch phase's dead latents) in the warm-up cost
         the synthetic dictionary a third of its features (module docstring, "TopK warm-up"). `relative_selection`
         keeps its own coefficient in both phases (measured that way)."""
         if per_token and self.cfg.pre_act_coefficient is None and not self.relative:

@@ -48,7 +48,7 @@ class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
 
     required_fields = {"matryoshka_prefixes": "(128, 512, 2048)"}
     default_pre_act_coefficient = 3.0
-    """The batch phase's, half BatchTopK's (module docstring: 0.7% dead at 4096 latents and L0 16 after the 90% TopK
+    """The batch phase's, as BatchTopK's (module docstring: 0.7% dead at 4096 latents and L0 16 after the 90% TopK
     warm-up, where 1.5 left 6.1%); the warm-up takes TopK's (`BatchTopKSae.pre_act_coefficient_for`)."""
     relative_pre_act_coefficient = 0.75
     """Under `relative_selection` (Gemma 3 270M resid_post.6, 4096 latents, L0 16, 1M tokens; dead on 65,536 held-out
