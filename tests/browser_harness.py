@@ -172,14 +172,29 @@ def open_notebook(page, lab: JupyterLab, name: str, timeout: float = 60_000) -> 
     wait_kernel_idle(page, timeout)
 
 
+_HAS_KERNEL_JS = """() => {
+    const name = document.querySelector('.jp-NotebookPanel .jp-Toolbar-kernelName');
+    return !!name && name.textContent.trim() !== '' && !/No Kernel/i.test(name.textContent);
+}"""
+
+
+def has_kernel(page) -> bool:
+    """Whether the notebook toolbar names a kernel (JupyterLab shows "No Kernel" until one is attached)."""
+    return bool(page.evaluate(_HAS_KERNEL_JS))
+
+
 def wait_kernel_idle(page, timeout: float = 120_000) -> None:
-    """Wait until the notebook toolbar's kernel status says idle and no cell shows [*]."""
+    """Wait until a kernel is attached, the toolbar's kernel status says idle and no cell shows [*].
+
+    The status alone is not enough: JupyterLab reports "idle" for a moment while the toolbar still says
+    "No Kernel", and a Run All pressed then makes it ask for a kernel while one is starting (CI on 09dc409).
+    """
     page.wait_for_function(
         """() => {
             const busy = [...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'));
             const st = document.querySelector('.jp-Notebook-ExecutionIndicator');
             const idle = st && st.getAttribute('data-status') === 'idle';
-            return idle && !busy;
+            return idle && !busy && (""" + _HAS_KERNEL_JS + """)();
         }""",
         timeout=timeout,
     )
@@ -209,7 +224,9 @@ _KERNEL_DIED = re.compile(r"kernel (appears to have )?died|Kernel Restarting", r
 def _clear_dialogs(page, dialogs: list[str]) -> None:
     """Note and close every JupyterLab dialog on the page; a dead kernel's dialog is a failure, not a nuisance.
 
-    A "Select Kernel" dialog is accepted (its default is the notebook's own kernel); anything else is dismissed.
+    A "Select Kernel" dialog is accepted (its default is the notebook's own kernel) only while the notebook has
+    no kernel: accepting it with a kernel attached replaces that kernel, and the shutdown interrupts whatever
+    cell is running (a KeyboardInterrupt in cell 0 on CI, 09dc409). Anything else is dismissed.
     """
     for _ in range(5):
         boxes = page.locator(".jp-Dialog")
@@ -221,7 +238,7 @@ def _clear_dialogs(page, dialogs: list[str]) -> None:
             screenshot(page, "run_all_kernel_died")
             raise AssertionError(f"the kernel died while the notebook ran: {texts}")
         accept = boxes.first.locator("button.jp-mod-accept")
-        if any("Select Kernel" in t for t in texts) and accept.count():
+        if any("Select Kernel" in t for t in texts) and accept.count() and not has_kernel(page):
             accept.first.click(timeout=5_000)
         else:
             page.keyboard.press("Escape")
@@ -267,7 +284,7 @@ def run_all(page, timeout: float = 240_000, settle_s: float = 8.0) -> None:
         failed = [(i, e) for i, e in enumerate(state["errors"]) if "Traceback" in e]
         if failed and idle:
             screenshot(page, "run_all_cell_failed")
-            raise AssertionError(f"cell {failed[0][0]} raised:\n{failed[0][1][-3000:]}")
+            raise AssertionError(f"cell {failed[0][0]} raised (dialogs seen: {dialogs}):\n{failed[0][1][-3000:]}")
         if done and idle:
             return
         if idle:
