@@ -123,17 +123,19 @@ class SaeConfig:
     refuses these folders (saekit reads them); off by default for that reason."""
 
     topk_warmup: float | None = None
-    """'batchtopk', 'matryoshka', 'jumprelu' and 'gated': the fraction of training that keeps the k largest
+    """'batchtopk', 'matryoshka', 'jumprelu', 'gated' and 'relu': the fraction of training that keeps the k largest
     pre-activations of each token (TopK's code; k = round(target_l0) when that is set) before the architecture's own
     sparsity takes over. None takes the architecture's default: 0.9 for 'batchtopk' and 'matryoshka' (0.5 with
-    `relative_selection`), 0.9 for 'jumprelu' and 'gated'; 0 is the papers' recipes (their own code from the first step). BatchTopK's inference
+    `relative_selection`), 0.9 for 'jumprelu' and 'gated', 0 for 'relu' (opt-in: at short budgets its ReLU phase
+    is too short; `saes/relu.py`); 0 is the papers' recipes (their own code from the first step). BatchTopK's inference
     threshold is estimated from its batch phase and calibrated on the final weights as before; JumpReLU's thresholds
-    and Gated's gate biases start from the last TopK batch's threshold (`saes/jumprelu.py`, `saes/gated.py`). On the
+    and Gated's gate biases (ReLU/L1's b_enc) start from the last TopK batch's threshold (`saes/jumprelu.py`,
+    `saes/gated.py`, `saes/relu.py`; ReLU/L1 holds its decoder rows at unit norm during the phase). On the
     synthetic dictionary (d 32, 512 features, 1024 latents, L0 4, 1M samples) the warm-up took recovery of the true
     features at cosine > 0.9 from 11% to 96% (BatchTopK; 60% at 0.5 with BatchTopK's coefficient in the warm-up),
     41% to 93% (relative BatchTopK), 5.5% to 70% (Matryoshka), 19.5% to 95.7% (JumpReLU)
-    and 47% to 91% (Gated), where TopK recovers 93%; on Gemma 3 270M at L0 16 it took BatchTopK's held-out FVU from
-    0.093 to 0.075 (BENCHMARKS.md). Architectures without the phase ('topk', 'relu', 'transcoder') refuse a positive
+    47% to 91% (Gated) and 37% to 91% (ReLU/L1), where TopK recovers 96%; on Gemma 3 270M at L0 16 it took BatchTopK's held-out FVU from
+    0.093 to 0.075 (BENCHMARKS.md). Architectures without the phase ('topk', 'transcoder') refuse a positive
     value."""
 
     selection_dtype: str = "auto"
@@ -230,8 +232,9 @@ class SaeConfig:
         )
         _check(
             w is None or w == 0 or rules.topk_warmup_default is not None or arch not in ARCHITECTURE_FIELDS,
-            f"SaeConfig.topk_warmup={w!r}, but architecture={arch!r} has no TopK warm-up (it is for 'batchtopk', "
-            f"'matryoshka', 'jumprelu' and 'gated'): drop topk_warmup or leave it at 0.",
+            f"SaeConfig.topk_warmup={w!r}, but architecture={arch!r} has no TopK warm-up (it is for "
+            f"{', '.join(repr(a) for a, r in ARCHITECTURE_FIELDS.items() if r.topk_warmup_default is not None)}): "
+            f"drop topk_warmup or leave it at 0.",
         )
         _check(
             self.selection_dtype in ("auto", "float32", "bfloat16"),

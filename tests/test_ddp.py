@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from saekit import ActivationCache, Sae, SaeConfig, TrainConfig, Trainer
 
 D, F, BATCH, STEPS = 16, 64, 256, 30
-ARCHS = ("topk", "batchtopk", "jumprelu")
+ARCHS = ("topk", "batchtopk", "jumprelu", "relu")
 
 
 def configs() -> list[SaeConfig]:
@@ -33,7 +33,9 @@ def configs() -> list[SaeConfig]:
     # smallest kept activation) and its scale are per shard, and at 6 with k 4 they moved b_dec 5.1% between 2 ranks
     # and 1 process (measured; 0.75 is the small-k value `test_saes_family` trains this toy with). Global thresholds
     # under DDP are not built.
-    extra = {"jumprelu": {"target_l0": 4, "bandwidth": 0.01}, "batchtopk": {"pre_act_coefficient": 0.75}}
+    # ReLU/L1 with its opt-in TopK warm-up: the gain at the hand-over is the global batch's (all-reduced)
+    extra = {"jumprelu": {"target_l0": 4, "bandwidth": 0.01}, "batchtopk": {"pre_act_coefficient": 0.75},
+             "relu": {"target_l0": 4, "topk_warmup": 0.9}}
     return [SaeConfig(d_in=D, n_latents=F, k=4, architecture=a, **extra.get(a, {})) for a in ARCHS]
 
 

@@ -265,7 +265,7 @@ def test_topk_warmup_is_checked(bad):
         make_cfg("batchtopk", topk_warmup=bad)
 
 
-@pytest.mark.parametrize("arch", ["topk", "relu", "transcoder"])
+@pytest.mark.parametrize("arch", ["topk", "transcoder"])
 def test_topk_warmup_is_refused_where_there_is_no_such_phase(arch):
     with pytest.raises(ConfigError, match="no TopK warm-up"):
         make_cfg(arch, topk_warmup=0.3)
@@ -277,18 +277,18 @@ def test_topk_warmup_defaults():
     assert Sae(make_cfg("batchtopk", relative_selection=True)).topk_warmup == 0.5
     assert Sae(make_cfg("matryoshka", relative_selection=True)).topk_warmup == 0.5
     assert Sae(make_cfg("jumprelu")).topk_warmup == 0.9 and Sae(make_cfg("topk")).topk_warmup == 0.0
-    assert Sae(make_cfg("gated")).topk_warmup == 0.9
+    assert Sae(make_cfg("gated")).topk_warmup == 0.9 and Sae(make_cfg("relu")).topk_warmup == 0.0  # ReLU/L1: opt-in
 
 
 @pytest.mark.parametrize("arch, warm, cold", [
     ("batchtopk", 0.3, 0.1), ("matryoshka", 0.3, 0.1), ("batchtopk-relative", 0.3, 0.1), ("matryoshka-relative", 0.3, 0.1),
-    ("jumprelu", 0.3, 0.1), ("gated", 0.3, 0.1), ("topk", None, 0.3), ("transcoder", None, 1.0),
+    ("jumprelu", 0.3, 0.1), ("gated", 0.3, 0.1), ("relu", 0.3, 1.0), ("topk", None, 0.3), ("transcoder", None, 1.0),
 ])
 def test_the_encoders_starting_scale(arch, warm, cold):
     """With a TopK warm-up (the default where one exists) the encoder starts at 0.3 x W_dec^T; without one (the paper's code from the first step) a threshold-style code starts at
     0.1 x W_dec^T, TopK at 0.3 x W_dec^T and a transcoder at W_dec^T (`Sae.initial_encoder_scale`)."""
     if warm is not None:
-        sae = Sae(make_cfg(arch))
+        sae = Sae(make_cfg(arch, **({"topk_warmup": 0.9} if arch == "relu" else {})))  # ReLU/L1's warm-up is opt-in
         assert sae.topk_warmup > 0
         torch.testing.assert_close(sae.W_enc, warm * sae.W_dec)
     plain = Sae(make_cfg(arch, topk_warmup=0.0))
@@ -343,6 +343,88 @@ def test_gated_topk_warmup_keeps_k_per_token_then_opens_its_gates():
         torch.testing.assert_close(late.acts, (gate > 0) * mag.relu())
         assert int((gate > 0).sum()) == K * len(x) - 1  # every projection above the threshold (itself at 0)
     assert float(late.aux_loss.detach()) > 0  # the gated code's L1 and gate reconstruction are on
+
+
+def test_relu_topk_warmup_keeps_k_per_token_on_unit_rows_then_frees_them():
+    """During its TopK warm-up a ReLU/L1 SAE keeps, per token, the K latents with the largest projections W_enc
+    (x - b_dec) at those values, with no L1 or pre-activation loss, sets every b_enc to minus the batch's threshold, and
+    holds its decoder rows at unit norm through the optimiser step; after it the ReLU code and the April update's free
+    row norms take over, opening on exactly the projections above that threshold."""
+    sae = Sae(make_cfg("relu", topk_warmup=0.5))
+    x, _ = data(64, seed=4)
+    early = sae(x, progress=0.25)
+    with torch.no_grad():
+        proj = (x - sae.b_dec) @ sae.W_enc.t()
+        top = proj.topk(K, -1)
+        torch.testing.assert_close(early.acts, torch.zeros_like(proj).scatter(-1, top.indices, top.values.relu()))
+        theta = proj.flatten().topk(K * len(x)).values.min()
+        torch.testing.assert_close(sae.b_enc, torch.full((F,), -float(theta)))
+    assert float(early.aux_loss.detach()) == 0.0  # no L1, no pre-activation loss (and no AuxK without dead latents)
+
+    def one_step(progress):
+        opt = torch.optim.SGD(sae.parameters(), lr=0.5)
+        opt.zero_grad()
+        sae(x, progress=progress).loss.backward()
+        sae.before_optimizer_step()
+        opt.step()
+        sae.after_optimizer_step()
+        return sae.W_dec.detach().norm(dim=-1)
+
+    torch.testing.assert_close(one_step(0.25), torch.ones(F))  # the warm-up keeps unit rows
+    assert not torch.allclose(one_step(0.75), torch.ones(F))  # the ReLU phase frees them
+    late = sae(x, progress=0.75)
+    with torch.no_grad():
+        pre = (x - sae.b_dec) @ sae.W_enc.t() + sae.b_enc
+        torch.testing.assert_close(late.acts, pre.relu())
+    assert float(late.aux_loss.detach()) > 0  # the L1 term is on
+
+
+def test_relu_hands_over_from_its_warmup_at_the_least_squares_gain_once():
+    """The ReLU code's first training step after the TopK warm-up scales W_enc and b_enc by one factor, the
+    least-squares gain of its reconstruction on that batch (the L0 does not change), and only once: not on the next
+    step, not in eval, and not again after a save/load; a run resumed exactly at the switch still hands over."""
+    x, _ = data(64, seed=4)
+    sae = Sae(make_cfg("relu", topk_warmup=0.5))
+    assert float(sae.handed_over) == 0.0 and float(Sae(make_cfg("relu", topk_warmup=0.0)).handed_over) == 1.0
+    sae(x, progress=0.25)  # a warm-up step sets b_enc to minus the batch threshold
+    before = {k: v.clone() for k, v in sae.state_dict().items()}
+
+    def expected_gain(state):
+        z = ((x - state["b_dec"]) @ state["W_enc"].t() + state["b_enc"]).relu()
+        r = z @ state["W_dec"]
+        return float(((x - state["b_dec"]) * r).sum() / r.pow(2).sum()), z
+
+    gain, z0 = expected_gain(before)
+    assert gain > 1  # it makes up for the ReLU's shrinkage
+    sae.eval()
+    sae(x, progress=0.75)  # not while evaluating
+    torch.testing.assert_close(sae.W_enc, before["W_enc"])
+    sae.train()
+    out = sae(x, progress=0.75)
+    torch.testing.assert_close(sae.W_enc, gain * before["W_enc"])
+    torch.testing.assert_close(sae.b_enc, gain * before["b_enc"])
+    assert torch.equal(out.acts > 0, z0 > 0) and float(sae.handed_over) == 1.0
+    after = sae.W_enc.clone()
+    sae(x, progress=0.8)
+    torch.testing.assert_close(sae.W_enc, after)  # once
+
+    for handed_over, scaled in ((0.0, True), (1.0, False)):  # a fresh process reads the buffer
+        resumed = Sae(make_cfg("relu", topk_warmup=0.5))
+        resumed.load_state_dict({**before, "handed_over": torch.tensor(handed_over)})
+        resumed(x, progress=0.75)
+        torch.testing.assert_close(resumed.W_enc, gain * before["W_enc"] if scaled else before["W_enc"])
+
+
+def test_relu_folders_without_the_handover_state_load_as_handed_over(tmp_path):
+    """A ReLU/L1 folder written before the warm-up existed has no `handed_over`: it loads as 1 (nothing to hand over)."""
+    sae = Sae(make_cfg("relu", topk_warmup=0.5))
+    sae.save(tmp_path / "new")
+    assert float(Sae.load(tmp_path / "new").handed_over) == 0.0
+    from safetensors.torch import load_file, save_file
+
+    state = tmp_path / "new" / "saekit_state.safetensors"
+    save_file({k: v for k, v in load_file(state).items() if k != "handed_over"}, state)
+    assert float(Sae.load(tmp_path / "new").handed_over) == 1.0
 
 
 def test_gated_topk_warmup_auxk_ranks_projections_without_the_gate_bias():
@@ -508,8 +590,9 @@ def test_gated_magnitude_path_is_tied_and_aux_reaches_the_gate_only():
 
 
 def test_relu_l1_is_weighted_by_decoder_norms_and_warms_up():
-    """The April-update penalty: lambda * sum f_i ||W_dec_i||, rising linearly from 0 over sparsity_warmup."""
-    sae = Sae(make_cfg("relu", l1_coefficient=2.0, sparsity_warmup=0.5, pre_act_coefficient=12.0))
+    """The April-update penalty: lambda * sum f_i ||W_dec_i||, rising linearly from 0 over sparsity_warmup (the
+    April update's code from the first step: `topk_warmup=0`)."""
+    sae = Sae(make_cfg("relu", l1_coefficient=2.0, sparsity_warmup=0.5, pre_act_coefficient=12.0, topk_warmup=0.0))
     assert not ReluSae.unit_norm_decoder
     x, _ = data(64, seed=9)
     with torch.no_grad():
@@ -525,7 +608,7 @@ def test_relu_l1_is_weighted_by_decoder_norms_and_warms_up():
     torch.testing.assert_close(sae(x, progress=0.5).aux_loss, expected + pre_act)
     torch.testing.assert_close(sae(x, progress=0.25).aux_loss, expected / 2 + pre_act)
     torch.testing.assert_close(sae(x, progress=0.0).aux_loss, pre_act)
-    off = Sae(make_cfg("relu", l1_coefficient=2.0, sparsity_warmup=0.5, pre_act_coefficient=0.0))
+    off = Sae(make_cfg("relu", l1_coefficient=2.0, sparsity_warmup=0.5, pre_act_coefficient=0.0, topk_warmup=0.0))
     off.load_state_dict(sae.state_dict())
     torch.testing.assert_close(off(x, progress=0.5).aux_loss, expected)
     assert off(x, progress=0.0).aux_loss.item() == 0.0

@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from ..config import ARCHITECTURE_FIELDS, ArchitectureFields, ConfigError, SaeConfig
 from ..errors import SaeError
 from ..gemm import linear, matmul
+from ..metrics import fvu, total_variance as total_variance_of
 from . import disk
+from .sparsity import batch_threshold
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -306,6 +308,28 @@ class Sae(nn.Module):
     B / rows so its weight does not change. At batch 4096 and 16384 latents, 24 steps (the peers' budget, where a
     third of the latents count as dead for most of the run) AuxK on every row took 12.5 of the run's 22 s
     (BENCHMARKS.md, "AuxK on a sample of rows"); batches of 1024 or fewer are untouched."""
+
+    def projection_topk_step(self, x_BD: Tensor, proj_BF: Tensor, values_BF: Tensor, dead_mask: Tensor | None) -> SaeOutput:
+        """A TopK warm-up step of a code whose b_enc is a threshold (Gated's gate, ReLU/L1): each token keeps the
+        warmup_k latents with the largest projections `proj_BF` = W_enc (x - b_dec), at ReLU(`values_BF`); FVU + AuxK
+        (which ranks the dead latents' projections without b_enc, as the selection does). While training, every b_enc
+        is set to minus the batch's threshold (`sparsity.batch_threshold`), so the architecture's own code opens at
+        about the warm-up's L0 when it takes over."""
+        idx_BK = proj_BF.detach().topk(self.warmup_k, dim=-1).indices
+        latents_BF = torch.zeros_like(values_BF).scatter(-1, idx_BK, values_BF.gather(-1, idx_BK).relu())
+        x_hat_BD = matmul(latents_BF, self.W_dec) + self.b_dec
+        total_variance = total_variance_of(x_BD)
+        fvu_ = fvu(x_BD, x_hat_BD, total_variance)
+        no_bias_F = torch.zeros_like(self.b_enc)
+        aux = self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance, no_bias_F)
+        if self.training:
+            with torch.no_grad():
+                self.b_enc.fill_(-float(batch_threshold(proj_BF, self.warmup_k)))
+        active_BF = latents_BF > 0
+        return SaeOutput(
+            x_hat_BD, latents_BF, proj_BF.new_empty(0, dtype=torch.long), fvu_, aux, fvu_ + aux,
+            active_BF.any(0), active_BF.sum(-1).float().mean(),
+        )
 
     def dead_latent_loss(
         self, x_in_BD: Tensor, err_BD: Tensor, dead_mask: Tensor | None, total_variance: Tensor, b_enc_F: Tensor | None = None,

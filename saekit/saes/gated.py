@@ -96,24 +96,7 @@ class GatedSae(ControlledCoefficient, Sae, architecture="gated"):
         threshold, the (k * B)-th largest projection, so that when the gated code takes over its gates open at about
         the warm-up's L0 (the per-token selection does not depend on a bias common to every latent)."""
         proj_BF = linear(x_BD - self.b_dec, self.W_enc)
-        mag_BF = proj_BF * self.r_mag.exp() + self.b_mag
-        idx_BK = proj_BF.detach().topk(self.warmup_k, dim=-1).indices
-        latents_BF = torch.zeros_like(mag_BF).scatter(-1, idx_BK, mag_BF.gather(-1, idx_BK).relu())
-        x_hat_BD = matmul(latents_BF, self.W_dec) + self.b_dec
-        total_variance = total_variance_of(x_BD)
-        fvu_ = fvu(x_BD, x_hat_BD, total_variance)
-        no_bias_F = torch.zeros_like(self.b_enc)  # the selection ranks projections; the gate bias is the threshold
-        aux = self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance, no_bias_F)
-        if self.training:
-            with torch.no_grad():
-                n_keep = min(self.warmup_k * proj_BF.shape[0], proj_BF.numel())
-                batch_theta = proj_BF.detach().flatten().topk(n_keep, sorted=False).values.min()  # the (k * B)-th largest
-                self.b_enc.fill_(-float(batch_theta.clamp_min(0.0)))
-        active_BF = latents_BF > 0
-        return SaeOutput(
-            x_hat_BD, latents_BF, proj_BF.new_empty(0, dtype=torch.long), fvu_, aux, fvu_ + aux,
-            active_BF.any(0), active_BF.sum(-1).float().mean(),
-        )
+        return self.projection_topk_step(x_BD, proj_BF, proj_BF * self.r_mag.exp() + self.b_mag, dead_mask)
 
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
         super().__init__(cfg, device=device, seed=seed)

@@ -69,7 +69,7 @@ from ..gemm import linear, matmul
 from ..metrics import fvu, total_variance as total_variance_of
 from .base import Sae, SaeOutput
 from .pre_act import configured_or_default, penalty_scale, pre_act_penalty
-from .sparsity import ControlledCoefficient
+from .sparsity import ControlledCoefficient, batch_threshold
 
 INIT_ROWS = 8192
 """Sample rows used to place the initial thresholds (a [rows, F] matrix of pre-activations)."""
@@ -175,9 +175,7 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
         aux = self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         if self.training:
             with torch.no_grad():
-                n_keep = min(self.warmup_k * pre_BF.shape[0], pre_BF.numel())
-                batch_theta = pre_BF.detach().flatten().topk(n_keep, sorted=False).values.min()  # the (k * B)-th largest
-                self.threshold.fill_(float(batch_theta.clamp_min(0.0)))
+                self.threshold.fill_(float(batch_threshold(pre_BF, self.warmup_k)))
         active_BF = latents_BF > 0
         return SaeOutput(
             x_hat_BD, latents_BF, pre_BF.new_empty(0, dtype=torch.long), fvu_, aux, fvu_ + aux,

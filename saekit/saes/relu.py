@@ -35,9 +35,22 @@ FVU on 16,384 test-split tokens; BENCHMARKS.md, "ReLU/L1 starts at its target L0
 - The April update clipped gradients at norm 1: `TrainConfig.max_grad_norm=1.0` does that (off by default: on the FVU
   scale the gradient norm is far below 1, so clipping at 1 would never engage).
 
-On the synthetic dictionary (d 32, 512 features, 1024 latents, L0 4) the code still recovers under half of the true
-features: to reach L0 4 against interference that grows with each sample's norm, the ReLU's threshold must sit above
-the interference, and a ReLU's threshold is also its shrinkage (BENCHMARKS.md, "Synthetic dictionary recovery").
+TopK warm-up (`SaeConfig.topk_warmup`, opt-in: 0.9 as JumpReLU's and Gated's defaults; the default 0 is the April
+update's code from the first step, see `default_topk_warmup` for why): the first 90% of training keeps, for each token, the round(target_l0) latents with the largest projections
+W_enc (x - b_dec) at those values (FVU + AuxK: no L1, no pre-activation loss; the encoder starts at
+`Sae.warmup_encoder_init_scale`), holds the decoder rows at unit norm, and sets every b_enc to minus the batch's
+threshold (`sparsity.batch_threshold`). The ReLU code, its decoder-norm-weighted L1, the free row norms and the
+controller take over after it. The unit rows matter: with the April update's free norms a latent can grow its encoder
+row, shrink its decoder row and win every token's selection (a warm-up tried that way left 99% of the latents dead).
+Trained with its own code from the first step, ReLU/L1 recovered 36.7% of the synthetic dictionary (d 32, 512 features,
+1024 latents, L0 4, 1M samples; FVU 0.627): to reach L0 4 against interference that grows with each sample's norm,
+the ReLU's threshold must sit above the interference, and a ReLU's threshold is also its shrinkage. With the warm-up it
+recovers 91.4% (FVU 0.454): the directions are found by the TopK phase and kept through the short ReLU phase. Two
+pieces make the hand-over work: the least-squares gain on the encoder (`_hand_over`) and the coefficient starting at
+`warmup_l1_coefficient`. On Gemma 3 270M resid_post.6 (4096 latents, 1M tokens) it took held-out FVU from 0.208 / 0.108
+/ 0.067 to 0.099 / 0.071 / 0.051 at L0 16 / 32 / 64 and CE-loss recovered from 0.860 / 0.942 / 0.966 to 0.946 / 0.965 /
+0.978, at most 2.5% dead; at short budgets it is worse (`default_topk_warmup`), so it is opt-in (BENCHMARKS.md,
+"ReLU/L1's TopK warm-up").
 
 Optional resampling of dead latents ("Towards Monosemanticity", 2023), on when
 `resample_every > 0`: every that many steps, each latent the trainer counts as dead gets the
@@ -56,6 +69,7 @@ start at b_enc = 0.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from ..config import SaeConfig
@@ -98,10 +112,65 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
         return configured_or_default(self.cfg, self.default_pre_act_coefficient)
 
     unit_norm_decoder = False
+    """Outside the TopK warm-up (the April update: the L1 is weighted by the free rows' norms). During the warm-up the
+    rows are held at unit norm (`before_optimizer_step`, `after_optimizer_step`)."""
+
+    default_topk_warmup = 0.0
+    """Opt-in (`SaeConfig(topk_warmup=0.9)`; module docstring: synthetic recovery 37% -> 91%, Gemma FVU at 1M tokens
+    halved). Off by default because its short ReLU phase fails at short budgets: on Gemma 3 270M, 48 steps (1024
+    latents, L0 32) gave held-out FVU 1.41 on train-split tokens where the April update's code gave 0.30 (tokens with
+    outlying norms open hundreds of latents that the TopK-trained encoder never had to keep closed), and 300k tokens
+    (4096 latents, L0 16) gave 0.430 against 0.271."""
+
+    _warming: bool | None = None
+    """Whether the last training forward in this process was a TopK warm-up step (None: none yet). The decoder
+    constraint hooks read it, and its change to False marks the hand-over (`_hand_over`)."""
+
+    saekit_state = ControlledCoefficient.saekit_state + ("handed_over",)
+    saekit_state_defaults = {**ControlledCoefficient.saekit_state_defaults, "handed_over": 1.0}
+    """Folders written before the TopK warm-up existed were trained without one: nothing left to hand over."""
+
+    def _topk_forward(self, x_BD: Tensor, dead_mask: Tensor | None) -> SaeOutput:
+        """The TopK warm-up's step (`SaeConfig.topk_warmup`): each token keeps the warmup_k latents with the largest
+        projections W_enc (x - b_dec) at those values; FVU + AuxK (no L1, no pre-activation loss). While training,
+        every b_enc is set to minus the batch's threshold (`sparsity.batch_threshold`), so the ReLU code opens at
+        about the warm-up's L0 when it takes over."""
+        proj_BF = linear(x_BD - self.b_dec, self.W_enc)
+        return self.projection_topk_step(x_BD, proj_BF, proj_BF, dead_mask)
+
+    def before_optimizer_step(self) -> None:
+        """During the TopK warm-up the decoder rows stay at unit norm: with free norms a latent that grows its
+        encoder row and shrinks its decoder row wins every token's selection (half the latents died that way)."""
+        if self._warming:
+            self.remove_gradient_parallel_to_decoder_directions()
+
+    def after_optimizer_step(self) -> None:
+        if self._warming:
+            self.set_decoder_norm_to_unit_norm()
 
     def __init__(self, cfg: SaeConfig, *, device=None, seed: int | None = 0) -> None:
         super().__init__(cfg, device=device, seed=seed)  # unit-norm rows, W_enc = W_dec^T (module docstring)
         self._init_coefficient(self.l1_coefficient)
+        # 1 once the ReLU code has taken over from the TopK warm-up (`_hand_over`); a buffer, so a resumed run knows
+        self.register_buffer("handed_over", torch.tensor(0.0 if self.topk_warmup > 0 else 1.0, device=self.W_enc.device))
+
+    @torch.no_grad()
+    def _hand_over(self, x_BD: Tensor) -> None:
+        """The ReLU code's first training step after the TopK warm-up: scale every encoder row and b_enc by one common
+        gain, the least-squares factor c = <x - b_dec, r> / <r, r> with r = ReLU(pre) @ W_dec on this batch. ReLU(c pre)
+        = c ReLU(pre), so L0 is unchanged; the gain makes up, on average, for the ReLU's shrinkage (each kept value
+        loses the threshold that the TopK values did not), which the short ReLU phase was too short to learn: on
+        Gemma 3 270M (1024 latents, L0 32, 48 steps) held-out FVU 0.436 -> 0.299 (0.365 with no warm-up); gain ~1.7."""
+        x_in_BD = x_BD - self.b_dec
+        r_BD = matmul(linear(x_in_BD, self.W_enc, self.b_enc).relu(), self.W_dec)
+        num_den = torch.stack([(x_in_BD * r_BD).sum(), r_BD.pow(2).sum()]).float()
+        if dist.is_available() and dist.is_initialized():  # data-parallel: the global batch's factor on every rank
+            dist.all_reduce(num_den)
+        num, den = num_den
+        gain = torch.where(den > 0, num / den.clamp_min(1e-30), torch.ones_like(den)).clamp_min(1e-3).to(self.W_enc.dtype)
+        self.W_enc.mul_(gain)
+        self.b_enc.mul_(gain)
+        self.handed_over.fill_(1.0)
 
     @torch.no_grad()
     def init_from_data(self, x_ND: Tensor, target_ND: Tensor | None = None) -> None:
@@ -127,11 +196,20 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
         if torch.isfinite(shift):
             self.b_enc.sub_(shift)
 
+    warmup_l1_coefficient = 1.0
+    """The coefficient's starting value after a TopK warm-up (the default): at 5.0 the short ReLU phase spent itself
+    closing latents (notebook 08's toy, 293 steps: training L0 8 -> 2 after the hand-over, held-out FVU 0.583 / 0.489 /
+    0.500 at L0 2 / 4 / 8; at 1.0: 0.530 / 0.388 / 0.306). On Gemma 3 270M at 1M tokens the controller ended near 1.3
+    from 5.0."""
+
     @property
     def l1_coefficient(self) -> float:
-        """The configured (starting) coefficient; `coefficient(progress)` is the one in use."""
+        """The configured (starting) coefficient, else `warmup_l1_coefficient` with the TopK warm-up and
+        `default_l1_coefficient` without it; `coefficient(progress)` is the one in use."""
         c = self.cfg.l1_coefficient
-        return self.default_l1_coefficient if c is None else c
+        if c is not None:
+            return c
+        return self.warmup_l1_coefficient if self.topk_warmup > 0 else self.default_l1_coefficient
 
     def encode_raw(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
         pre_BF = linear(x_BD - self.b_dec, self.W_enc, self.b_enc)
@@ -142,6 +220,14 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
 
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
+        warming = progress < self.topk_warmup
+        if self.training:
+            # the first ReLU step after the warm-up in this process (or, resumed, in the run: the buffer says)
+            if not warming and self.topk_warmup > 0 and (self._warming or (self._warming is None and not bool(self.handed_over))):
+                self._hand_over(x_BD)
+            self._warming = warming
+        if warming:
+            return self._topk_forward(x_BD, dead_mask)
         pre_BF = linear(x_BD - self.b_dec, self.W_enc, self.b_enc)
         latents_BF = pre_BF.relu()
         x_hat_BD = matmul(latents_BF, self.W_dec) + self.b_dec

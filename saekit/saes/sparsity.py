@@ -19,7 +19,7 @@ as soon as the error shrinks. The coefficient and the last error are buffers of 
 (`log_coefficient`, `last_log_error`), so checkpoints carry them and resume is exact; lambda starts at
 the configured coefficient (`l1_coefficient` / `l0_coefficient`), and it does not move during the
 coefficient's warmup (`sparsity_warmup`), when lambda is still ramping up from 0 by design, nor during a TopK
-warm-up (`topk_warmup`: JumpReLU, Gated), when the per-token selection fixes L0 and the penalty is off.
+warm-up (`topk_warmup`: JumpReLU, Gated, ReLU/L1), when the per-token selection fixes L0 and the penalty is off.
 
 Without `target_l0` the coefficient stays fixed at its configured value (the papers' usage).
 """
@@ -63,6 +63,14 @@ def opening_bias(proj_NF: Tensor, l0: float) -> Tensor:
     n, n_latents = proj_NF.shape
     keep = max(1, round(n * l0 / n_latents))
     return -proj_NF.kthvalue(max(1, n - keep), dim=0).values.clamp_min(0)
+
+
+def batch_threshold(score_BF: Tensor, k: int) -> Tensor:
+    """The (k * B)-th largest score of a batch [B, F], at least 0: the one threshold at which the batch keeps as
+    many latents as a TopK code with k per token. The TopK warm-ups of JumpReLU, Gated and ReLU/L1 put their
+    thresholds (or minus their biases) here at every step, so their own code takes over at about the warm-up's L0."""
+    n_keep = min(k * score_BF.shape[0], score_BF.numel())
+    return score_BF.detach().flatten().topk(n_keep, sorted=False).values.min().clamp_min(0.0)
 
 
 def target_shift(score_NF: Tensor, l0: float) -> Tensor:
