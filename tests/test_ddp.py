@@ -58,10 +58,20 @@ def _worker(rank: int, world: int, port: int, data_path: str, out_dir: str) -> N
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    before_calibration = {}
+    calibrate = Trainer._calibrate
+
+    def snapshot_then_calibrate(self, *args):  # the final broadcast would hide ranks that trained apart
+        before_calibration.update({f"pre.{i}.{k}": v.clone() for i, s in enumerate(self.saes) for k, v in s.state_dict().items()})
+        return calibrate(self, *args)
+
+    Trainer._calibrate = snapshot_then_calibrate  # this spawned process only
     try:
         tr = train_once(torch.load(data_path, weights_only=True))
         assert tr.world_size == world and tr.rank == rank
         state = {f"{i}.{k}": v for i, s in enumerate(tr.saes) for k, v in s.state_dict().items()}
+        assert before_calibration
+        state.update(before_calibration)
         state["fvu"] = torch.tensor([[s["fvu"] for s in h["saes"]] for h in tr.history])
         torch.save(state, os.path.join(out_dir, f"rank{rank}.pt"))
         tr.save(os.path.join(out_dir, "saved"))  # only rank 0 writes
@@ -86,7 +96,9 @@ def ddp_run(tmp_path_factory):
 
 
 def test_ranks_hold_identical_saes(ddp_run):
-    """All-reduced gradients, OR-ed dead masks and averaged buffers keep the two ranks bit-identical.
+    """All-reduced gradients, OR-ed dead masks, averaged buffers and the warm-ups' rank-averaged batch thresholds
+    (`sparsity.batch_threshold`) keep the two ranks bit-identical, before the final calibration's broadcast ("pre.")
+    as well as after it.
 
     Bit equality across these two processes is sound (unlike the loopback server's): both ranks start from the
     same seed, run one thread each (set in the worker) on batches of one shape, and apply the identical

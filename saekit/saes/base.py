@@ -324,7 +324,7 @@ class Sae(nn.Module):
         aux = self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance, no_bias_F)
         if self.training:
             with torch.no_grad():
-                self.b_enc.fill_(-float(batch_threshold(proj_BF, self.warmup_k)))
+                self.b_enc.fill_(-batch_threshold(proj_BF, self.warmup_k))
         active_BF = latents_BF > 0
         return SaeOutput(
             x_hat_BD, latents_BF, proj_BF.new_empty(0, dtype=torch.long), fvu_, aux, fvu_ + aux,

@@ -175,7 +175,7 @@ class JumpReluSae(ControlledCoefficient, Sae, architecture="jumprelu"):
         aux = self.dead_latent_loss(x_BD - self.b_dec, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         if self.training:
             with torch.no_grad():
-                self.threshold.fill_(float(batch_threshold(pre_BF, self.warmup_k)))
+                self.threshold.fill_(batch_threshold(pre_BF, self.warmup_k))
         active_BF = latents_BF > 0
         return SaeOutput(
             x_hat_BD, latents_BF, pre_BF.new_empty(0, dtype=torch.long), fvu_, aux, fvu_ + aux,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 CONTROL_GAIN = 0.03
@@ -66,11 +67,18 @@ def opening_bias(proj_NF: Tensor, l0: float) -> Tensor:
 
 
 def batch_threshold(score_BF: Tensor, k: int) -> Tensor:
-    """The (k * B)-th largest score of a batch [B, F], at least 0: the one threshold at which the batch keeps as
-    many latents as a TopK code with k per token. The TopK warm-ups of JumpReLU, Gated and ReLU/L1 put their
-    thresholds (or minus their biases) here at every step, so their own code takes over at about the warm-up's L0."""
+    """The (k * B)-th largest score of a batch [B, F], at least 0 (a 0-dim tensor, never read back to the host):
+    the one threshold at which the batch keeps as many latents as a TopK code with k per token. The TopK warm-ups
+    of JumpReLU, Gated and ReLU/L1 put their thresholds (or minus their biases) here at every step, so their own
+    code takes over at about the warm-up's L0. Under data parallelism it is the mean of the ranks' thresholds,
+    so every rank fills the same value (each rank's own would leave the ranks training different SAEs until the
+    final broadcast)."""
     n_keep = min(k * score_BF.shape[0], score_BF.numel())
-    return score_BF.detach().flatten().topk(n_keep, sorted=False).values.min().clamp_min(0.0)
+    threshold = score_BF.detach().flatten().topk(n_keep, sorted=False).values.min().clamp_min(0.0)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(threshold)
+        threshold /= dist.get_world_size()
+    return threshold
 
 
 def target_shift(score_NF: Tensor, l0: float) -> Tensor:
