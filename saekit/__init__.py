@@ -12,7 +12,9 @@ from .errors import SaekitError
 from .config import ConfigError, HarvestConfig, SaeConfig, SweepConfig, TrainConfig
 from .data import TokenContexts, contexts, corpus
 from .harvest import harvest
-from .interventions import Ablate, Clamp, Effects, Generation, LossChange, Splice, Steer, feature_means, generate, loss_change, measure
+from .interventions import (
+    Ablate, Clamp, Effects, Generation, LossChange, Splice, Steer, feature_means, generate, loss_change, loss_changes, measure,
+)
 from .metrics import EvalResult, evaluate, evaluate_many
 from .lm import DEFAULT_MODEL, Model, load_model
 from .saes import (
@@ -62,6 +64,7 @@ __all__ = [
     "feature_means",
     "generate",
     "loss_change",
+    "loss_changes",
     "measure",
     "ConfigError",
     "SaekitError",

@@ -703,29 +703,59 @@ def loss_change(
     """Loss change of `edits` on `texts` (strings, Documents or TokenContexts). BOS and padding targets
     are not scored. A local model runs each batch's clean and edited runs in one forward without logits
     (`Model.score_runs`); a remote model, or `reference=True`, runs all batches in one nnsight session
-    (one request when remote) with `Model.compare_batches`."""
+    (one request when remote) with `Model.compare_batches`. Several edits on the same texts: `loss_changes`."""
+    return loss_changes(model, texts, {"edited": edits}, n_tokens=n_tokens, context_len=context_len,
+                        batch_size=batch_size, reference=reference)["edited"]
+
+
+def loss_changes(
+    model: Model,
+    texts: Any,
+    edits: Mapping[Any, Any],
+    *,
+    n_tokens: int = 2048,
+    context_len: int = 64,
+    batch_size: int = 8,
+    reference: bool = False,
+    runs_per_forward: int = 8,
+) -> dict[Any, LossChange]:
+    """`loss_change` of each entry of `edits` ({name: edits}, e.g. a feature's ablation and those of random features
+    of similar density) on the same tokens: {name: LossChange}, each equal to its own `loss_change` call. A local
+    model runs every batch's clean run and the edited runs in one forward (`Model.score_runs`), at most
+    `runs_per_forward` runs in all (the stacked activations grow with the runs; more edits take more forwards, each
+    repeating the clean run), so the clean run and the blocks before the first edited layer are shared; a remote
+    model, or `reference=True`, compares each entry in its own session."""
     from .data import TokenContexts, contexts
 
-    compile_edits(model, _edit_objects(edits))  # validate the edit objects before tokenising
+    if not isinstance(edits, Mapping) or not edits:
+        raise InterventionError("loss_changes: edits must be a non-empty dict {name: edits}, e.g. "
+                                "{'feature': Ablate(sae, [f]), 'random': Ablate(sae, [r])}; for one edit use loss_change")
+    if not isinstance(runs_per_forward, int) or runs_per_forward < 2:
+        raise InterventionError(f"loss_changes: runs_per_forward must be an int >= 2 (the clean run and one edit), got {runs_per_forward!r}")
+    names = list(edits)
+    for name in names:
+        compile_edits(model, _edit_objects(edits[name]))  # validate the edit objects before tokenising
     ctx = texts if isinstance(texts, TokenContexts) else contexts(model, texts, context_len=context_len, n_tokens=n_tokens)
     batches = [
         (ctx.input_ids[s : s + batch_size], ctx.attention_mask[s : s + batch_size]) for s in range(0, len(ctx), batch_size)
     ]
-    if reference or model.remote:
-        results = model.compare_batches(batches, edits)
+    if reference or model.remote:  # nll [R + 1, B, T - 1] per batch, run 0 clean, as score_runs returns
+        per_name = [model.compare_batches(batches, edits[name]) for name in names]
+        nlls = [torch.stack([per_name[0][b]["nll_clean"]] + [r[b]["nll_edited"] for r in per_name]) for b in range(len(batches))]
     else:
-        results = []
+        groups = [names[i : i + runs_per_forward - 1] for i in range(0, len(names), runs_per_forward - 1)]
+        nlls = []
         for ids, mask in batches:
-            nll = model.score_runs(ids, [edits], mask, kl=False)["nll"]
-            results.append({"nll_clean": nll[0], "nll_edited": nll[1]})
-    tot_c = tot_e = 0.0
+            parts = [model.score_runs(ids, [edits[name] for name in group], mask, kl=False)["nll"] for group in groups]
+            nlls.append(torch.cat([parts[0][:1]] + [p[1:] for p in parts]))  # [1 + len(names), B, T - 1]
+    totals = torch.zeros(len(names) + 1, dtype=torch.float64)
     n = 0
-    for (ids, mask), r in zip(batches, results):
-        score = mask[:, 1:].bool()
-        tot_c += float(r["nll_clean"][score].sum())
-        tot_e += float(r["nll_edited"][score].sum())
-        n += int(score.sum())
-    return LossChange(n_tokens=n, loss_clean=tot_c / max(n, 1), loss_edited=tot_e / max(n, 1))
+    for (_, mask), nll_RBT in zip(batches, nlls):
+        score_BT = mask[:, 1:].bool()
+        totals += nll_RBT[:, score_BT].double().sum(-1).cpu()
+        n += int(score_BT.sum())
+    means = (totals / max(n, 1)).tolist()
+    return {name: LossChange(n_tokens=n, loss_clean=means[0], loss_edited=means[i + 1]) for i, name in enumerate(names)}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,14 @@ def real_cache(real_model, tmp_path_factory):
     return saekit.harvest(real_model, hookpoints="resid_post.6", n_tokens=20_480, out=out, progress=False)
 
 
+@pytest.fixture(scope="session")
+def real_sae(real_cache):
+    """A TopK SAE (1024 latents, k 16) trained on `real_cache` for 60k tokens, shared by the real-model tests."""
+    import saekit
+
+    return saekit.train(real_cache, n_latents=1024, k=16, cfg=saekit.TrainConfig(tokens=60_000, batch_size=2048), progress=False)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import torch
 
 import saekit
 from saekit import Sae, SaeConfig
-from saekit.interventions import Ablate, Splice, loss_change
+from saekit.interventions import Ablate, Splice, Steer, loss_change
 from saekit.lm.head_scores import head_scores
 from saekit.metrics import _zero_at, kl_divergence
 from tiny import ARCHS as MODEL_ARCHS
@@ -120,6 +120,35 @@ def test_loss_change_fast_equals_reference():
     assert fast.loss_clean == pytest.approx(ref.loss_clean, rel=1e-5)
     assert fast.loss_edited == pytest.approx(ref.loss_edited, rel=1e-5)
     assert fast.loss_edited != pytest.approx(fast.loss_clean, rel=1e-6)
+
+
+@pytest.mark.parametrize("runs_per_forward", [8, 2])
+def test_loss_changes_equal_one_loss_change_each(runs_per_forward):
+    """`loss_changes` shares the clean run (and, with 2, splits the edits into one forward each); every entry is what
+    its own `loss_change` call gives, on the fast path and the reference path, and the entries differ."""
+    model = tiny_model("llama")
+    sae = Sae(SaeConfig(d_in=model.d_model, n_latents=64, k=4, hookpoint="resid_post.1"), seed=3)
+    edits = {"first six": Ablate(sae, [0, 1, 2, 3, 4, 5]), 7: [Ablate(sae, [7])], "steer": Steer(None, (sae, 9), 5.0)}
+    kw = dict(n_tokens=200, context_len=24, batch_size=3)
+    for reference in (False, True):
+        many = saekit.loss_changes(model, TEXTS, edits, reference=reference, runs_per_forward=runs_per_forward, **kw)
+        assert list(many) == list(edits)
+        for name, e in edits.items():
+            one = loss_change(model, TEXTS, e, reference=reference, **kw)
+            assert many[name].n_tokens == one.n_tokens
+            assert many[name].loss_clean == pytest.approx(one.loss_clean, rel=1e-6)
+            assert many[name].loss_edited == pytest.approx(one.loss_edited, rel=1e-6)
+    deltas = [lc.delta for lc in many.values()]
+    assert len({round(d, 6) for d in deltas}) == 3, deltas
+
+
+def test_loss_changes_refuses_what_it_cannot_run():
+    model = tiny_model("llama")
+    sae = Sae(SaeConfig(d_in=model.d_model, n_latents=64, k=4, hookpoint="resid_post.1"), seed=3)
+    with pytest.raises(saekit.errors.InterventionError, match="non-empty dict"):
+        saekit.loss_changes(model, TEXTS, [Ablate(sae, [0])])
+    with pytest.raises(saekit.errors.InterventionError, match="runs_per_forward"):
+        saekit.loss_changes(model, TEXTS, {"a": Ablate(sae, [0])}, runs_per_forward=1)
 
 
 def test_evaluate_many_equals_evaluate_alone(monkeypatch):

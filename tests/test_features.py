@@ -330,11 +330,10 @@ def test_memory_bounded_for_many_features():
 
 
 @pytest.mark.real_model
-def test_real_model_feature_inspection(tmp_path):
-    """Gemma 3 270M + a quickly trained SAE: sane statistics, Gemma's norm, multilingual alignment above chance."""
-    model = saekit.load_model()
-    cache = saekit.harvest(model, hookpoints=["resid_post.6"], n_tokens=20_000, progress=False)
-    sae = saekit.train(cache, n_latents=1024, k=16, cfg=saekit.TrainConfig(tokens=60_000, batch_size=2048), progress=False)
+def test_real_model_feature_inspection(real_model, real_cache, real_sae, tmp_path):
+    """Gemma 3 270M + a quickly trained SAE: sane statistics, Gemma's norm, multilingual alignment above chance
+    (the session's model, 20k-token resid_post.6 harvest and SAE, `conftest.py`)."""
+    model, cache, sae = real_model, real_cache, real_sae
     stats = feature_stats(model, sae, cache, n_neighbours=5, progress=False)
     assert stats.n_tokens == cache.n_tokens
     # TopK: each token has at most k active latents, so densities sum to at most k

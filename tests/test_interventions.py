@@ -215,11 +215,6 @@ def concept_gain(effects) -> float:
     return float(torch.logsumexp(effects.logp_edited[-1], -1) - torch.logsumexp(effects.logp_clean[-1], -1))
 
 
-@pytest.fixture(scope="module")
-def real_sae(real_cache):
-    return saekit.train(real_cache, n_latents=1024, k=16, cfg=saekit.TrainConfig(tokens=60_000, batch_size=2048), progress=False)
-
-
 @pytest.mark.real_model
 def test_concept_feature_steers_towards_and_ablation_away_from_the_concept(real_model, real_sae):
     from saekit.data import source_documents
