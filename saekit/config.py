@@ -149,6 +149,13 @@ class SaeConfig:
     """'matryoshka': increasing dictionary sizes, each a prefix of the latents that must reconstruct on its own,
     e.g. (128, 512, 2048); the full dictionary (n_latents) is always the last level (required)."""
 
+    matryoshka_inner_weight: float | None = None
+    """'matryoshka': the weight of each inner prefix's reconstruction loss relative to the full dictionary's (Chanin
+    et al. 2025's "balance" Matryoshka SAEs; 1.0 is Bussmann et al.'s equal weights). Lower weights let the outer
+    latents pull the inner ones toward single features (less hedging), at the cost of inner prefixes that
+    reconstruct less on their own; 0 leaves plain BatchTopK. None takes the architecture's default
+    (`MatryoshkaSae.default_inner_weight`; `saes/matryoshka.py` and BENCHMARKS.md have the measurements)."""
+
     target_hookpoint: str | None = None
     """'transcoder' and 'skip_transcoder': the hook point they predict, e.g. 'mlp_out.6' while `hookpoint`
     is 'mlp_in.6' (required for them); None for SAEs, which reconstruct their own input."""
@@ -244,6 +251,17 @@ class SaeConfig:
             self.selection_dtype != "bfloat16" or self.architecture in ("topk", "batchtopk", "matryoshka"),
             f"SaeConfig.selection_dtype='bfloat16' is the precision of a top-k selection ('topk', 'batchtopk', "
             f"'matryoshka'); the {self.architecture!r} architecture has none: leave it 'auto'.",
+        )
+        iw = self.matryoshka_inner_weight
+        _check(
+            iw is None or (isinstance(iw, (int, float)) and not isinstance(iw, bool) and math.isfinite(iw) and iw >= 0),
+            f"SaeConfig.matryoshka_inner_weight must be a finite number >= 0 (1: the paper's equal weights, 0: plain "
+            f"BatchTopK) or None (the default), got {iw!r}.",
+        )
+        _check(
+            iw is None or arch == "matryoshka",
+            f"SaeConfig.matryoshka_inner_weight={iw!r} weighs a Matryoshka SAE's nested losses, but "
+            f"architecture={arch!r} has none: drop matryoshka_inner_weight.",
         )
         p = self.matryoshka_prefixes
         if p is not None:

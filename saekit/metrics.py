@@ -184,26 +184,31 @@ class EvalSums:
     def of_runs_many(cls, model: Model, saes: Sequence, ids_BT: Tensor, mask_BT: Tensor, keep_BT: Tensor,
                      context: Tensor, hookpoints: Sequence[str], splices: Sequence[Splice]) -> list["EvalSums"]:
         """`of_runs` for several SAEs at once, each sum as `of_runs` alone gives it: one forward holds the clean
-        run, one spliced run per SAE and one zero-ablated run per distinct ablated site. The clean run, the zero
-        ablations and the blocks before the earliest hook point are computed once for all the SAEs, so each
-        added SAE costs the blocks after its hook point and one vocabulary head."""
+        run, one spliced run per SAE and one zero-ablated run per distinct ablated site that is not the whole
+        residual stream (a transcoder's MLP output); a zero-ablated residual stream runs apart on one row per group
+        of rows with the same losses (`_zero_stream_nll`). The clean run, the zero ablations and the blocks before
+        the earliest hook point are computed once for all the SAEs, so each added SAE costs the blocks after its
+        hook point and one vocabulary head."""
         ablated = [_ablated_hookpoint(sae, hp) for sae, hp in zip(saes, hookpoints)]
         zero_sites = list(dict.fromkeys(ablated))
         reads: list[str] = []
         for sae, hp in zip(saes, hookpoints):
             target = getattr(sae.cfg, "target_hookpoint", None)
             reads += [hp] if target is None else [hp, target]
-        runs = [*splices, *({site: _zero_at(keep_BT)} for site in zero_sites)]
+        whole_stream = [s for s in zero_sites if model.resolve(s).kind in WHOLE_STREAM_KINDS]
+        in_forward = [s for s in zero_sites if s not in whole_stream]
+        runs = [*splices, *({site: _zero_at(keep_BT)} for site in in_forward)]
         out = model.score_runs(ids_BT, runs, mask_BT, reads=list(dict.fromkeys(reads)))
         kept = {h: a_BTD[keep_BT.to(a_BTD.device)].float() for h, a_BTD in out["acts"].items()}  # [N, D] each
-        nll, kl = out["nll"].cpu(), out["kl"].cpu()  # [R, B, T-1]: clean, the splices, the zero ablations
+        nll, kl = out["nll"].cpu(), out["kl"].cpu()  # [R, B, T-1]: clean, the splices, the other zero ablations
         n = len(saes)
+        nll_zero = {site: nll[1 + n + in_forward.index(site)] for site in in_forward}
+        nll_zero.update({site: _zero_stream_nll(model, site, ids_BT, mask_BT, keep_BT) for site in whole_stream})
         sums = []
         for i, (sae, hp) in enumerate(zip(saes, hookpoints)):
             acts = {h: a_ND.to(sae.device) for h, a_ND in kept.items()}
             batch = ActivationBatch(acts, ids_BT, mask_BT, keep_BT, context)
-            zero = 1 + n + zero_sites.index(ablated[i])
-            sums.append(cls._of(sae, batch, hp, nll[0], nll[1 + i], nll[zero], kl[1 + i]))
+            sums.append(cls._of(sae, batch, hp, nll[0], nll[1 + i], nll_zero[ablated[i]], kl[1 + i]))
         return sums
 
     @classmethod
@@ -290,8 +295,9 @@ def evaluate(
     and CE-loss recovered with the prediction spliced in for the MLP's output (zero-ablation baseline:
     the MLP's output set to zero).
 
-    A local model takes the fast path (`EvalSums.of_runs`: one forward per batch for the three runs, no
-    logits kept); `reference=True`, or a remote model, takes the readable one (`EvalSums.of_batch`: an
+    A local model takes the fast path (`EvalSums.of_runs`: one forward per batch for the clean and spliced runs,
+    no logits kept; a zero ablation of the residual stream runs once per group of rows it gives the same losses,
+    one row per batch of BOS-led contexts, `_zero_stream_nll`); `reference=True`, or a remote model, takes the readable one (`EvalSums.of_batch`: an
     early-stopped capture, then the clean and spliced runs and the zero-ablated run through nnsight).
     Both give the same metrics up to float rounding (tests/test_fast_eval.py). Several SAEs on the same
     text: `evaluate_many`, which shares the clean and zero-ablated runs between them."""
@@ -404,6 +410,41 @@ def _ablated_hookpoint(sae, hookpoint: str) -> str:
     """Where the zero-ablation baseline acts: the hook point, or for a transcoder the target it replaces."""
     target = getattr(sae.cfg, "target_hookpoint", None)
     return hookpoint if target is None else target
+
+
+WHOLE_STREAM_KINDS = ("embed", "resid_pre", "resid_post")
+"""Hook points that carry the whole residual stream: zeroing one at a position erases what that position knows of
+its tokens (`_zero_stream_nll`)."""
+
+
+def _zero_stream_nll(model: Model, site: str, ids_BT: Tensor, mask_BT: Tensor, keep_BT: Tensor) -> Tensor:
+    """Next-token NLL [B, T-1] with the residual stream zeroed at `site` where `keep_BT`, computed once per group of
+    rows that give the same losses. Past the site a position sees only zeros and the untouched positions (BOS and
+    anything the mask hides), and causal attention never looks ahead. So two rows agree at every position they both
+    attend if they agree on the tokens and `keep` up to their last untouched attended position, and a right-padded
+    row is a prefix of a longer one: one run of the group's longest row, scored on each row's own next tokens,
+    gives every row's losses (in a batch of contexts that each start with BOS: one run for all). The blocks and the
+    head run on those rows alone instead of all B (`evaluate`'s third vocabulary head, mostly gone). Positions a row
+    does not attend get another row's values; nothing scores them."""
+    keep, mask, ids = keep_BT.bool().cpu(), mask_BT.bool().cpu(), ids_BT.cpu()
+    lengths = mask.sum(-1)
+    right_padded = (mask == (torch.arange(mask.shape[1]) < lengths[:, None])).all(-1)
+    members: dict[tuple, list[int]] = {}  # rows by what their losses depend on
+    for b in range(ids.shape[0]):
+        seen = (mask[b] & ~keep[b]).nonzero()
+        last = int(seen[-1]) + 1 if len(seen) else 0
+        key = (keep[b, :last].numpy().tobytes(), ids[b, :last].numpy().tobytes(),
+               None if right_padded[b] else mask[b].numpy().tobytes())
+        members.setdefault(key, []).append(b)
+    groups = [sorted(m, key=lambda b: -int(lengths[b])) for m in members.values()]  # longest row first: it runs
+    K = max(len(g) for g in groups)
+    slot = {b: (u, j) for u, g in enumerate(groups) for j, b in enumerate(g)}
+    targets_UTK = torch.stack([ids[[*g, *[g[0]] * (K - len(g))], 1:].t() for g in groups])  # each member's next tokens
+    rows = torch.tensor([g[0] for g in groups])
+    out = model.score_runs(ids_BT[rows], [{site: _zero_at(keep_BT[rows])}], mask_BT[rows], kl=False,
+                           score_clean=False, targets=targets_UTK)
+    nll_UTK = out["nll"][1].cpu()
+    return torch.stack([nll_UTK[slot[b][0], :, slot[b][1]] for b in range(ids.shape[0])])
 
 
 def _zero_at(keep_BT: Tensor):

@@ -9,7 +9,8 @@ import saekit
 from saekit import Sae, SaeConfig
 from saekit.interventions import Ablate, Splice, Steer, loss_change
 from saekit.lm.head_scores import head_scores
-from saekit.metrics import _zero_at, kl_divergence
+from saekit.metrics import _zero_at, _zero_stream_nll, kl_divergence
+from saekit.tokens import keep_mask
 from tiny import ARCHS as MODEL_ARCHS
 from tiny import tiny_model
 
@@ -79,6 +80,42 @@ def test_score_runs_equal_compare_and_token_nll(arch, hookpoint):
     captured = model.capture(ids, [hookpoint, "resid_post.2"], mask)
     for h in (hookpoint, "resid_post.2"):
         torch.testing.assert_close(out["acts"][h][mask.bool()], captured[h][mask.bool()], **close)
+
+
+@pytest.mark.parametrize("arch", MODEL_ARCHS)
+@pytest.mark.parametrize("site", ["resid_post.1", "resid_pre.2", "embed"])
+def test_zero_ablating_the_stream_is_scored_once_per_distinct_row(arch, site, monkeypatch):
+    """With the whole residual stream zeroed at a site, rows that agree on `keep` and the tokens up to their last
+    untouched attended position have the same losses wherever both attend (a right-padded row is a prefix of a full
+    one), so `_zero_stream_nll` runs one row of each group: here rows 0 and 2 (full contexts starting with BOS) and
+    row 1 (the same, padded at the end) share a run; row 3 (a BOS inside it, after tokens of its own) and row 4
+    (padded at the start) run alone. Its
+    losses equal the zero-ablated run of every row at every scored position."""
+    model = tiny_model(arch)
+    ids, mask = ragged(model, n=5)
+    bos = model.tokenizer.bos_token_id
+    if bos is None:
+        pytest.skip(f"{arch}'s tiny tokenizer has no BOS")
+    ids[:, 0] = bos
+    ids[3, 12] = bos
+    ids[4, 1:] = ids[0, :-1].clone()  # row 4: row 0 one step later, padded on the left: it runs alone
+    ids[4, 0], mask[4, 0] = model.pad_token_id, 0
+    keep = keep_mask(ids, mask, bos)
+    assert keep[:, 0].logical_not().all() and not keep[3, 12] and not keep[4, 1] and keep[0, 1:].all()
+    rows = []
+    score_runs = model.score_runs
+    monkeypatch.setattr(model, "score_runs", lambda ids_, *a, **k: rows.append(len(ids_)) or score_runs(ids_, *a, **k))
+    got = _zero_stream_nll(model, site, ids, mask, keep)
+    assert rows == [3]
+    scored = mask[:, 1:].bool()
+    every_row = score_runs(ids, [{site: _zero_at(keep)}], mask, kl=False)["nll"][1]  # no grouping
+    torch.testing.assert_close(got[scored].float(), every_row[scored].float(), rtol=1e-4, atol=1e-4)
+    # and the reference path's zero ablation, on the right-padded rows (for a left-padded row GPT-2's positions
+    # differ between the nnsight trace and the plain forward, a difference of the paths, not of the grouping)
+    want = model.token_nll(ids, mask, edits={site: _zero_at(keep)})
+    torch.testing.assert_close(got[:4][scored[:4]].float(), want[:4][scored[:4]].float(), rtol=1e-4, atol=1e-4)
+    other = model.token_nll(ids, mask)  # the zero ablation changed the losses: the comparison can fail
+    assert (other[scored] - want[scored]).abs().max() > 1e-2
 
 
 def trained_sae(model, arch: str, hookpoint: str = "resid_post.1", seed: int = 2) -> Sae:
@@ -167,15 +204,24 @@ def test_evaluate_many_equals_evaluate_alone(monkeypatch):
     kw = dict(n_tokens=300, context_len=32, batch_size=3, progress=False)
     alone = {name: saekit.evaluate(model, sae, TEXTS, **kw).to_dict() for name, sae in saes.items()}
     assert alone["topk@post1"]["fvu"] != pytest.approx(alone["topk@post1-b"]["fvu"], rel=1e-3)  # distinct SAEs
-    calls = []
+    calls, stream_calls = [], []  # runs per forward of the batch; rows per forward of a whole-stream zero ablation
     score_runs = type(model).score_runs
-    monkeypatch.setattr(type(model), "score_runs", lambda self, ids, runs, *a, **k: calls.append(len(runs)) or score_runs(self, ids, runs, *a, **k))
-    for limit in (8, 4):  # all in one forward (1 clean + 4 splices + 3 zero sites), then in groups
+
+    def counted(self, ids, runs, *a, **k):
+        (calls.append(len(runs)) if k.get("score_clean", True) else stream_calls.append(len(ids)))
+        return score_runs(self, ids, runs, *a, **k)
+
+    monkeypatch.setattr(type(model), "score_runs", counted)
+    n_batches = -(-len(saekit.contexts(model, TEXTS, context_len=32, n_tokens=300)) // 3)
+    for limit in (8, 4):  # all in one forward (1 clean + 4 splices + the MLP's zero site), then in groups
         monkeypatch.setattr(metrics, "RUNS_PER_FORWARD", limit)
         calls.clear()
+        stream_calls.clear()
         many = saekit.evaluate_many(model, saes, TEXTS, **kw)
         assert list(many) == list(saes)
-        assert max(calls) + 1 <= limit and (len(set(calls)) == 1 if limit == 8 else len(calls) > 4)
+        assert max(calls) + 1 <= limit and (calls == [5] * n_batches if limit == 8 else len(calls) > n_batches)
+        # the two residual-stream zero ablations (resid_post.0 and .1) run apart, on one row of each 3-row batch
+        assert stream_calls == [1] * 2 * n_batches if limit == 8 else stream_calls and max(stream_calls) == 1
         for name, result in many.items():
             got = result.to_dict()
             for key in alone[name]:

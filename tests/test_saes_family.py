@@ -3,6 +3,8 @@ and each architecture's defining property (batch-level TopK, straight-through th
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -177,6 +179,9 @@ def test_autoencoders_refuse_a_separate_target_scale():
         ({"architecture": "batchtopk", "threshold_beta": 1.0}, "[0, 1)"),
         ({"architecture": "relu", "sparsity_warmup": 2.0}, "[0, 1]"),
         ({"architecture": "topk", "relative_selection": True}, "leave it False"),
+        ({"architecture": "matryoshka", "matryoshka_prefixes": (8,), "matryoshka_inner_weight": -0.5}, ">= 0"),
+        ({"architecture": "matryoshka", "matryoshka_prefixes": (8,), "matryoshka_inner_weight": float("nan")}, ">= 0"),
+        ({"architecture": "batchtopk", "matryoshka_inner_weight": 0.5}, "drop matryoshka_inner_weight"),
     ],
 )
 def test_bad_configs_raise_config_error_naming_the_fix(kw, fix):
@@ -479,10 +484,19 @@ def test_relative_batchtopk_thresholds_each_token_by_its_norm_and_is_not_a_saele
         export_saelens(sae, tmp_path / "out")
 
 
-def test_matryoshka_loss_is_the_mean_of_prefix_fvus():
-    """Each prefix reconstructs alone: the objective is the mean FVU of the nested reconstructions, plus the
-    pre-activation loss toward the batch threshold (on by default, `SaeConfig.pre_act_coefficient`)."""
+@pytest.mark.parametrize("inner_weight", [None, 1.0, 0.25, 0.0])
+def test_matryoshka_loss_is_the_weighted_mean_of_prefix_fvus(inner_weight):
+    """Each prefix reconstructs alone: the objective is the mean FVU of the nested reconstructions, each inner
+    prefix weighted by `matryoshka_inner_weight` against the full dictionary's 1 (Chanin et al.'s balance; 0 leaves
+    the full dictionary's FVU alone, as BatchTopK), plus the pre-activation loss toward the batch threshold (on by
+    default, `SaeConfig.pre_act_coefficient`)."""
     sae = trained("matryoshka")
+    if inner_weight is not None:
+        weighted = Sae(replace(sae.cfg, matryoshka_inner_weight=inner_weight))
+        weighted.load_state_dict(sae.state_dict())
+        sae = weighted
+    w = sae.inner_weight
+    assert w == (sae.default_inner_weight if inner_weight is None else inner_weight)
     sae.train()
     x, _ = data(128, seed=5)
     out = sae(x)
@@ -496,7 +510,8 @@ def test_matryoshka_loss_is_the_mean_of_prefix_fvus():
         sigma = (x - x.mean(0)).pow(2).mean().sqrt()  # per-coordinate standard deviation of the batch
         pre_act = sae.pre_act_coefficient * (theta - pre).relu().mean() / (x.shape[1] * sigma)
     assert sae.pre_act_coefficient > 0 and float(pre_act) > 0
-    torch.testing.assert_close(out.loss, by_hand.mean() + pre_act)
+    weights = torch.tensor([w, w, 1.0])
+    torch.testing.assert_close(out.loss, (weights * by_hand).sum() / weights.sum() + pre_act)
     torch.testing.assert_close(out.fvu, by_hand[-1])
     assert by_hand[0] >= by_hand[-1]
 

@@ -44,6 +44,8 @@ def scored_runs(
     keep: Tensor,
     softcap: float | None,
     kl: bool = True,
+    score_clean: bool = True,
+    targets: Tensor | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> dict[str, Any]:
     """The clean run and one run per plan of `input_ids` [B, T] in one forward.
@@ -52,8 +54,14 @@ def scored_runs(
     `shared`: module paths of the blocks computed once (their output precedes every site of every plan);
     `reads`: (name, module_path, io) sites read from the clean run; `keep` [B, T]: where spec ops act.
     Returns {'acts': {name: [B, T, D]}, 'nll': [R, B, T-1], 'kl': [R, B, T-1] (KL(clean || run r),
-    with `kl`)}, run 0 the clean run, float64 scores.
+    with `kl`)}, run 0 the clean run, float64 scores. `score_clean=False` (only without `kl`) skips the clean
+    run's head: its NLL row is NaN (the clean rows still run, as the edited runs' shared blocks need them).
+    `targets` [B, T-1, K] (only without `kl`): K next tokens to score at each position instead of the input's own;
+    'nll' is then [R, B, T-1, K].
     """
+    if kl and (not score_clean or targets is not None):
+        raise ModelInputError("scored_runs: the KL is the clean run's against each run's on the input's own next tokens, "
+                         "so kl=True needs score_clean=True and targets=None")
     B, T = input_ids.shape
     R = 1 + len(plans)
     ids = input_ids.repeat(R, 1)
@@ -89,18 +97,22 @@ def scored_runs(
             "the model's output embedding never ran, so its runs cannot be scored: evaluate needs a causal LM whose "
             "get_output_embeddings() is applied to the final hidden state (pass reference=True for other models)"
         )
-    h_RBTD = head["hidden"].reshape(R, B, T, -1)
+    first = 0 if score_clean else 1  # runs whose head is applied: from `first` on
+    h_RBTD = head["hidden"].reshape(R, B, T, -1)[first:]
     lm_head = hf.get_output_embeddings()
     scores = head_scores(
-        h_RBTD[:, :, :-1].reshape(R, B * (T - 1), -1),
+        h_RBTD[:, :, :-1].reshape(R - first, B * (T - 1), -1),
         lm_head.weight,
         getattr(lm_head, "bias", None),
-        input_ids[:, 1:].reshape(-1),
+        input_ids[:, 1:].reshape(-1) if targets is None else targets.to(input_ids.device).reshape(B * (T - 1), -1),
         softcap=softcap,
         kl=kl,
         chunk_bytes=chunk_bytes,
     )
-    out: dict[str, Any] = {"acts": acts, "nll": scores["nll"].view(R, B, T - 1)}
+    nll_RBT = scores["nll"].view(R - first, B, T - 1, *(() if targets is None else (-1,)))  # [R, B, T-1(, K)]
+    if first:
+        nll_RBT = torch.cat([torch.full_like(nll_RBT[:1], float("nan")), nll_RBT])
+    out: dict[str, Any] = {"acts": acts, "nll": nll_RBT}
     if kl:
         out["kl"] = scores["kl"].view(R, B, T - 1)
     return out

@@ -37,7 +37,10 @@ def head_scores(
 ) -> dict[str, Tensor]:
     """{'nll' [R, N]} (and with `kl`, 'kl' [R, N]: KL(run 0 || run r), zero for r = 0) of the next tokens
     `target_N` given R runs' final hidden states [R, N, D] and the unembedding W [V, D] (bias [V] or None;
-    `softcap`: logits -> tanh(logits / cap) * cap, Gemma 2's final soft-capping). Float64 results."""
+    `softcap`: logits -> tanh(logits / cap) * cap, Gemma 2's final soft-capping). Float64 results.
+    `target_N` may also be [N, K], K candidate next tokens per row: 'nll' is then [R, N, K], each from the same
+    log-sum-exp (one pass over the vocabulary whatever K)."""
+    K = target_N.shape[1] if target_N.dim() == 2 else 0
     R, N, D = hidden_RND.shape
     V = W_VD.shape[0]
     dev = hidden_RND.device
@@ -46,8 +49,8 @@ def head_scores(
     m = torch.full((R, N), -torch.inf, device=dev, dtype=torch.float32)
     s = torch.zeros(R, N, device=dev, dtype=torch.float64)
     A = torch.zeros(R, N, device=dev, dtype=torch.float64)
-    z_target = torch.zeros(R, N, device=dev, dtype=torch.float32)
-    target = target_N.to(dev)
+    target = target_N.to(dev).view(N, max(K, 1))  # [N, K]
+    z_target = torch.zeros(R, N, target.shape[1], device=dev, dtype=torch.float32)
     for v0 in range(0, V, chunk):
         v1 = min(V, v0 + chunk)
         z = linear(h, W_VD[v0:v1], None if b_V is None else b_V[v0:v1])
@@ -64,10 +67,11 @@ def head_scores(
         m = m_new
         inside = (target >= v0) & (target < v1)  # no `if inside.any()`: that would sync a GPU per chunk
         idx = (target - v0).clamp(0, v1 - v0 - 1)
-        picked = z.gather(-1, idx.view(1, N, 1).expand(R, N, 1)).squeeze(-1)
+        picked = z.gather(-1, idx.expand(R, N, idx.shape[1]))
         z_target = torch.where(inside, picked, z_target)
     lse = m.double() + s.log()
-    out = {"nll": lse - z_target.double()}
+    nll = lse[..., None] - z_target.double()
+    out = {"nll": nll if K else nll.squeeze(-1)}
     if kl:
         out["kl"] = A / s[:1] + lse - lse[:1]
         out["kl"][0] = 0.0

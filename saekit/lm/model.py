@@ -229,6 +229,8 @@ class Model:
         *,
         reads: Iterable[str] = (),
         kl: bool = True,
+        score_clean: bool = True,
+        targets: Tensor | None = None,
     ) -> dict[str, Any]:
         """The clean run and one run per entry of `runs` (each: edits, as the other running methods take)
         of `input_ids` [B, T], in one local forward (`batched_runs.py`): the blocks before every edit run
@@ -237,6 +239,9 @@ class Model:
         Returns {'acts': {hookpoint: [B, T, D]} (the clean run at `reads`), 'nll': [R, B, T-1] and with
         `kl` 'kl': [R, B, T-1] (KL(clean || run r)), float64, run 0 the clean run}. The fast path of
         `compare` + `token_nll` + `capture`; local models only (a remote model raises a RemoteError).
+        `score_clean=False` (with `kl=False`) leaves the clean run's head out: its 'nll' row is NaN. `targets`
+        [B, T-1, K] (with `kl=False`): K next tokens scored at each position instead of the input's own ('nll'
+        [R, B, T-1, K], one pass over the vocabulary for all K).
         """
         if self.remote:
             raise RemoteError("score_runs runs locally only: use compare / token_nll for a remote model")
@@ -258,6 +263,8 @@ class Model:
                 keep=keep,
                 softcap=getattr(cfg, "final_logit_softcapping", None),
                 kl=kl,
+                score_clean=score_clean,
+                targets=targets,
             )
 
     def compare_batches(

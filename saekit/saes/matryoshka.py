@@ -55,6 +55,15 @@ class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
     tokens): 1.5 left no latent dead at FVU 0.085, 0.25 left 21% dead at FVU 0.077; 0.75 is measured in BENCHMARKS.md's
     frontier."""
 
+    default_inner_weight = 1.0
+    """`SaeConfig.matryoshka_inner_weight` when it is None."""
+
+    @property
+    def inner_weight(self) -> float:
+        """Each inner prefix's loss weight relative to the full dictionary's (`SaeConfig.matryoshka_inner_weight`)."""
+        w = self.cfg.matryoshka_inner_weight
+        return float(self.default_inner_weight if w is None else w)
+
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         x_BD = x_BD.to(self.W_enc.dtype)
         x_in_BD = x_BD - self.b_dec
@@ -69,7 +78,8 @@ class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
             x_hat_BD = sparse_decode(acts_m_BK, idx_BK, self.W_dec) + self.b_dec
             fvus.append(fvu(x_BD, x_hat_BD, total_variance))
         fvu_ = fvus[-1]  # x_hat_BD is now the full dictionary's reconstruction
-        nested = sum(fvus) / len(fvus)
+        w = self.inner_weight
+        nested = (w * sum(fvus[:-1]) + fvu_) / (w * (len(fvus) - 1) + 1)
         aux = nested - fvu_
         if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
             aux = aux + self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
