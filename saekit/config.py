@@ -153,8 +153,10 @@ class SaeConfig:
     """'matryoshka': the weight of each inner prefix's reconstruction loss relative to the full dictionary's (Chanin
     et al. 2025's "balance" Matryoshka SAEs; 1.0 is Bussmann et al.'s equal weights). Lower weights let the outer
     latents pull the inner ones toward single features (less hedging), at the cost of inner prefixes that
-    reconstruct less on their own; 0 leaves plain BatchTopK. None takes the architecture's default
-    (`MatryoshkaSae.default_inner_weight`; `saes/matryoshka.py` and BENCHMARKS.md have the measurements)."""
+    reconstruct less on their own; 0 leaves plain BatchTopK. None takes the architecture's default, 1.0
+    (`MatryoshkaSae.default_inner_weight`). Measured: 0.2 recovered 92% of the synthetic dictionary where 1.0
+    recovered 70%, and on Gemma 3 270M matched BatchTopK's FVU, but with more first-letter absorption (full rate
+    0.047 against 0.027; BatchTopK 0.051): `saes/matryoshka.py` and BENCHMARKS.md."""
 
     target_hookpoint: str | None = None
     """'transcoder' and 'skip_transcoder': the hook point they predict, e.g. 'mlp_out.6' while `hookpoint`

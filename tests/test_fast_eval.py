@@ -51,6 +51,9 @@ def test_head_scores_equal_log_softmax(V, chunk_bytes, softcap):
     nll = -logp.gather(-1, tgt.view(1, 5, 1).expand(3, 5, 1)).squeeze(-1)
     torch.testing.assert_close(out["nll"], nll, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out["kl"], kl_divergence(logp[:1], logp), rtol=1e-5, atol=1e-5)
+    tgt_NK = torch.randint(0, V, (5, 4), generator=g)  # four candidate next tokens per row, one vocabulary pass
+    many = head_scores(h, W, b, tgt_NK, softcap=softcap, chunk_bytes=chunk_bytes, kl=False)["nll"]
+    torch.testing.assert_close(many, -logp.gather(-1, tgt_NK.expand(3, 5, 4)), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", MODEL_ARCHS)
