@@ -126,8 +126,9 @@ class SaeConfig:
     """'batchtopk', 'matryoshka', 'jumprelu', 'gated' and 'relu': the fraction of training that keeps the k largest
     pre-activations of each token (TopK's code; k = round(target_l0) when that is set) before the architecture's own
     sparsity takes over. None takes the architecture's default: 0.9 for 'batchtopk' and 'matryoshka' (0.5 with
-    `relative_selection`), 0.9 for 'jumprelu' and 'gated', 0 for 'relu' (opt-in: at short budgets its ReLU phase
-    is too short; `saes/relu.py`); 0 is the papers' recipes (their own code from the first step). BatchTopK's inference
+    `relative_selection`), 0.9 for 'jumprelu' and 'gated', and for 'relu' one planned from the run's steps by the
+    Trainer, leaving the ReLU code at least 150 steps (max(0, 1 - 150 / steps), at most 0.9; none outside a Trainer:
+    `ReluSae.budget_topk_warmup`, since one fixed fraction failed at short budgets); 0 is the papers' recipes (their own code from the first step). BatchTopK's inference
     threshold is estimated from its batch phase and calibrated on the final weights as before; JumpReLU's thresholds
     and Gated's gate biases (ReLU/L1's b_enc) start from the last TopK batch's threshold (`saes/jumprelu.py`,
     `saes/gated.py`, `saes/relu.py`; ReLU/L1 holds its decoder rows at unit norm during the phase). On the

@@ -199,3 +199,24 @@ def test_resume_names_the_differing_fields(cache, tmp_path):
     tr.checkpoint(tmp_path / "ckpt")
     with pytest.raises(TrainingError, match="log_every: 2 -> 10"):
         Trainer.resume(tmp_path / "ckpt", TrainConfig(**{**train_cfg().to_dict(), "log_every": 10}))
+
+
+def test_resume_keeps_relu_budget_warmup_plan(cache, tmp_path, monkeypatch):
+    """ReLU/L1's default TopK warm-up is planned from the run's steps (`ReluSae.plan`): a run stopped inside the
+    warm-up and resumed keeps the plan (its buffer), hands over at the same step and ends at the same weights, even
+    when resumed under a budget rule that would plan another warm-up."""
+    from saekit.saes import ReluSae
+
+    monkeypatch.setattr(ReluSae, "relu_phase_steps", STEPS // 2)  # warm-up 0.5 at this budget
+    cfg = SaeConfig(d_in=D, n_latents=F, hookpoint="a", architecture="relu", target_l0=4)
+    full = Trainer(Sae(cfg, seed=1), train_cfg()).fit(cache, "a", progress=False)
+    assert full.sae.topk_warmup == 0.5 and float(full.sae.planned_topk_warmup) == 0.5 and bool(full.sae.handed_over)
+    first = Trainer(Sae(cfg, seed=1), train_cfg())
+    _fit_steps(first, cache, STEPS // 4)
+    assert not bool(first.sae.handed_over)
+    first.checkpoint(tmp_path / "ckpt")
+    monkeypatch.setattr(ReluSae, "relu_phase_steps", STEPS // 4)  # the rule would now say 0.75
+    resumed = Trainer.resume(tmp_path / "ckpt")
+    resumed.fit(cache, "a", progress=False)
+    assert resumed.sae.topk_warmup == 0.5
+    assert_same_run(full, resumed)

@@ -253,6 +253,11 @@ class Sae(nn.Module):
 
     # -- training support -------------------------------------------------------------------------
 
+    def plan(self, steps: int, fresh: bool) -> None:
+        """Called by the Trainer at the start of every `fit` with the run's optimiser steps, before a fresh run's
+        data-dependent init (`fresh`: no step taken yet; False when a run resumes). An architecture whose recipe
+        depends on the budget settles it here (ReLU/L1's TopK warm-up); the default does nothing."""
+
     @torch.no_grad()
     def init_from_data(self, x_ND: Tensor, target_ND: Tensor | None = None) -> None:
         """Data-dependent initialisation: `b_dec` at the geometric median of a sample.

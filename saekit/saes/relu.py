@@ -35,8 +35,9 @@ FVU on 16,384 test-split tokens; BENCHMARKS.md, "ReLU/L1 starts at its target L0
 - The April update clipped gradients at norm 1: `TrainConfig.max_grad_norm=1.0` does that (off by default: on the FVU
   scale the gradient norm is far below 1, so clipping at 1 would never engage).
 
-TopK warm-up (`SaeConfig.topk_warmup`, opt-in: 0.9 as JumpReLU's and Gated's defaults; the default 0 is the April
-update's code from the first step, see `default_topk_warmup` for why): the first 90% of training keeps, for each token, the round(target_l0) latents with the largest projections
+TopK warm-up (`SaeConfig.topk_warmup`; by default the Trainer plans it from the run's steps, `budget_topk_warmup`:
+the ReLU code keeps the last 150 steps or more, at most 90% warm-up, none in runs of 150 steps or fewer; 0 is the
+April update's code from the first step): the first part of training keeps, for each token, the round(target_l0) latents with the largest projections
 W_enc (x - b_dec) at those values (FVU + AuxK: no L1, no pre-activation loss; the encoder starts at
 `Sae.warmup_encoder_init_scale`), holds the decoder rows at unit norm, and sets every b_enc to minus the batch's
 threshold (`sparsity.batch_threshold`). The ReLU code, its decoder-norm-weighted L1, the free row norms and the
@@ -49,8 +50,8 @@ recovers 91.4% (FVU 0.454): the directions are found by the TopK phase and kept 
 pieces make the hand-over work: the least-squares gain on the encoder (`_hand_over`) and the coefficient starting at
 `warmup_l1_coefficient`. On Gemma 3 270M resid_post.6 (4096 latents, 1M tokens) it took held-out FVU from 0.208 / 0.108
 / 0.067 to 0.099 / 0.071 / 0.051 at L0 16 / 32 / 64 and CE-loss recovered from 0.860 / 0.942 / 0.966 to 0.946 / 0.965 /
-0.978, at most 2.5% dead; at short budgets it is worse (`default_topk_warmup`), so it is opt-in (BENCHMARKS.md,
-"ReLU/L1's TopK warm-up").
+0.978, at most 2.5% dead. At short budgets 0.9 was worse than no warm-up, hence the budget's plan: 150 ReLU steps
+or more was the best measured at every budget (`budget_topk_warmup`; BENCHMARKS.md, "ReLU/L1's TopK warm-up").
 
 Optional resampling of dead latents ("Towards Monosemanticity", 2023), on when
 `resample_every > 0`: every that many steps, each latent the trainer counts as dead gets the
@@ -67,6 +68,8 @@ start at b_enc = 0.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.distributed as dist
@@ -116,19 +119,68 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
     rows are held at unit norm (`before_optimizer_step`, `after_optimizer_step`)."""
 
     default_topk_warmup = 0.0
-    """Opt-in (`SaeConfig(topk_warmup=0.9)`; module docstring: synthetic recovery 37% -> 91%, Gemma FVU at 1M tokens
-    halved). Off by default because its short ReLU phase fails at short budgets: on Gemma 3 270M, 48 steps (1024
-    latents, L0 32) gave held-out FVU 1.41 on train-split tokens where the April update's code gave 0.30 (tokens with
-    outlying norms open hundreds of latents that the TopK-trained encoder never had to keep closed), and 300k tokens
-    (4096 latents, L0 16) gave 0.430 against 0.271."""
+    """What `topk_warmup` is outside a Trainer's run (and the registry's sign that the phase exists). A Trainer plans
+    the default from the budget (`plan`, `budget_topk_warmup`)."""
+
+    relu_phase_steps = 150
+    """`budget_topk_warmup`: the ReLU code's own phase lasts at least this many steps (all of a shorter run)."""
+
+    max_budget_topk_warmup = 0.9
+    """`budget_topk_warmup`'s ceiling: JumpReLU's and Gated's warm-up, the best measured at 1M tokens."""
+
+    @classmethod
+    def budget_topk_warmup(cls, steps: int) -> float:
+        """The default TopK warm-up for a run of `steps` optimiser steps: max(0, 1 - relu_phase_steps / steps), at most
+        `max_budget_topk_warmup`, so the ReLU phase keeps at least 150 steps (a run of 150 steps or fewer has none).
+        One fixed fraction does not fit every budget: on Gemma 3 270M resid_post.6 (4096 latents, L0 16, batch 1024;
+        held-out FVU on 16,384 test-split tokens; BENCHMARKS.md, "ReLU/L1's TopK warm-up") 293 steps gave 0.271 /
+        0.171 / 0.238 / 0.430 at 0 / 0.5 / 0.66 / 0.9 (this rule: 0.49), 488 steps 0.207 / 0.168 at 0 / 0.7 (rule:
+        0.69), 977 steps 0.205 / 0.127 / 0.102 at 0 / 0.5 / 0.9 (rule: 0.85); 48 steps (1024 latents, L0 32) 0.300 /
+        1.126 / 1.394 at 0 / 0.5 / 0.9 on train-split tokens (rule: 0; tokens with outlying norms open hundreds of
+        latents that a TopK-trained encoder never had to keep closed). On the synthetic dictionary (d 32, 512
+        features, 1024 latents, L0 4) 977 steps recovered 36.7% / 91.4% / 91.4% of the true features at 0 / 0.85 /
+        0.9, and 196 steps 4.9% / 20.5% / 27.3% at 0 / 0.23 (rule) / 0.5."""
+        return min(cls.max_budget_topk_warmup, max(0.0, 1.0 - cls.relu_phase_steps / max(int(steps), 1)))
+
+    _planned_topk_warmup: float | None = None
+    """The budget's warm-up once a Trainer has planned this SAE (`plan`); None before. The buffer
+    `planned_topk_warmup` keeps it for a resumed run (-1: not planned)."""
+
+    @property
+    def topk_warmup(self) -> float:
+        """`cfg.topk_warmup` as given; else the budget's (`budget_topk_warmup`) once a Trainer planned the run, 0 before."""
+        w = self.cfg.topk_warmup
+        if w is not None:
+            return float(w)
+        return self._planned_topk_warmup if self._planned_topk_warmup is not None else self.default_topk_warmup
+
+    @torch.no_grad()
+    def plan(self, steps: int, fresh: bool) -> None:
+        """Settle the default TopK warm-up from the run's steps (`budget_topk_warmup`). On a fresh SAE still at its
+        construction weights, a warm-up also takes its start: the encoder at `warmup_encoder_init_scale`, nothing
+        handed over yet, the coefficient at `warmup_l1_coefficient`. An SAE given other weights before its first run
+        (a fine-tune) keeps them and the April update's code (no warm-up); a resumed run keeps what it planned."""
+        if self.cfg.topk_warmup is not None:
+            return
+        if not fresh and float(self.planned_topk_warmup) >= 0:  # resumed: the plan it started with
+            self._planned_topk_warmup = float(self.planned_topk_warmup)
+            return
+        untouched = torch.equal(self.W_enc, self.W_dec * self.encoder_init_scale) and not bool(self.b_enc.any())
+        self._planned_topk_warmup = self.budget_topk_warmup(steps) if untouched else 0.0
+        self.planned_topk_warmup.fill_(self._planned_topk_warmup)
+        if self._planned_topk_warmup > 0:
+            self.W_enc.copy_(self.W_dec * self.warmup_encoder_init_scale)
+            self.handed_over.fill_(0.0)
+            self.log_coefficient.fill_(math.log(self.l1_coefficient))
 
     _warming: bool | None = None
     """Whether the last training forward in this process was a TopK warm-up step (None: none yet). The decoder
     constraint hooks read it, and its change to False marks the hand-over (`_hand_over`)."""
 
-    saekit_state = ControlledCoefficient.saekit_state + ("handed_over",)
-    saekit_state_defaults = {**ControlledCoefficient.saekit_state_defaults, "handed_over": 1.0}
-    """Folders written before the TopK warm-up existed were trained without one: nothing left to hand over."""
+    saekit_state = ControlledCoefficient.saekit_state + ("handed_over", "planned_topk_warmup")
+    saekit_state_defaults = {**ControlledCoefficient.saekit_state_defaults, "handed_over": 1.0, "planned_topk_warmup": -1.0}
+    """Folders written before the TopK warm-up existed were trained without one: nothing left to hand over; before
+    the budget's plan, none was planned."""
 
     def _topk_forward(self, x_BD: Tensor, dead_mask: Tensor | None) -> SaeOutput:
         """The TopK warm-up's step (`SaeConfig.topk_warmup`): each token keeps the warmup_k latents with the largest
@@ -153,6 +205,7 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
         self._init_coefficient(self.l1_coefficient)
         # 1 once the ReLU code has taken over from the TopK warm-up (`_hand_over`); a buffer, so a resumed run knows
         self.register_buffer("handed_over", torch.tensor(0.0 if self.topk_warmup > 0 else 1.0, device=self.W_enc.device))
+        self.register_buffer("planned_topk_warmup", torch.tensor(-1.0, device=self.W_enc.device))  # `plan`
 
     @torch.no_grad()
     def _hand_over(self, x_BD: Tensor) -> None:

@@ -280,6 +280,8 @@ class Trainer:
         if not isinstance(data, (ActivationCache, Tensor)) and self.initialised and self.step:
             batches = itertools.islice(batches, self.step, None)  # a resumed stream: skip what was used
         first = None
+        for slot in self.slots:  # budget-dependent recipes (`Sae.plan`), the same on every rank
+            slot.sae.plan(cfg.steps, fresh=not self.initialised)
         if not self.initialised:
             torch.manual_seed(cfg.seed)
             if not isinstance(data, (ActivationCache, Tensor)):
