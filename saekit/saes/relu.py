@@ -122,7 +122,7 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
     """What `topk_warmup` is outside a Trainer's run (and the registry's sign that the phase exists). A Trainer plans
     the default from the budget (`plan`, `budget_topk_warmup`)."""
 
-    relu_phase_steps = 150
+    relu_phase_steps = 100
     """`budget_topk_warmup`: the ReLU code's own phase lasts at least this many steps (all of a shorter run)."""
 
     max_budget_topk_warmup = 0.9
