@@ -127,7 +127,7 @@ class SaeConfig:
     pre-activations of each token (TopK's code; k = round(target_l0) when that is set) before the architecture's own
     sparsity takes over. None takes the architecture's default: 0.9 for 'batchtopk' and 'matryoshka' (0.5 with
     `relative_selection`), 0.9 for 'jumprelu' and 'gated', and for 'relu' one planned from the run's steps by the
-    Trainer, leaving the ReLU code at least 150 steps (max(0, 1 - 150 / steps), at most 0.9; none outside a Trainer:
+    Trainer, leaving the ReLU code at least 100 steps (max(0, 1 - 100 / steps), at most 0.9; none outside a Trainer:
     `ReluSae.budget_topk_warmup`, since one fixed fraction failed at short budgets); 0 is the papers' recipes (their own code from the first step). BatchTopK's inference
     threshold is estimated from its batch phase and calibrated on the final weights as before; JumpReLU's thresholds
     and Gated's gate biases (ReLU/L1's b_enc) start from the last TopK batch's threshold (`saes/jumprelu.py`,

@@ -120,23 +120,23 @@ def test_matryoshka_inner_weight_trades_prefix_reconstruction_for_recovery(data)
 
 
 def test_relu_default_topk_warmup_follows_the_budget():
-    """ReLU/L1's default warm-up leaves the ReLU code at least `relu_phase_steps` (150) steps, at most 90% warm-up, none
-    in a run of 150 steps or fewer (at 48 steps every warm-up measured worse on Gemma: `ReluSae.budget_topk_warmup`)."""
+    """ReLU/L1's default warm-up leaves the ReLU code at least `relu_phase_steps` (100) steps, at most 90% warm-up, none
+    in a run of 100 steps or fewer (at 48 steps every warm-up measured worse on Gemma: `ReluSae.budget_topk_warmup`)."""
     from saekit.saes import ReluSae
 
     rule = ReluSae.budget_topk_warmup
-    assert rule(48) == rule(150) == 0.0
-    assert rule(300) == pytest.approx(0.5) and rule(977) == pytest.approx(1 - 150 / 977) and rule(10_000) == 0.9
+    assert rule(48) == rule(100) == 0.0
+    assert rule(200) == pytest.approx(0.5) and rule(977) == pytest.approx(1 - 100 / 977) and rule(10_000) == 0.9
     cfg = SaeConfig(d_in=D, n_latents=64, architecture="relu", target_l0=TARGET)
     sae = Sae(cfg)
     assert sae.topk_warmup == 0.0 and bool(sae.handed_over)  # outside a Trainer: the April update's code
     W_dec = sae.W_dec.detach().clone()
-    sae.plan(300, fresh=True)
+    sae.plan(200, fresh=True)
     assert sae.topk_warmup == pytest.approx(0.5) and not bool(sae.handed_over)
     torch.testing.assert_close(sae.W_enc.detach(), W_dec * sae.warmup_encoder_init_scale)  # the warm-up's start
     assert float(sae.log_coefficient.exp()) == pytest.approx(sae.warmup_l1_coefficient)
     short = Sae(cfg)
-    short.plan(100, fresh=True)
+    short.plan(90, fresh=True)
     assert short.topk_warmup == 0.0 and bool(short.handed_over)
     torch.testing.assert_close(short.W_enc.detach(), short.W_dec.detach() * short.encoder_init_scale)
     given = Sae(SaeConfig(d_in=D, n_latents=64, architecture="relu", target_l0=TARGET, topk_warmup=0.0))
@@ -151,12 +151,12 @@ def test_relu_default_topk_warmup_follows_the_budget():
 
 
 def test_relu_default_recovers_more_than_the_april_code(data):
-    """Known answer: at this budget (196 steps) the budget's warm-up (0.23) recovers more of the dictionary than the
-    April update's code from the first step (`topk_warmup=0`), at the target L0. Measured: 4.9% -> 20.5% (0.5: 27.3%);
-    at 1M samples (977 steps, warm-up 0.85) 36.7% -> 91.4%."""
+    """Known answer: at this budget (196 steps) the budget's warm-up (0.49) recovers more of the dictionary than the
+    April update's code from the first step (`topk_warmup=0`), at the target L0. Measured: 4.9% -> 24.6%; at 1M samples
+    (977 steps, warm-up 0.898) 36.7% -> 91.4%."""
     got = {w: recovered_at_target(data, architecture="relu", **({} if w is None else {"topk_warmup": w})) for w in (0.0, None)}
     print(f"relu recovered: April code {got[0.0]:.3f}, the budget's warm-up {got[None]:.3f}")
-    assert got[None] > 2.5 * got[0.0] and got[None] > 0.1, got
+    assert got[None] > 3 * got[0.0] and got[None] > 0.15, got
 
 
 @pytest.mark.parametrize("arch, warmup, gain", [

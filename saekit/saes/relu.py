@@ -36,7 +36,7 @@ FVU on 16,384 test-split tokens; BENCHMARKS.md, "ReLU/L1 starts at its target L0
   scale the gradient norm is far below 1, so clipping at 1 would never engage).
 
 TopK warm-up (`SaeConfig.topk_warmup`; by default the Trainer plans it from the run's steps, `budget_topk_warmup`:
-the ReLU code keeps the last 150 steps or more, at most 90% warm-up, none in runs of 150 steps or fewer; 0 is the
+the ReLU code keeps the last 100 steps or more, at most 90% warm-up, none in runs of 100 steps or fewer; 0 is the
 April update's code from the first step): the first part of training keeps, for each token, the round(target_l0) latents with the largest projections
 W_enc (x - b_dec) at those values (FVU + AuxK: no L1, no pre-activation loss; the encoder starts at
 `Sae.warmup_encoder_init_scale`), holds the decoder rows at unit norm, and sets every b_enc to minus the batch's
@@ -50,8 +50,9 @@ recovers 91.4% (FVU 0.454): the directions are found by the TopK phase and kept 
 pieces make the hand-over work: the least-squares gain on the encoder (`_hand_over`) and the coefficient starting at
 `warmup_l1_coefficient`. On Gemma 3 270M resid_post.6 (4096 latents, 1M tokens) it took held-out FVU from 0.208 / 0.108
 / 0.067 to 0.099 / 0.071 / 0.051 at L0 16 / 32 / 64 and CE-loss recovered from 0.860 / 0.942 / 0.966 to 0.946 / 0.965 /
-0.978, at most 2.5% dead. At short budgets 0.9 was worse than no warm-up, hence the budget's plan: 150 ReLU steps
-or more was the best measured at every budget (`budget_topk_warmup`; BENCHMARKS.md, "ReLU/L1's TopK warm-up").
+0.978, at most 2.5% dead (that run; the same command now ends between 0.096 / 8% dead and 0.151 / 29% dead depending
+on the step of the hand-over, `budget_topk_warmup`). At short budgets 0.9 was worse than no warm-up, hence the
+budget's plan (BENCHMARKS.md, "ReLU/L1's TopK warm-up").
 
 Optional resampling of dead latents ("Towards Monosemanticity", 2023), on when
 `resample_every > 0`: every that many steps, each latent the trainer counts as dead gets the
@@ -131,15 +132,16 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
     @classmethod
     def budget_topk_warmup(cls, steps: int) -> float:
         """The default TopK warm-up for a run of `steps` optimiser steps: max(0, 1 - relu_phase_steps / steps), at most
-        `max_budget_topk_warmup`, so the ReLU phase keeps at least 150 steps (a run of 150 steps or fewer has none).
-        One fixed fraction does not fit every budget: on Gemma 3 270M resid_post.6 (4096 latents, L0 16, batch 1024;
-        held-out FVU on 16,384 test-split tokens; BENCHMARKS.md, "ReLU/L1's TopK warm-up") 293 steps gave 0.271 /
-        0.171 / 0.238 / 0.430 at 0 / 0.5 / 0.66 / 0.9 (this rule: 0.49), 488 steps 0.207 / 0.168 at 0 / 0.7 (rule:
-        0.69), 977 steps 0.205 / 0.127 / 0.102 at 0 / 0.5 / 0.9 (rule: 0.85); 48 steps (1024 latents, L0 32) 0.300 /
-        1.126 / 1.394 at 0 / 0.5 / 0.9 on train-split tokens (rule: 0; tokens with outlying norms open hundreds of
-        latents that a TopK-trained encoder never had to keep closed). On the synthetic dictionary (d 32, 512
-        features, 1024 latents, L0 4) 977 steps recovered 36.7% / 91.4% / 91.4% of the true features at 0 / 0.85 /
-        0.9, and 196 steps 4.9% / 20.5% / 27.3% at 0 / 0.23 (rule) / 0.5."""
+        `max_budget_topk_warmup`, so the ReLU phase keeps at least 100 steps (a run of 100 steps or fewer has none).
+        One fixed fraction does not fit every budget. Measured on Gemma 3 270M resid_post.6 (4096 latents, L0 16, batch
+        1024; held-out FVU / dead on 16,384 test-split tokens; BENCHMARKS.md, "ReLU/L1's TopK warm-up"): 293 steps
+        0.271 / 38% with no warm-up, 0.176 / 19% at this rule's 0.66, 0.172 / 22% at 0.49, 0.430 at 0.9; 977 steps 0.205
+        with none, 0.127 at 0.5, 0.123 / 15% at 0.85, 0.151 / 29% at this rule's 0.898 and 0.096 / 8% at 0.9; 48 steps
+        (1024 latents, L0 32, train-split tokens) 0.300 with none, 1.13 at 0.5 (rule: none). So every warm-up measured
+        beat the April update's code above ~300 steps, and none did at 48. The spread at 977 steps (0.898 and 0.9 hand
+        over three steps apart) is the hand-over's sensitivity to its one batch, not a trend. On the synthetic
+        dictionary (d 32, 512 features, 1024 latents, L0 4) 977 steps recovered 36.7% of the true features with none
+        and 91.4% at 0.85, 0.898 and 0.9; 196 steps 4.9% with none, 20.5% at 0.23 and 24.6% at this rule's 0.49."""
         return min(cls.max_budget_topk_warmup, max(0.0, 1.0 - cls.relu_phase_steps / max(int(steps), 1)))
 
     _planned_topk_warmup: float | None = None
