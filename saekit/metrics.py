@@ -414,7 +414,9 @@ def _ablated_hookpoint(sae, hookpoint: str) -> str:
 
 WHOLE_STREAM_KINDS = ("embed", "resid_pre", "resid_post")
 """Hook points that carry the whole residual stream: zeroing one at a position erases what that position knows of
-its tokens (`_zero_stream_nll`)."""
+its tokens (`_zero_stream_nll`). That holds for decoder-only models whose blocks read nothing but the residual stream
+(every model `hookpoints.py` resolves); a model that feeds token embeddings into later layers again (Gemma 3n's
+per-layer inputs) would break it, and `evaluate(reference=True)` is the check."""
 
 
 def _zero_stream_nll(model: Model, site: str, ids_BT: Tensor, mask_BT: Tensor, keep_BT: Tensor) -> Tensor:
