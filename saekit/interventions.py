@@ -28,6 +28,7 @@ ablation). Clean and edited runs share one forward pass (nnsight invokes).
 
 from __future__ import annotations
 
+import copy
 import html
 import math
 from dataclasses import dataclass
@@ -455,8 +456,11 @@ def _checked_encoder(sae: Any) -> dict:
         # vectors along a few encoder rows (so that some latents fire), plus noise
         x = enc["x_offset"] + 4 * rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         x = x + 0.1 * torch.randn(x.shape, generator=gen)
+        # the description computes in float32 from the (upcast) weights, so a bfloat16 SAE is checked against its own
+        # code in float32 too: in bfloat16 the inputs' rounding alone moves latents past the tolerance
+        ref = sae if sae.W_enc.dtype == torch.float32 else copy.deepcopy(sae).to(dtype=torch.float32)
         with torch.no_grad():
-            want = sae.encode(x.to(sae.W_enc.device, sae.W_enc.dtype)).float().cpu()
+            want = ref.encode(x.to(ref.W_enc.device, torch.float32)).float().cpu()
             lat = encode_latents(enc, x)
             if "vals" in lat:
                 got = torch.zeros(x.shape[0], sae.n_latents).scatter(-1, lat["idx"], lat["vals"])

@@ -320,3 +320,17 @@ def test_transcoder_must_predict_a_later_hook_point(model):
     tc = Sae(SaeConfig(d_in=32, n_latents=64, k=4, architecture="transcoder", hookpoint="mlp_out.1", target_hookpoint="mlp_in.1"))
     with pytest.raises(InterventionError, match="does not run first"):
         model.token_nll(model.encode_prompt(TEXT), edits=Splice(tc))
+
+@pytest.mark.parametrize("arch", ["topk", "relu", "jumprelu", "gated"])
+def test_bfloat16_saes_can_be_edited(model, arch, tmp_path):
+    """A bfloat16 SAE (`SaeConfig(dtype='bfloat16')`, as saved and loaded) compiles into edits and splices in: its
+    plain-tensor encoder is checked against its own code in float32, since in bfloat16 the inputs' rounding alone
+    moved latents past the check's tolerance (before: InterventionError for all four architectures here)."""
+    extra = {"jumprelu": {"target_l0": 4}}.get(arch, {})
+    cfg = SaeConfig(d_in=model.d_model, n_latents=64, k=4, architecture=arch, hookpoint="resid_post.1", dtype="bfloat16", **extra)
+    sae = Sae.load(Sae(cfg, seed=0).save(tmp_path / arch))
+    assert sae.W_enc.dtype == torch.bfloat16
+    ids = saekit.contexts(model, ["The cat sat on the mat and looked at the door."], context_len=12, n_tokens=12).input_ids[:1]
+    spliced = model.logits(ids, edits=Splice(sae, error_term=False))
+    clean = model.logits(ids)
+    assert torch.isfinite(spliced).all() and not torch.allclose(spliced, clean)
