@@ -386,8 +386,9 @@ def test_relu_topk_warmup_keeps_k_per_token_on_unit_rows_then_frees_them():
 
 def test_relu_hands_over_from_its_warmup_at_the_least_squares_gain_once():
     """The ReLU code's first training step after the TopK warm-up scales W_enc and b_enc by one factor, the
-    least-squares gain of its reconstruction on that batch (the L0 does not change), and only once: not on the next
-    step, not in eval, and not again after a save/load; a run resumed exactly at the switch still hands over."""
+    least-squares gain of its reconstruction on that batch with each token's error relative to its norm (the L0 does
+    not change), and only once: not on the next step, not in eval, and not again after a save/load; a run resumed
+    exactly at the switch still hands over."""
     x, _ = data(64, seed=4)
     sae = Sae(make_cfg("relu", topk_warmup=0.5))
     assert float(sae.handed_over) == 0.0 and float(Sae(make_cfg("relu", topk_warmup=0.0)).handed_over) == 1.0
@@ -396,8 +397,10 @@ def test_relu_hands_over_from_its_warmup_at_the_least_squares_gain_once():
 
     def expected_gain(state):
         z = ((x - state["b_dec"]) @ state["W_enc"].t() + state["b_enc"]).relu()
-        r = z @ state["W_dec"]
-        return float(((x - state["b_dec"]) * r).sum() / r.pow(2).sum()), z
+        r, x_in = z @ state["W_dec"], x - state["b_dec"]
+        c = torch.linalg.lstsq((r / x_in.norm(dim=-1, keepdim=True)).reshape(-1, 1),  # min sum_b |x_b - c r_b|^2 / |x_b|^2
+                               (x_in / x_in.norm(dim=-1, keepdim=True)).reshape(-1, 1)).solution
+        return float(c), z
 
     gain, z0 = expected_gain(before)
     assert gain > 1  # it makes up for the ReLU's shrinkage

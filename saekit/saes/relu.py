@@ -90,6 +90,15 @@ RESAMPLE_ENCODER_SCALE = 0.2
 """A resampled encoder row gets this fraction of the mean living encoder-row norm (Anthropic 2023)."""
 
 
+def hand_over_gain(x_BD: Tensor, r_BD: Tensor) -> Tensor:
+    """[numerator, denominator] (float32) of the gain c minimising sum_b |x_b - c r_b|^2 / |x_b|^2: every token's
+    relative error counts once, so a token of outlying norm (BOS-like positions, ~25x the typical norm on Gemma 3)
+    cannot decide c alone, as it does in the plain least-squares sums. Tokens at x = 0 are left out."""
+    w_B = x_BD.float().pow(2).sum(-1)
+    w_B = torch.where(w_B > 0, 1.0 / w_B.clamp_min(1e-30), torch.zeros_like(w_B))
+    return torch.stack([((x_BD * r_BD).sum(-1).float() * w_B).sum(), (r_BD.pow(2).sum(-1).float() * w_B).sum()])
+
+
 def l1_penalty(l1_BF: Tensor, total_variance: Tensor) -> Tensor:
     """sum of a batch's (decoder-weighted) L1 terms / total_variance (the objective's common scale)."""
     return l1_BF.sum() / total_variance
@@ -139,9 +148,11 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
         with none, 0.127 at 0.5, 0.123 / 15% at 0.85, 0.151 / 29% at this rule's 0.898 and 0.096 / 8% at 0.9; 48 steps
         (1024 latents, L0 32, train-split tokens) 0.300 with none, 1.13 at 0.5 (rule: none). So every warm-up measured
         beat the April update's code above ~300 steps, and none did at 48. The spread at 977 steps (0.898 and 0.9 hand
-        over three steps apart) is the hand-over's sensitivity to its one batch, not a trend. On the synthetic
-        dictionary (d 32, 512 features, 1024 latents, L0 4) 977 steps recovered 36.7% of the true features with none
-        and 91.4% at 0.85, 0.898 and 0.9; 196 steps 4.9% with none, 20.5% at 0.23 and 24.6% at this rule's 0.49."""
+        over three steps apart) was the hand-over's gain taken from one batch, which one outlier token could decide;
+        with the per-token weights (`hand_over_gain`) both end at 0.094-0.095 / 6-7% dead on those tokens (0.097 /
+        2.2% dead on 65,536). On the synthetic dictionary (d 32, 512 features, 1024 latents, L0 4) 977 steps recovered
+        36.7% of the true features with none and 91.4% at this rule's 0.898 (also at 0.85 and 0.9); 196 steps 4.9% with
+        none and 22.7% at this rule's 0.49 (24.6% with the former gain)."""
         return min(cls.max_budget_topk_warmup, max(0.0, 1.0 - cls.relu_phase_steps / max(int(steps), 1)))
 
     _planned_topk_warmup: float | None = None
@@ -212,13 +223,19 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
     @torch.no_grad()
     def _hand_over(self, x_BD: Tensor) -> None:
         """The ReLU code's first training step after the TopK warm-up: scale every encoder row and b_enc by one common
-        gain, the least-squares factor c = <x - b_dec, r> / <r, r> with r = ReLU(pre) @ W_dec on this batch. ReLU(c pre)
-        = c ReLU(pre), so L0 is unchanged; the gain makes up, on average, for the ReLU's shrinkage (each kept value
-        loses the threshold that the TopK values did not), which the short ReLU phase was too short to learn: on
-        Gemma 3 270M (1024 latents, L0 32, 48 steps) held-out FVU 0.436 -> 0.299 (0.365 with no warm-up); gain ~1.7."""
+        gain c, the least-squares factor of this batch's relative errors: c = sum_b <x_b, r_b> / |x_b|^2 over
+        sum_b |r_b|^2 / |x_b|^2, with x_b the token minus b_dec and r_b = ReLU(pre) @ W_dec. ReLU(c pre) = c ReLU(pre),
+        so L0 is unchanged; the gain makes up, on average, for the ReLU's shrinkage (each kept value loses the
+        threshold that the TopK values did not), which the short ReLU phase was too short to learn: on Gemma 3 270M
+        (1024 latents, L0 32, 48 steps) held-out FVU 0.436 -> 0.299 (0.365 with no warm-up); gain ~1.7.
+
+        Each token counts once (`hand_over_gain`): with the plain sums one outlier token decided the gain. On Gemma 3
+        270M resid_post.6 a quarter of the batches hold a token ~25x the typical norm that carries 50-84% of
+        sum |r|^2; those batches gave 0.52-0.70 where the others gave 1.25-1.28, and a run handing over on such a
+        batch ended at held-out FVU 0.152 / 27% dead instead of 0.096 / 8% (1M tokens, L0 16)."""
         x_in_BD = x_BD - self.b_dec
         r_BD = matmul(linear(x_in_BD, self.W_enc, self.b_enc).relu(), self.W_dec)
-        num_den = torch.stack([(x_in_BD * r_BD).sum(), r_BD.pow(2).sum()]).float()
+        num_den = hand_over_gain(x_in_BD, r_BD)
         if dist.is_available() and dist.is_initialized():  # data-parallel: the global batch's factor on every rank
             dist.all_reduce(num_den)
         num, den = num_den
@@ -331,4 +348,4 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
         return dead_G
 
 
-__all__ = ["ReluSae", "l1_penalty"]
+__all__ = ["ReluSae", "hand_over_gain", "l1_penalty"]
