@@ -46,13 +46,14 @@ row, shrink its decoder row and win every token's selection (a warm-up tried tha
 Trained with its own code from the first step, ReLU/L1 recovered 36.7% of the synthetic dictionary (d 32, 512 features,
 1024 latents, L0 4, 1M samples; FVU 0.627): to reach L0 4 against interference that grows with each sample's norm,
 the ReLU's threshold must sit above the interference, and a ReLU's threshold is also its shrinkage. With the warm-up it
-recovers 91.4% (FVU 0.454): the directions are found by the TopK phase and kept through the short ReLU phase. Two
-pieces make the hand-over work: the least-squares gain on the encoder (`_hand_over`) and the coefficient starting at
-`warmup_l1_coefficient`. On Gemma 3 270M resid_post.6 (4096 latents, 1M tokens) it took held-out FVU from 0.208 / 0.108
-/ 0.067 to 0.099 / 0.071 / 0.051 at L0 16 / 32 / 64 and CE-loss recovered from 0.860 / 0.942 / 0.966 to 0.946 / 0.965 /
-0.978, at most 2.5% dead (that run; the same command now ends between 0.096 / 8% dead and 0.151 / 29% dead depending
-on the step of the hand-over, `budget_topk_warmup`). At short budgets 0.9 was worse than no warm-up, hence the
-budget's plan (BENCHMARKS.md, "ReLU/L1's TopK warm-up").
+recovers 91.4% (FVU 0.449): the directions are found by the TopK phase and kept through the short ReLU phase. Two
+pieces make the hand-over work: the encoder's gain, least squares of each token's relative error (`_hand_over`), and
+the coefficient starting at `warmup_l1_coefficient`. On Gemma 3 270M resid_post.6 (4096 latents, 1M tokens, the
+budget's plan: 0.898) the default takes held-out FVU from 0.208 / 0.108 / 0.067 (no warm-up) to 0.100 / 0.070 / 0.050
+at L0 16 / 32 / 64 and CE-loss recovered from 0.860 / 0.942 / 0.966 to 0.943 / 0.967 / 0.978, with 2.4% / 0.8% / 0.0%
+dead on 65,536 held-out tokens. With the gain's plain least-squares sums, one outlier token in the hand-over's batch
+could halve the gain, and the run ended at 0.151 / 29% dead. At short budgets 0.9 was worse than no warm-up, hence
+the budget's plan (BENCHMARKS.md, "ReLU/L1's TopK warm-up").
 
 Optional resampling of dead latents ("Towards Monosemanticity", 2023), on when
 `resample_every > 0`: every that many steps, each latent the trainer counts as dead gets the
@@ -93,7 +94,7 @@ RESAMPLE_ENCODER_SCALE = 0.2
 def hand_over_gain(x_BD: Tensor, r_BD: Tensor) -> Tensor:
     """[numerator, denominator] (float32) of the gain c minimising sum_b |x_b - c r_b|^2 / |x_b|^2: every token's
     relative error counts once, so a token of outlying norm (BOS-like positions, ~25x the typical norm on Gemma 3)
-    cannot decide c alone, as it does in the plain least-squares sums. Tokens at x = 0 are left out."""
+    cannot decide c alone, as it can in the plain least-squares sums. Tokens at x = 0 are left out."""
     w_B = x_BD.float().pow(2).sum(-1)
     w_B = torch.where(w_B > 0, 1.0 / w_B.clamp_min(1e-30), torch.zeros_like(w_B))
     return torch.stack([((x_BD * r_BD).sum(-1).float() * w_B).sum(), (r_BD.pow(2).sum(-1).float() * w_B).sum()])
@@ -230,8 +231,8 @@ class ReluSae(ControlledCoefficient, Sae, architecture="relu"):
         (1024 latents, L0 32, 48 steps) held-out FVU 0.436 -> 0.299 (0.365 with no warm-up); gain ~1.7.
 
         Each token counts once (`hand_over_gain`): with the plain sums one outlier token decided the gain. On Gemma 3
-        270M resid_post.6 a quarter of the batches hold a token ~25x the typical norm that carries 50-84% of
-        sum |r|^2; those batches gave 0.52-0.70 where the others gave 1.25-1.28, and a run handing over on such a
+        270M resid_post.6 one batch in five holds a token 15-25x the typical norm, and one or two such tokens carry
+        55-90% of sum |r|^2; those batches gave 0.52-0.85 where the others gave 1.25-1.28, and a run handing over on such a
         batch ended at held-out FVU 0.152 / 27% dead instead of 0.096 / 8% (1M tokens, L0 16)."""
         x_in_BD = x_BD - self.b_dec
         r_BD = matmul(linear(x_in_BD, self.W_enc, self.b_enc).relu(), self.W_dec)
