@@ -354,6 +354,12 @@ class TrainConfig:
     dead_tokens: int | None = None
     """A latent silent for this many training tokens counts as dead for AuxK; None: min(10M, tokens // 6)."""
 
+    sync_every: int | None = None
+    """Steps between the training step's reads of device state back to the host: the set of dead latents AuxK trains
+    is refreshed then, and batches that arrive already on the device are checked for NaN/inf then. None: every step
+    on the CPU, where a read costs nothing, and every 32 steps on a GPU, where each read stalls the queue of kernels.
+    Between reads a latent that dies waits to join AuxK's set and one that fires again stays in it."""
+
     seed: int = 0
     """Seed for initialisation and data order."""
 
@@ -390,6 +396,10 @@ class TrainConfig:
         _check(self.warmup_steps >= 0, f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps!r}.")
         _check(0.0 <= self.decay_start <= 1.0, f"TrainConfig.decay_start must be in [0, 1], got {self.decay_start!r}.")
         _check(self.dead_tokens is None or self.dead_tokens > 0, f"TrainConfig.dead_tokens must be positive, got {self.dead_tokens!r}.")
+        _check(
+            self.sync_every is None or (_is_int(self.sync_every) and self.sync_every > 0),
+            f"TrainConfig.sync_every must be a positive int or None (every step on the CPU, 32 on a GPU), got {self.sync_every!r}.",
+        )
         _check(self.checkpoint_every >= 0, f"TrainConfig.checkpoint_every must be >= 0, got {self.checkpoint_every!r}.")
         _check(self.log_every > 0, f"TrainConfig.log_every must be positive, got {self.log_every!r}.")
         _check(
@@ -404,6 +414,12 @@ class TrainConfig:
 
     def lr_for(self, n_latents: int) -> float:
         return self.lr if self.lr is not None else 2e-3 / (n_latents / 4096) ** 0.5
+
+    def sync_every_on(self, device: Any) -> int:
+        """`sync_every` resolved for a torch device (or its type name)."""
+        if self.sync_every is not None:
+            return self.sync_every
+        return 1 if getattr(device, "type", device) == "cpu" else 32
 
     @property
     def dead_after(self) -> int:

@@ -107,3 +107,39 @@ def test_short_training_on_gpu_matches_cpu():
         fvus[device] = tr.history[-1]["saes"][0]["fvu"]
     assert fvus["cpu"] < 0.5 * tr.history[0]["saes"][0]["fvu"]
     assert fvus["cuda"] == pytest.approx(fvus["cpu"], abs=0.02)
+
+
+@pytest.mark.parametrize("arch", ["topk", "jumprelu", "gated"])
+def test_training_steps_on_gpu_never_wait_for_the_host(arch, monkeypatch):
+    """Between the trainer's host reads (`TrainConfig.sync_every`) a step (forward, backward, fused Adam, the
+    dead-latent and density bookkeeping) only queues kernels: CUDA's sync debug mode turns any synchronisation
+    into an error. AuxK is active (latents silent for two batches count as dead)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1024 * 12, 64, generator=g)
+    kw = dict(k=8) if arch == "topk" else dict(target_l0=8)
+    sae = Sae(SaeConfig(d_in=64, n_latents=2048, architecture=arch, **kw), seed=0)
+    cfg = TrainConfig(tokens=1024 * 12, batch_size=1024, log_every=1000, dead_tokens=2048, sync_every=1000, device="cuda")
+    trainer = Trainer(sae, cfg)
+    orig_opt, orig_track = Trainer._optimise, Trainer._track
+    steps = []
+
+    def step(self, slot, batch, factor):
+        if self.step == 0:  # the first step's dead set is read at its start
+            return orig_opt(self, slot, batch, factor)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = orig_opt(self, slot, batch, factor)
+            orig_track(self, slot, out, batch[self.input_key])
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        steps.append(self.step)
+        return out
+
+    def track(self, slot, out, x_BD):
+        if self.step == 0:
+            orig_track(self, slot, out, x_BD)
+
+    monkeypatch.setattr(Trainer, "_optimise", step)
+    monkeypatch.setattr(Trainer, "_track", track)
+    trainer.fit(x, progress=False)
+    assert steps == list(range(1, 12))

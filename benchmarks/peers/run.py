@@ -3,7 +3,8 @@
     bash benchmarks/peers/make_venv.sh /work/peers-venv        # once: the peers' environment
     python benchmarks/peers/run.py [--venv /work/peers-venv] [--out /work/exp/peers] [--rounds 2] [--no-report]
 
-1. Harvest resid_post.6 of the default model once (100k tokens, saekit.harvest) into OUT/data.pt.
+1. Harvest resid_post.6 of the default model once (100k tokens by default, saekit.harvest; `--harvest-tokens N
+   --from-cache DIR` takes the first N rows of an existing saekit cache instead) into OUT/data.pt.
 2. Train each (width, trainer) in alternating order (A B C D A B C D ...), each a fresh process
    (`train_one.py`: saekit in this Python, the peers in the venv), recording wall time and peak RSS.
 3. Evaluate each trainer's first-round SAE with one evaluator: saekit's `evaluate` on the same 4,096
@@ -29,12 +30,19 @@ TRAINERS = ["saekit", "saelens", "saelens_median", "dictionary_learning"]
 HOOKPOINT = "resid_post.6"
 
 
-def harvest(out: Path, n_tokens: int) -> None:
+def harvest(out: Path, n_tokens: int, from_cache: str | None) -> None:
+    """Write OUT/data.pt: n_tokens rows of resid_post.6, harvested now or read from an existing saekit cache."""
     import saekit
 
-    model = saekit.load_model()
-    cache = saekit.harvest(model, hookpoints=HOOKPOINT, n_tokens=n_tokens, progress=False)
-    torch.save({"train": cache.load(HOOKPOINT).float().contiguous()}, out)
+    if from_cache:
+        rows = saekit.ActivationCache.open(from_cache).load(HOOKPOINT)
+        if rows.shape[0] < n_tokens:
+            raise SystemExit(f"{from_cache} holds {rows.shape[0]:,} rows of {HOOKPOINT}, fewer than --harvest-tokens {n_tokens:,}")
+        rows = rows[:n_tokens]
+    else:
+        model = saekit.load_model()
+        rows = saekit.harvest(model, hookpoints=HOOKPOINT, n_tokens=n_tokens, progress=False).load(HOOKPOINT)
+    torch.save({"train": rows.float().contiguous()}, out)
 
 
 def train(a, trainer: str, width: int, rnd: int) -> dict:
@@ -95,7 +103,7 @@ def evaluate(a, results: list[dict]) -> dict:
     return evals
 
 
-def table(a, results: list[dict], evals: dict) -> str:
+def table(a, results: list[dict], evals: dict, n_rows: int) -> str:
     rows = []
     for width in a.widths:
         base = None
@@ -114,11 +122,12 @@ def table(a, results: list[dict], evals: dict) -> str:
             )
     loads = ", ".join(f"{r['load']:.1f}" for r in results)
     return (
-        f"TopK, k=32, batch 4096, {a.tokens:,} training tokens ({a.tokens // 4096} steps over 100k harvested tokens of "
+        f"TopK, k=32, batch 4096, {a.tokens:,} training tokens ({a.tokens // 4096} steps over {n_rows:,} harvested tokens of "
         f"{HOOKPOINT}, gemma-3-270m), lr 2e-3/sqrt(F/4096) for every trainer, 5 warm-up steps, linear decay over the "
         f"last 20%, inputs scaled to E||x||^2 = d_in for every trainer. {a.rounds} alternating rounds; tokens/s is the "
         "median over rounds of training tokens / wall time of the library's training call (initialisation included), "
-        "in a fresh process per run; peak RSS is that process's maximum (the 100k x 640 float32 data, 256 MB, included). "
+        f"in a fresh process per run; peak RSS is that process's maximum (the {n_rows:,} x 640 float32 data, "
+        f"{n_rows * 640 * 4 / 2**20:,.0f} MiB, included). "
         f"FVU, L0, dead fraction (no activation on the held-out tokens) and CE-loss recovered: saekit's `evaluate` on {a.eval_tokens:,} "
         "held-out tokens (test split) of the first round's SAE; 'plain FVU' recomputes FVU with plain transformers "
         f"(`output_hidden_states`) and plain torch. Load average at each run's start: {loads}.\n\n"
@@ -134,6 +143,8 @@ def main():
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--widths", type=int, nargs="+", default=[16384, 4096])
     p.add_argument("--tokens", type=int, default=196_608)
+    p.add_argument("--harvest-tokens", type=int, default=100_000, help="rows of the shared data file (harvested once)")
+    p.add_argument("--from-cache", help="read the data file's rows from this saekit ActivationCache instead of harvesting")
     p.add_argument("--trainers", nargs="+", default=TRAINERS)
     p.add_argument("--eval-tokens", type=int, default=4096)
     p.add_argument("--eval-only", action="store_true")
@@ -143,7 +154,8 @@ def main():
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "data.pt").exists():
-        harvest(out / "data.pt", 100_000)
+        harvest(out / "data.pt", a.harvest_tokens, a.from_cache)
+    n_rows = torch.load(out / "data.pt", mmap=True)["train"].shape[0]
     log = out / "results.json"
     results = json.loads(log.read_text()) if (a.eval_only or a.resume) and log.exists() else []
     results = [r for r in results if r["width"] in a.widths]
@@ -161,7 +173,7 @@ def main():
                           f"RSS {r['peak_rss_mib']:.0f} MiB  load {r['load']:.1f}", flush=True)
     evals = evaluate(a, results)
     (out / "evals.json").write_text(json.dumps(evals, indent=1))
-    body = table(a, results, evals)
+    body = table(a, results, evals, n_rows)
     print(body)
     if not a.no_report:
         sys.path.insert(0, str(HERE.parent))

@@ -25,6 +25,20 @@ from .sparsity import batch_threshold
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def dead_indices(dead: Tensor | None) -> Tensor | None:
+    """The dead latents' indices [G] from what `Sae.forward` takes as `dead_mask`, or None when none is dead.
+
+    A bool mask [F] (the readable form) is read back to find them: a host synchronisation on a GPU. An int64
+    tensor of indices [G] is used as it is, and its length is known on the host without reading the device:
+    the Trainer passes that form, refreshed every `TrainConfig.sync_every` steps, so its steps never wait.
+    """
+    if dead is None:
+        return None
+    if dead.dtype == torch.bool:
+        return dead.nonzero().squeeze(-1) if bool(dead.any()) else None
+    return dead if dead.numel() else None
+
+
 class SaeOutput(NamedTuple):
     """What `Sae.forward` returns; every field is a tensor so the output moves across devices as one."""
 
@@ -245,7 +259,8 @@ class Sae(nn.Module):
     def forward(self, x_BD: Tensor, dead_mask: Tensor | None = None, progress: float = 1.0) -> SaeOutput:
         """Reconstruct a batch and compute this architecture's training objective.
 
-        `dead_mask` [F] marks latents that have not fired for a while (for auxiliary losses);
+        `dead_mask` names the latents that have not fired for a while (for auxiliary losses): a bool mask [F], or
+        their indices [G] (int64; the Trainer's form, `dead_indices`);
         `progress` in [0, 1] is the fraction of training done (for coefficient warmups).
         Transcoders (`cfg.target_hookpoint` set) also take `target_BD`, the activations they predict.
         """
@@ -348,12 +363,12 @@ class Sae(nn.Module):
         k_aux entries per row, was slower at the densities AuxK sees: its gathers and scatters cost more than these
         products.)
         """
-        if dead_mask is None or self.cfg.auxk_alpha <= 0 or not bool(dead_mask.any()):
+        dead_G = dead_indices(dead_mask) if self.cfg.auxk_alpha > 0 else None
+        if dead_G is None:
             return err_BD.new_zeros(())
         n_rows = x_in_BD.shape[0]
         rows = slice(None, None, -(-n_rows // self.auxk_rows))  # stride ceil(B / auxk_rows)
         x_in_RD, err_RD = x_in_BD[rows], err_BD[rows]
-        dead_G = dead_mask.nonzero().squeeze(-1)
         k_full = self.cfg.k_aux or self.d_in // 2
         k_aux = min(k_full, dead_G.numel())
         pre_RG = linear(x_in_RD, self.W_enc[dead_G], (self.b_enc if b_enc_F is None else b_enc_F)[dead_G])

@@ -119,7 +119,7 @@ class _BatchTopKEncode(torch.autograd.Function):
         score_BF = pre_BF / token_norm(x_BD).to(pre_BF.dtype) if relative else pre_BF  # what the batch is ranked by
         flat_vals, flat_idx = score_BF.view(-1).topk(min(k_total, B * F_), sorted=False)
         keep_N = torch.zeros(B * F_, dtype=torch.bool, device=pre_BF.device)
-        keep_N[flat_idx[flat_vals > 0]] = True
+        keep_N.scatter_(0, flat_idx, flat_vals > 0)  # unique indices; no boolean indexing (a host sync on a GPU)
         keep_BF = keep_N.view(B, F_)  # [B, F]
         k_max = max(int(keep_BF.sum(-1).max()), 1)
         # the kept values of each row, padded with zeros to the busiest row's count
@@ -248,15 +248,12 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
     @torch.no_grad()
     def update_threshold(self, scores_BK: Tensor) -> None:
         """Moving average of the smallest kept score (`_scores`; the inference threshold's estimate)."""
-        kept = scores_BK[scores_BK > 0]
-        if kept.numel() == 0:
-            return
-        smallest = kept.min().float()
-        if float(self.threshold) < 0:
-            self.threshold.copy_(smallest)
-        else:
-            beta = self.cfg.threshold_beta
-            self.threshold.mul_(beta).add_((1 - beta) * smallest)
+        # in tensor ops only (no boolean indexing, no read of the threshold): no host sync on a GPU
+        smallest = torch.where(scores_BK > 0, scores_BK, torch.inf).min().float()  # inf: the batch kept nothing
+        beta = self.cfg.threshold_beta
+        averaged = self.threshold * beta + (1 - beta) * smallest
+        new = torch.where(self.threshold < 0, smallest, averaged)  # the first estimate starts the average
+        self.threshold.copy_(torch.where(torch.isfinite(smallest), new, self.threshold))
 
     @torch.no_grad()
     def calibrate(self, x_ND: Tensor) -> None:

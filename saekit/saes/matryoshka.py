@@ -94,7 +94,7 @@ class MatryoshkaSae(BatchTopKSae, architecture="matryoshka"):
         w = self.inner_weight
         nested = (w * sum(fvus[:-1]) + fvu_) / (w * (len(fvus) - 1) + 1)
         aux = nested - fvu_
-        if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
+        if dead_mask is not None and self.cfg.auxk_alpha > 0:  # zero when none is dead
             aux = aux + self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         aux = aux + self.pre_act_loss(x_in_BD, acts_BK, total_variance, pre_RF, per_token)
         return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *sparse_fired_l0(acts_BK, idx_BK, self.n_latents))

@@ -118,7 +118,7 @@ class TopKSae(Sae, architecture="topk"):
         total_variance = total_variance_of(x_BD)
         fvu_ = fvu(x_BD, x_hat_BD, total_variance)
         aux = x_BD.new_zeros(())
-        if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
+        if dead_mask is not None and self.cfg.auxk_alpha > 0:  # zero when none is dead
             aux = self.auxk_loss(x_in_BD, (x_BD - x_hat_BD).detach(), dead_mask, total_variance)
         aux = aux + self.pre_act_loss(x_in_BD, acts_BK, total_variance, pre_RF, per_token)
         return SaeOutput(x_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *sparse_fired_l0(acts_BK, idx_BK, self.n_latents))
@@ -164,8 +164,9 @@ class TopKSae(Sae, architecture="topk"):
 def sparse_fired_l0(acts_BK: Tensor, idx_BK: Tensor, n_latents: int) -> tuple[Tensor, Tensor]:
     """(fired [F]: latents active on some row, l0: mean active latents per row) of a sparse code."""
     active_BK = acts_BK > 0
-    fired_F = torch.zeros(n_latents, dtype=torch.bool, device=acts_BK.device)
-    fired_F[idx_BK[active_BK]] = True
+    # index_add_ rather than fired_F[idx_BK[active_BK]] = True: no boolean indexing, so no host sync on a GPU
+    counts_F = torch.zeros(n_latents, dtype=torch.int32, device=acts_BK.device)
+    fired_F = counts_F.index_add_(0, idx_BK.reshape(-1), active_BK.reshape(-1).to(torch.int32)) > 0
     return fired_F, active_BK.sum(-1).float().mean()
 
 

@@ -125,7 +125,7 @@ class Transcoder(TopKSae, architecture="transcoder"):
         total_variance = total_variance_of(y_BD)
         fvu_ = fvu(y_BD, y_hat_BD, total_variance)
         aux = y_BD.new_zeros(())
-        if dead_mask is not None and self.cfg.auxk_alpha > 0 and bool(dead_mask.any()):
+        if dead_mask is not None and self.cfg.auxk_alpha > 0:  # zero when none is dead
             aux = self.auxk_loss(x_BD, (y_BD - y_hat_BD).detach(), dead_mask, total_variance)
         return SaeOutput(y_hat_BD, acts_BK, idx_BK, fvu_, aux, fvu_ + aux, *sparse_fired_l0(acts_BK, idx_BK, self.n_latents))
 

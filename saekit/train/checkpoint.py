@@ -3,8 +3,9 @@
     <path>/
       sae_0/, sae_1/, ...          each SAE as `Sae.save` writes it, unfolded (normalised input units)
       trainer_state.safetensors    RNG states: rng_cpu, rng_trainer (the trainer's generator), rng_cuda (with CUDA);
-                                   per SAE i: i.tokens_since_fired, i.window_fires, i.opt.j.{exp_avg,exp_avg_sq,step}
-                                   (Adam's state of the SAE's j-th parameter)
+                                   per SAE i: i.tokens_since_fired, i.window_fires, i.dead_latents (AuxK's set
+                                   as of the last host read), i.opt.j.{exp_avg,exp_avg_sq,step} (Adam's state of the
+                                   SAE's j-th parameter)
       trainer_state.json           step, data position, scales, input key, TrainConfig, history, n_saes and each
                                    SAE's window_tokens; written last, so its presence marks a complete checkpoint
 
@@ -64,6 +65,8 @@ def write_checkpoint(trainer: Trainer, path: str | Path) -> Path:
         slot.sae.save(tmp / f"sae_{i}")
         tensors[f"{i}.tokens_since_fired"] = slot.tokens_since_fired.cpu()
         tensors[f"{i}.window_fires"] = slot.window_fires.cpu()
+        if slot.dead_G is not None:  # AuxK's set as of the last host read (TrainConfig.sync_every)
+            tensors[f"{i}.dead_latents"] = slot.dead_G.cpu()
         for j, p in enumerate(slot.sae.parameters()):
             st = slot.opt.state.get(p, {})
             for key in _ADAM_KEYS:
@@ -180,6 +183,8 @@ def resume_trainer(trainer_cls: type[Trainer], path: str | Path, cfg: TrainConfi
     for i, slot in enumerate(trainer.slots):
         slot.tokens_since_fired = tensors[f"{i}.tokens_since_fired"].to(device)
         slot.window_fires = tensors[f"{i}.window_fires"].to(device)
+        dead = tensors.get(f"{i}.dead_latents")
+        slot.dead_G = dead.to(device) if dead is not None else None
         slot.window_tokens = state["window_tokens"][i]
         for j, p in enumerate(slot.sae.parameters()):
             if f"{i}.opt.{j}.exp_avg" in tensors:

@@ -124,12 +124,18 @@ class _Slot:
         fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
         self.opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=6.25e-10, fused=fused)
         self.tokens_since_fired = torch.zeros(sae.n_latents, dtype=torch.long, device=sae.device)
+        self.dead_G: Tensor | None = None
+        """Indices of the dead latents AuxK trains, as of the last host read (`refresh_dead`); None: read at the next step."""
         self.window_fires = torch.zeros(sae.n_latents, dtype=torch.long, device=sae.device)
         self.window_tokens = 0
 
     @property
     def target(self) -> str | None:
         return self.sae.cfg.target_hookpoint
+
+    def refresh_dead(self, dead_after: int) -> None:
+        """Read the dead latents' indices back to the host's knowledge (their count sets the AuxK product's shape)."""
+        self.dead_G = (self.tokens_since_fired >= dead_after).nonzero().squeeze(-1)
 
     def reset_optimizer_rows(self, rows: Tensor) -> None:
         """Clear Adam's moments of the given latents (every parameter whose first dim is n_latents)."""
@@ -187,6 +193,9 @@ class Trainer:
         self.folded = False
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         """Randomness for SAE hooks (resampling); saved in checkpoints."""
+        self.sync_every = self.cfg.sync_every_on(self.device)
+        """Steps between the step's reads of device state (`TrainConfig.sync_every` on this device)."""
+        self._first_bad: dict[str, Tensor] = {}  # per hook point: the first device-resident batch with NaN/inf, -1: none
 
     @property
     def saes(self) -> list[Sae]:
@@ -314,6 +323,7 @@ class Trainer:
                 self.checkpoint(checkpoint_dir)
             crash_point("train.after_step")
         bar.close()
+        self.check_device_batches()
         if self.step >= steps or batch is None:
             self._calibrate(data, keys, last)
         if checkpoint_dir is not None and (self.step > step0 or not self.has_checkpoint(checkpoint_dir)):
@@ -394,7 +404,12 @@ class Trainer:
         cfg = self.cfg
         meta = {k: batch.pop(k) for k in self._meta if k in batch}  # row positions for callbacks, not trained on
         for k, v in batch.items():
-            _check_finite(v, f"batch {self.step} of {k!r}")
+            if v.device.type == "cpu":  # read on the host, before it moves: no device read
+                _check_finite(v, f"batch {self.step} of {k!r}")
+            else:
+                self.watch_finite(k, v)
+        if self.step % self.sync_every == 0:
+            self.read_device_state()
         batch = {k: _to_device(v, self.device).float() * self.scales[k] for k, v in batch.items()}
         factor = lr_factor(self.step, cfg.steps, cfg.warmup_steps, cfg.decay_start)
         record = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.steps
@@ -412,13 +427,42 @@ class Trainer:
         if record:
             self._log(logs, factor, t0, tok0, bar, arrays)
 
+    def watch_finite(self, key: str, x: Tensor) -> None:
+        """Remember, on the device, the first step whose batch of `key` held NaN or inf (read by `read_device_state`)."""
+        first = self._first_bad.get(key)
+        if first is None or first.device != x.device:
+            first = self._first_bad[key] = torch.full((), -1, dtype=torch.long, device=x.device)
+        bad = ~torch.isfinite(x).all() & (first < 0)
+        first.copy_(torch.where(bad, self.step, first))
+
+    def read_device_state(self) -> None:
+        """The step's host reads, every `sync_every` steps: whether a batch that arrived on the device held NaN or
+        inf (`check_device_batches`) and the dead latents AuxK trains."""
+        self.check_device_batches()
+        for slot in self.slots:
+            slot.refresh_dead(self.cfg.dead_after)
+
+    def check_device_batches(self) -> None:
+        """Raise a TrainingError naming the first batch that arrived on the device with NaN or inf, if one did
+        (also before every checkpoint and at the end of `fit`, so no checkpoint holds weights trained on it)."""
+        for key, first in self._first_bad.items():
+            bad = int(first)
+            if bad >= 0:
+                raise TrainingError(
+                    f"batch {bad} of {key!r} contains NaN or inf: the activations are corrupt or overflowed; "
+                    f"the SAE trained on it for {self.step - bad} step(s) before this check (TrainConfig.sync_every="
+                    f"{self.sync_every}), so resume from a checkpoint written before it, and harvest again in float32 "
+                    f"(HarvestConfig(dtype='float32'))"
+                )
+
     def _optimise(self, slot: _Slot, batch: dict[str, Tensor], factor: float) -> SaeOutput:
         """Forward, backward (gradients averaged over ranks), the SAE's constraints and Adam's step at lr * factor."""
         sae, cfg = slot.sae, self.cfg
-        dead_F = slot.tokens_since_fired >= cfg.dead_after
+        if slot.dead_G is None:  # resumed from a checkpoint that did not store it
+            slot.refresh_dead(cfg.dead_after)
         kwargs = {"target_BD": batch[slot.target]} if slot.target is not None else {}
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            out = sae(batch[self.input_key], dead_mask=dead_F, progress=self.step / cfg.steps, **kwargs)
+            out = sae(batch[self.input_key], dead_mask=slot.dead_G, progress=self.step / cfg.steps, **kwargs)
         slot.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         dd.average_gradients_(sae)
@@ -448,6 +492,7 @@ class Trainer:
             dd.broadcast_module_(sae)
             slot.reset_optimizer_rows(rows)
             slot.tokens_since_fired[rows] = 0
+            slot.refresh_dead(cfg.dead_after)  # resampling read the device anyway; the rewritten rows are not dead
 
     def _metrics(self, slot: _Slot, out: SaeOutput) -> tuple[dict[str, Any], Tensor]:
         """Plain numbers for one SAE: averaged over ranks; the density window is summed and then reset."""
@@ -549,6 +594,7 @@ class Trainer:
         """
         if self.folded:
             raise TrainingError("this trainer's SAEs are already folded for saving; checkpoint before fold()/save()")
+        self.check_device_batches()
         path = Path(path)
         if self.rank == 0:
             write_checkpoint(self, path)
