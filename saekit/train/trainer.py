@@ -193,9 +193,12 @@ class Trainer:
         self.folded = False
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         """Randomness for SAE hooks (resampling); saved in checkpoints."""
-        self.sync_every = self.cfg.sync_every_on(self.device)
-        """Steps between the step's reads of device state (`TrainConfig.sync_every` on this device)."""
         self._first_bad: dict[str, Tensor] = {}  # per hook point: the first device-resident batch with NaN/inf, -1: none
+
+    @property
+    def sync_every(self) -> int:
+        """Steps between the step's reads of device state (`TrainConfig.sync_every` on this device)."""
+        return self.cfg.sync_every_on(self.device)
 
     @property
     def saes(self) -> list[Sae]:
