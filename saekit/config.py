@@ -357,8 +357,9 @@ class TrainConfig:
     sync_every: int | None = None
     """Steps between the training step's reads of device state back to the host: the set of dead latents AuxK trains
     is refreshed then, and batches that arrive already on the device are checked for NaN/inf then. None: every step
-    on the CPU, where a read costs nothing, and every 32 steps on a GPU, where each read stalls the queue of kernels.
-    Between reads a latent that dies waits to join AuxK's set and one that fires again stays in it."""
+    on the CPU, where a read costs nothing, and on a GPU, where each read stalls the queue of kernels, every 32 steps
+    or every dead_tokens / batch_size steps if that is sooner. Between reads a latent that dies waits to join AuxK's
+    set and one that fires again stays in it."""
 
     seed: int = 0
     """Seed for initialisation and data order."""
@@ -419,7 +420,9 @@ class TrainConfig:
         """`sync_every` resolved for a torch device (or its type name)."""
         if self.sync_every is not None:
             return self.sync_every
-        return 1 if getattr(device, "type", device) == "cpu" else 32
+        if getattr(device, "type", device) == "cpu":
+            return 1
+        return max(1, min(32, self.dead_after // self.batch_size))  # no longer than it takes a latent to die
 
     @property
     def dead_after(self) -> int:

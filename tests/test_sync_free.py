@@ -165,7 +165,9 @@ def test_a_bad_batch_already_on_the_device_is_named_at_the_next_host_read():
 
 def test_sync_every_resolves_per_device_and_is_validated():
     assert TrainConfig().sync_every_on(torch.device("cpu")) == 1
-    assert TrainConfig().sync_every_on("cuda") == 32
+    assert TrainConfig(tokens=10**7).sync_every_on("cuda") == 32
+    assert TrainConfig(tokens=10**7, dead_tokens=4096 * 5).sync_every_on("cuda") == 5  # no lag longer than dying takes
+    assert TrainConfig(tokens=4096, dead_tokens=1).sync_every_on("cuda") == 1
     assert TrainConfig(sync_every=5).sync_every_on("cpu") == 5
     with pytest.raises(Exception, match="sync_every"):
         TrainConfig(sync_every=0)
