@@ -377,7 +377,11 @@ class TrainConfig:
     """'cpu', 'cuda', 'cuda:1'...; None picks CUDA when present (under torchrun: cuda:LOCAL_RANK), else the CPU."""
 
     max_grad_norm: float | None = None
-    """Clip each SAE's gradient to this global norm before the step (Anthropic's April update used 1.0); None: no clipping."""
+    """Clip each SAE's gradient before Adam's step to this global norm, measured as Anthropic's April update and
+    dictionary_learning measure it: the gradient of the per-token squared error summed over dimensions, on the inputs
+    as trained (scaled to E||x||^2 = d_in unless normalize=False). 1.0 is their clip. saekit's objective is that error divided by the batch's
+    variance per token, so the trainer clips its own gradient at max_grad_norm x batch rows / the batch's total
+    variance (`train.grad_clip`). None: the architecture's default (`Sae.default_max_grad_norm`); 0: no clipping."""
 
     histogram_bins: int = 40
     """Bins of the log10 latent-density histogram recorded in the training history every log_every steps."""
@@ -404,8 +408,9 @@ class TrainConfig:
         _check(self.checkpoint_every >= 0, f"TrainConfig.checkpoint_every must be >= 0, got {self.checkpoint_every!r}.")
         _check(self.log_every > 0, f"TrainConfig.log_every must be positive, got {self.log_every!r}.")
         _check(
-            self.max_grad_norm is None or self.max_grad_norm > 0,
-            f"TrainConfig.max_grad_norm must be positive or None (no clipping), got {self.max_grad_norm!r}.",
+            self.max_grad_norm is None or (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0),
+            f"TrainConfig.max_grad_norm must be a finite number >= 0 (0: no clipping) or None (the architecture's "
+            f"default), got {self.max_grad_norm!r}.",
         )
         _check(self.histogram_bins > 0, f"TrainConfig.histogram_bins must be positive, got {self.histogram_bins!r}.")
 

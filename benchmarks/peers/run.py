@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-TRAINERS = ["saekit", "saelens", "saelens_median", "dictionary_learning"]
+TRAINERS = ["saekit", "saekit_noclip", "saelens", "saelens_median", "dictionary_learning"]
 HOOKPOINT = "resid_post.6"
 
 
@@ -46,7 +46,7 @@ def harvest(out: Path, n_tokens: int, from_cache: str | None) -> None:
 
 
 def train(a, trainer: str, width: int, rnd: int) -> dict:
-    py = sys.executable if trainer == "saekit" else str(Path(a.venv) / "bin" / "python")
+    py = sys.executable if trainer.startswith("saekit") else str(Path(a.venv) / "bin" / "python")
     w = Path(a.out) / f"{trainer}_{width}_r{rnd}.pt"
     cmd = [py, str(HERE / "train_one.py"), "--trainer", trainer, "--width", str(width), "--tokens", str(a.tokens),
            "--data", str(Path(a.out) / "data.pt"), "--out", str(w)]

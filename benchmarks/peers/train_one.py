@@ -11,7 +11,8 @@ unscaled at export). Only the library's own training code runs: saekit's `Traine
 `SAETrainer` with `TopKTrainingSAE` (its defaults: zero b_dec, decoder rows at norm 0.1, activations
 rescaled by decoder norm; `saelens_median`: b_dec set to the geometric median of the first batch, as
 SAELens's pre-v6 `b_dec_init_method='geometric_median'` and dictionary_learning do); dictionary_learning's
-`TopKTrainer.update` (its own b_dec median init, grad clipping and decoder renormalisation).
+`TopKTrainer.update` (its own b_dec median init, grad clipping and decoder renormalisation). `saekit_noclip` is
+saekit's Trainer without its default gradient clip (`TrainConfig(max_grad_norm=0)`; the default until 2026-12-07).
 
 The output file holds W_enc [F, D], b_enc [F], W_dec [F, D], b_dec [D] of an equivalent plain TopK SAE
 in raw activation units (encode: ReLU(TopK((x - b_dec) W_enc^T + b_enc)), decode: a W_dec + b_dec), and
@@ -69,13 +70,14 @@ def batches(x_ND: torch.Tensor, steps: int, seed: int = 0):
             n += 1
 
 
-def train_saekit(x, width, steps, scale):
+def train_saekit(x, width, steps, scale, max_grad_norm=None):
     import saekit
     from saekit.train.trainer import Trainer
 
     cfg = saekit.TrainConfig(
         tokens=steps * BATCH, batch_size=BATCH, lr=lr_for(width), warmup_steps=WARMUP, decay_start=DECAY_START,
         normalize=False,  # the rows come scaled by s, as for the peers
+        max_grad_norm=max_grad_norm,
     )
     sae = saekit.Sae(saekit.SaeConfig(d_in=x.shape[1], n_latents=width, k=K, hookpoint="resid_post.6"))
     trainer = Trainer(sae, cfg)
@@ -126,7 +128,7 @@ def train_dictionary_learning(x, width, steps, scale):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--trainer", required=True, choices=["saekit", "saelens", "saelens_median", "dictionary_learning"])
+    p.add_argument("--trainer", required=True, choices=["saekit", "saekit_noclip", "saelens", "saelens_median", "dictionary_learning"])
     p.add_argument("--width", type=int, required=True)
     p.add_argument("--tokens", type=int, default=196_608)
     p.add_argument("--data", required=True)
@@ -138,6 +140,8 @@ def main():
     scale = input_scale(x)
     if a.trainer == "saekit":
         seconds, w = train_saekit(x, a.width, steps, scale)
+    elif a.trainer == "saekit_noclip":
+        seconds, w = train_saekit(x, a.width, steps, scale, max_grad_norm=0.0)
     elif a.trainer.startswith("saelens"):
         seconds, w = train_saelens(x, a.width, steps, scale, median=a.trainer == "saelens_median")
     else:

@@ -126,6 +126,10 @@ class Sae(nn.Module):
         c = self.cfg.pre_act_coefficient
         return float(c if c is not None else self.default_pre_act_coefficient or 0.0)
 
+    default_max_grad_norm: ClassVar[float | None] = None
+    """The gradient clip `TrainConfig.max_grad_norm=None` stands for, on the papers' scale (`train.grad_clip`); None: no
+    clipping. TopK: 1.0, Anthropic's and dictionary_learning's; the other architectures' recipes were tuned without it."""
+
     default_topk_warmup: ClassVar[float | None] = None
     """The fraction of training `cfg.topk_warmup=None` stands for (a TopK phase before the architecture's own code);
     None: this architecture has no such phase (SaeConfig refuses a positive value)."""

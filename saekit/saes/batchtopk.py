@@ -166,6 +166,8 @@ class BatchTopKSae(TopKSae, architecture="batchtopk"):
     relative_topk_warmup = 0.5
     """Under `relative_selection` (93% of the synthetic dictionary recovered at 0.5; not re-measured at 0.9)."""
     default_pre_act_coefficient = 3.0
+    default_max_grad_norm = None
+    """No clip by default (TopK's is 1.0): the batch phase's recipe was tuned without one."""
     """The batch phase's: without the loss 30% of the latents were dead on held-out text; 6 until the 90% TopK warm-up,
     after which 3 reconstructs better at every L0 with under 3% dead (this module's docstring)."""
     relative_pre_act_coefficient = 1.0

@@ -32,8 +32,8 @@ FVU on 16,384 test-split tokens; BENCHMARKS.md, "ReLU/L1 starts at its target L0
   decoder-norm weighted): the new start leaves 39% / 16% / 9% of the latents dead without it.
 - `b_dec` is subtracted before encoding (SAELens's `apply_b_dec_to_input`; an equivalent reparametrisation of b_enc)
   and starts at the data's geometric median rather than zero; AuxK (`Sae.dead_latent_loss`) also reaches dead latents.
-- The April update clipped gradients at norm 1: `TrainConfig.max_grad_norm=1.0` does that (off by default: on the FVU
-  scale the gradient norm is far below 1, so clipping at 1 would never engage).
+- The April update clipped gradients at norm 1: `TrainConfig.max_grad_norm=1.0` does that, on the update's scale
+  (`train.grad_clip`). Off by default for ReLU/L1 (`Sae.default_max_grad_norm`): its recipe here was tuned without it.
 
 TopK warm-up (`SaeConfig.topk_warmup`; by default the Trainer plans it from the run's steps, `budget_topk_warmup`:
 the ReLU code keeps the last 100 steps or more, at most 90% warm-up, none in runs of 100 steps or fewer; 0 is the

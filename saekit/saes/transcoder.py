@@ -88,6 +88,8 @@ class Transcoder(TopKSae, architecture="transcoder"):
     """No pre-activation loss (its forward does not add TopK's): SaeConfig refuses a positive coefficient."""
     encoder_init_scale = 1.0
     """W_enc starts at W_dec^T (TopK's 0.3 was measured on SAEs, not on transcoders, whose encoder reads another site)."""
+    default_max_grad_norm = None
+    """No clip by default: TopK's was measured on SAEs, not on transcoders."""
 
     def saelens_fields(self) -> dict:
         return {"apply_b_dec_to_input": False, "d_out": self.d_in, "k": int(self.cfg.k)}

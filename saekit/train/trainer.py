@@ -43,6 +43,7 @@ from ..metrics import density_histogram
 from ..saes import Sae, SaeOutput, is_dense_code
 from ..store import ActivationCache
 from . import distributed as dd
+from . import grad_clip
 from ..durable import crash_point
 from .callbacks import LogArrays, Throttle, TrainCallback, as_callback
 from .checkpoint import resume_trainer, write_checkpoint
@@ -470,8 +471,9 @@ class Trainer:
         out.loss.backward()
         dd.average_gradients_(sae)
         sae.before_optimizer_step()
-        if cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.max_grad_norm)
+        max_grad_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else sae.default_max_grad_norm
+        if max_grad_norm:
+            grad_clip.clip_(list(sae.parameters()), max_grad_norm, batch[slot.target or self.input_key])
         for g in slot.opt.param_groups:
             g["lr"] = slot.lr * factor
         slot.opt.step()
