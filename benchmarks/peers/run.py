@@ -38,7 +38,7 @@ def harvest(out: Path, n_tokens: int, from_cache: str | None) -> None:
         rows = saekit.ActivationCache.open(from_cache).load(HOOKPOINT)
         if rows.shape[0] < n_tokens:
             raise SystemExit(f"{from_cache} holds {rows.shape[0]:,} rows of {HOOKPOINT}, fewer than --harvest-tokens {n_tokens:,}")
-        rows = rows[:n_tokens]
+        rows = rows[:n_tokens].clone()  # a view would save the whole cache's storage (torch.save keeps storages)
     else:
         model = saekit.load_model()
         rows = saekit.harvest(model, hookpoints=HOOKPOINT, n_tokens=n_tokens, progress=False).load(HOOKPOINT)
