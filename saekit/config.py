@@ -142,8 +142,9 @@ class SaeConfig:
     selection_dtype: str = "auto"
     """'topk', 'batchtopk' and 'matryoshka', while training: the dtype of the dense product that *chooses* the kept
     latents, 'float32' or 'bfloat16' (the kept values, the loss, the gradients and the weights stay in `dtype`;
-    inference always selects in full precision). 'auto': bfloat16 on CPUs that multiply it in hardware (Intel AMX,
-    `saekit.gemm.bf16_matrix_units`, where the product is 4x faster), float32 elsewhere (CUDA uses autocast). Held-out FVU
+    inference always selects in full precision). 'auto': bfloat16 on CPUs that multiply it in hardware (Intel AMX, where
+    the product is 4x faster, or AVX512_BF16, 2x; `saekit.gemm.bf16_matrix_units`), float32 elsewhere (CUDA uses
+    autocast). Held-out FVU
     and dead latents with each are in BENCHMARKS.md ("TopK training step")."""
 
     matryoshka_prefixes: tuple[int, ...] | None = None

@@ -125,3 +125,35 @@ def test_strided_row_samples_give_torch_values_and_reach_onednn_in_a_plain_layou
     W_s = W.clone().requires_grad_()
     gemm.linear(x_s[::8], W_s, b).sum().backward()
     assert layouts == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    "amx, avx512_bf16, expected",
+    [(True, False, True), (False, True, True), (True, True, True), (False, False, False)],
+)
+def test_bfloat16_hardware_is_amx_tiles_or_avx512_bf16(monkeypatch, amx, avx512_bf16, expected):
+    """Selection in bfloat16 ('auto') where the CPU multiplies it in hardware: AMX tiles or AVX512_BF16, not where
+    it is emulated (an AVX2-only CPU, where bfloat16 products were 6x slower than float32)."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert gemm.bf16_matrix_units() is expected
+
+
+def test_a_failing_or_missing_probe_counts_as_no_bfloat16_hardware(monkeypatch):
+    def broken():
+        raise RuntimeError("cpuinfo unavailable")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert gemm.bf16_matrix_units() is False
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert gemm.bf16_matrix_units() is True
+
+
+def test_the_bfloat16_probe_agrees_with_the_machines_flags():
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo here")
+    hardware = " amx_tile" in flags or " avx512_bf16" in flags
+    assert gemm.bf16_matrix_units() == hardware

@@ -56,6 +56,21 @@ def geometric_median(x_ND: torch.Tensor, iters: int = 50) -> torch.Tensor:
     return y
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory since it started (Linux: /proc/self/status VmHWM, the high-water mark of
+    the current address space). `ru_maxrss` is not used where VmHWM exists: Linux carries the forking parent's
+    high-water mark across exec into it, so a trainer started by a run.py that had loaded a large cache reported
+    the parent's 5.1 GB for every trainer."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def batches(x_ND: torch.Tensor, steps: int, seed: int = 0):
     """The same shuffled batches for every library: a permutation per epoch, full batches only."""
     g = torch.Generator().manual_seed(seed)
@@ -147,7 +162,7 @@ def main():
     else:
         seconds, w = train_dictionary_learning(x, a.width, steps, scale)
     w = {k: v.detach().float().contiguous().clone() for k, v in w.items()}
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mib()
     torch.save(w, a.out)
     print(json.dumps({"trainer": a.trainer, "width": a.width, "seconds": seconds, "tokens": steps * BATCH, "peak_rss_mib": rss}))
 
